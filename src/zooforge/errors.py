@@ -1,0 +1,34 @@
+"""Exception types shared by every part of zooforge.
+
+Every user-facing error is a ``ValueError`` subclass (as scikit-learn and PEFT do), so callers that
+already catch ``ValueError`` keep working, and each message says what was expected, what was got and,
+where known, how to fix it.
+"""
+
+__all__ = [
+    "ZooforgeError",
+    "CatalogueError",
+    "DatasetError",
+    "BackboneLoadError",
+    "CacheError",
+]
+
+
+class ZooforgeError(ValueError):
+    """Base class of zooforge's errors about user input or environment."""
+
+
+class CatalogueError(ZooforgeError):
+    """A catalogue file is missing, unparsable, or has an invalid entry."""
+
+
+class DatasetError(ZooforgeError):
+    """A dataset argument cannot be read or does not form a classification task."""
+
+
+class BackboneLoadError(ZooforgeError):
+    """A backbone cannot be built or its weights cannot be found."""
+
+
+class CacheError(ZooforgeError):
+    """A feature-cache entry is unusable (only raised where it cannot be recomputed)."""

@@ -1,0 +1,84 @@
+"""H-score and its shrinkage-regularised variant.
+
+Bao, Li, Huang, Zhang, Zheng & Tong, "An Information-Theoretic Approach to Transferability in Task
+Transfer Learning", ICIP 2019. https://ieeexplore.ieee.org/document/8803726
+
+.. math::
+    H(f) = \\operatorname{tr}\\big(\\operatorname{cov}(f)^{+}\\, \\operatorname{cov}(\\mathbb E[f \\mid y])\\big)
+
+with sample covariances (ddof = 1) and the pseudo-inverse. Higher = better.
+
+Regularised H-score: Ibrahim, Ponomareva & Mazumder, "Newer is not always better: Rethinking
+transferability metrics, their peculiarities, stability and performance", ECML-PKDD 2022
+(https://arxiv.org/abs/2110.06893). cov(f) is replaced by the Ledoit-Wolf shrinkage estimate
+(1 - a) S + a tr(S)/D I of the centred features and the between-class term is scaled by (1 - a), which
+keeps the score stable when D is large relative to N.
+
+Shape: ``features`` (N, D); ``labels`` (N,).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from zooforge.metrics._torch import feature_tensor, onehot
+from zooforge.metrics._validation import check_labels
+from zooforge.metrics.registry import register
+
+__all__ = ["hscore", "regularized_hscore", "ledoit_wolf_shrinkage"]
+
+
+def _class_mean_rows(x: torch.Tensor, y, n_classes: int) -> torch.Tensor:
+    member = onehot(y, n_classes, x)
+    means = member.T @ x / member.sum(dim=0)[:, None]
+    return means[torch.as_tensor(y, device=x.device)]       # E[f | y_i] for every sample
+
+
+def _cov(x: torch.Tensor, ddof: int = 1) -> torch.Tensor:
+    centred = x - x.mean(dim=0, keepdim=True)
+    return centred.T @ centred / (x.shape[0] - ddof)
+
+
+@register("hscore", needs=("features",), summary="tr(cov(f)^+ cov(E[f|y])) (Bao et al. 2019)")
+def hscore(features, labels) -> float:
+    """H-score; higher = better transfer."""
+    y, n_classes = check_labels(labels)
+    x = feature_tensor(features, n_samples=len(y))
+    if x.shape[0] < 2:
+        raise ValueError("`features` needs at least 2 samples for a covariance.")
+    cov_f = _cov(x)
+    cov_g = _cov(_class_mean_rows(x, y, n_classes))
+    # Default cutoff (max(N, D) * eps relative): directions with no variance are ignored, as pinv should.
+    inv = torch.linalg.pinv(cov_f, hermitian=True)
+    return float(torch.trace(inv @ cov_g))
+
+
+def ledoit_wolf_shrinkage(x: torch.Tensor) -> float:
+    """Ledoit & Wolf (2004) optimal shrinkage a of the covariance of already-centred ``x`` towards
+    tr(S)/D I, S = x^T x / N. Same estimate as ``sklearn.covariance.ledoit_wolf_shrinkage``."""
+    n, d = x.shape
+    sq = x.square()
+    trace_terms = sq.sum(dim=0) / n                          # diag(S)
+    mu = trace_terms.sum() / d
+    frob_s = (x.T @ x).square().sum() / n**2                 # |S|_F^2
+    spread = sq.sum(dim=1).square().sum()                    # sum_i |x_i|^4
+    beta = (spread / n - frob_s) / (d * n)
+    delta = (frob_s - 2 * mu * trace_terms.sum() + d * mu**2) / d   # |S - mu I|_F^2 / d
+    beta = torch.minimum(beta, delta)
+    return 0.0 if float(delta) == 0.0 else float(beta / delta)
+
+
+@register("hscore_shrink", needs=("features",), summary="H-score with Ledoit-Wolf covariance (Ibrahim et al. 2022)")
+def regularized_hscore(features, labels) -> float:
+    """Shrinkage-regularised H-score; higher = better transfer."""
+    y, n_classes = check_labels(labels)
+    x = feature_tensor(features, n_samples=len(y))
+    x = x - x.mean(dim=0, keepdim=True)
+    a = ledoit_wolf_shrinkage(x)
+    n, d = x.shape
+    cov_f = x.T @ x / n
+    shrunk = (1 - a) * cov_f + a * torch.trace(cov_f) / d * torch.eye(d, dtype=x.dtype, device=x.device)
+    g = _class_mean_rows(x, y, n_classes)
+    cov_g = g.T @ g / n                                      # g is centred because x is
+    inv = torch.linalg.pinv(shrunk, hermitian=True)
+    return float(torch.trace(inv @ ((1 - a) * cov_g)))

@@ -1,0 +1,82 @@
+"""The estimator registry: name -> (function, what it needs).
+
+After timm's ``register_model``: the decorator records and returns the function unchanged. Unlike
+timm, registering a name twice raises, so two modules cannot silently shadow each other. Callers ask
+an estimator what it ``needs`` and skip it when a model cannot feed it (no classifier head means no
+``source_probs``; no source dataset means no ``source_features``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+__all__ = ["Estimator", "REGISTRY", "INPUTS", "register", "get_estimator", "list_estimators"]
+
+# What an estimator may need beside the target labels. ``source_features`` comes with
+# ``source_labels`` (features and labels of the source task's own data).
+INPUTS = ("features", "source_probs", "source_features")
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One registered transferability estimator. Higher scores mean better expected transfer."""
+
+    name: str
+    fn: Callable[..., float]
+    needs: frozenset[str]
+    summary: str
+
+    def missing(self, available: set[str] | frozenset[str]) -> list[str]:
+        """Inputs this estimator needs that are not in ``available``."""
+        return sorted(self.needs - set(available))
+
+    def __call__(self, labels: Any, inputs: Mapping[str, Any], **options: Any) -> float:
+        """Score with the arrays in ``inputs`` (keys from INPUTS, plus ``source_labels``)."""
+        lacking = self.missing(set(k for k, v in inputs.items() if v is not None))
+        if lacking:
+            raise ValueError(f"estimator {self.name!r} needs {', '.join(lacking)}, which were not given.")
+        kwargs: dict[str, Any] = {"labels": labels}
+        for key in self.needs:
+            kwargs[key] = inputs[key]
+        if "source_features" in self.needs:
+            kwargs["source_labels"] = inputs["source_labels"]
+        return self.fn(**kwargs, **options)
+
+
+_REGISTRY: dict[str, Estimator] = {}
+REGISTRY: Mapping[str, Estimator] = MappingProxyType(_REGISTRY)  # read-only view
+
+
+def register(name: str, *, needs: tuple[str, ...], summary: str):
+    """Decorator: record ``fn`` under ``name`` with the inputs it needs; returns ``fn`` unchanged."""
+    unknown = set(needs) - set(INPUTS)
+    if unknown:
+        raise ValueError(f"register({name!r}): unknown needs {sorted(unknown)}; valid: {list(INPUTS)}.")
+
+    def decorator(fn: Callable[..., float]) -> Callable[..., float]:
+        if name in _REGISTRY:
+            raise ValueError(f"estimator {name!r} is already registered (by {_REGISTRY[name].fn.__module__}).")
+        _REGISTRY[name] = Estimator(name, fn, frozenset(needs), summary)
+        return fn
+
+    return decorator
+
+
+def get_estimator(name: str) -> Estimator:
+    """The estimator called ``name``; an unknown name raises ``ValueError`` listing valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = fnmatch.filter(_REGISTRY, f"*{name}*")
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown estimator {name!r}; valid estimators: {', '.join(sorted(_REGISTRY))}.{hint}"
+        ) from None
+
+
+def list_estimators(pattern: str = "*") -> list[str]:
+    """Registered names matching an fnmatch ``pattern``, sorted."""
+    return sorted(fnmatch.filter(_REGISTRY, pattern))

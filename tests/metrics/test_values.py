@@ -1,0 +1,183 @@
+"""Known values: hand derivations on tiny inputs and closed forms from the papers."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import ortho_group
+
+from zooforge import metrics as M
+
+
+# ---- NCE ---------------------------------------------------------------------------------------
+def test_nce_zero_when_target_is_function_of_source():
+    # Tran et al.: H(Y|Z) = 0 when y = g(z); here y = z mod 2 over 3 source classes.
+    z = np.array([0, 0, 1, 1, 2, 2])
+    assert M.nce(z, z % 2) == 0.0
+
+
+def test_nce_hand_derived():
+    # z = [0,0,1,1], y = [0,1,0,0]: P(z=0,y=0)=P(z=0,y=1)=1/4, P(z=1,y=0)=1/2.
+    # H(Y|Z) = P(z=0) H(1/2,1/2) + P(z=1) * 0 = 1/2 log 2, so NCE = -log(2)/2.
+    assert M.nce([0, 0, 1, 1], [0, 1, 0, 0]) == pytest.approx(-math.log(2) / 2, rel=1e-12)
+    # A constant source label: NCE = -H(Y) = -log 2 for balanced binary labels.
+    assert M.nce([7, 7, 7, 7], ["a", "b", "a", "b"]) == pytest.approx(-math.log(2), rel=1e-12)
+
+
+def test_nce_accepts_probabilities_and_takes_argmax():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+    assert M.nce(probs, [0, 1, 0, 0]) == M.nce([0, 0, 1, 1], [0, 1, 0, 0])
+
+
+# ---- LEEP --------------------------------------------------------------------------------------
+def test_leep_hand_derived_uniform_source():
+    # theta = (1/2, 1/2) for both samples, y = (0, 1): P(y, z) = 1/4 everywhere, P(y|z) = 1/2,
+    # so each sample's expected prediction is 1/2 and LEEP = log(1/2).
+    theta = np.full((2, 2), 0.5)
+    assert M.leep(theta, [0, 1]) == pytest.approx(math.log(0.5), rel=1e-12)
+
+
+def test_leep_equals_nce_for_one_hot_source_probabilities():
+    # With deterministic theta, sum_z P(y|z) theta(z) = P(y | z_i): LEEP = mean log P(y_i|z_i) = NCE.
+    rng = np.random.default_rng(0)
+    z = rng.integers(0, 4, 50)
+    y = rng.integers(0, 3, 50)
+    theta = np.eye(4)[z]
+    assert M.leep(theta, y) == pytest.approx(M.nce(z, y), rel=1e-12)
+
+
+# ---- H-score -----------------------------------------------------------------------------------
+def test_hscore_hand_derived_one_dimension():
+    # f = [0,1,2,3], y = [0,0,1,1]: var(f) (ddof 1) = 5/3; E[f|y] = [.5,.5,2.5,2.5], var = 4/3.
+    # H = (4/3) / (5/3) = 0.8.
+    f = np.array([[0.0], [1.0], [2.0], [3.0]])
+    assert M.hscore(f, [0, 0, 1, 1]) == pytest.approx(0.8, rel=1e-12)
+
+
+def test_ledoit_wolf_matches_sklearn():
+    import torch
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    from zooforge.metrics.hscore import ledoit_wolf_shrinkage as ours
+
+    x = np.random.default_rng(1).normal(size=(40, 15))
+    x -= x.mean(axis=0)
+    assert ours(torch.from_numpy(x)) == pytest.approx(ledoit_wolf_shrinkage(x, assume_centered=True), rel=1e-10)
+
+
+# ---- GBC ---------------------------------------------------------------------------------------
+def test_gbc_hand_derived_two_gaussians():
+    # Class 0 at {-1, 1} (mean 0, var 1), class 1 at {3, 5} (mean 4, var 1), one dimension:
+    # D_B = (4^2)/(8*1) + 0 = 2, counted for both ordered pairs: GBC = -2 e^-2.
+    f = np.array([[-1.0], [1.0], [3.0], [5.0]])
+    assert M.gbc(f, [0, 0, 1, 1], pca_dim=None) == pytest.approx(-2 * math.exp(-2), rel=1e-12)
+    # Unequal variances: var0 = 1, var1 = 4 (points 2, 6), mean gap 4, sigma = 2.5:
+    # D_B = 16/(8*2.5) + 1/2 (log 2.5 - (log 1 + log 4)/2) = 0.8 + 0.5 log(1.25).
+    f = np.array([[-1.0], [1.0], [2.0], [6.0]])
+    expected = -2 * math.exp(-(0.8 + 0.5 * math.log(1.25)))
+    assert M.gbc(f, [0, 0, 1, 1], pca_dim=None, gaussian="diagonal") == pytest.approx(expected, rel=1e-12)
+
+
+# ---- TransRate ---------------------------------------------------------------------------------
+def test_transrate_matches_direct_logdet():
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(60, 8))
+    y = rng.integers(0, 3, 60)
+
+    def rate(z, eps=1e-4):
+        n, d = z.shape
+        return 0.5 * np.linalg.slogdet(np.eye(d) + z.T @ z / (n * eps))[1]
+
+    z = f - f.mean(axis=0)
+    expected = rate(z) - np.mean([rate(z[y == c]) for c in range(3)])
+    assert M.transrate(f, y) == pytest.approx(expected, rel=1e-10)
+
+
+# ---- LogME -------------------------------------------------------------------------------------
+def _direct_evidence(f, y_col, alpha, beta):
+    """The evidence at (alpha, beta) with an explicit inverse and log-determinant (slow, obvious)."""
+    n, d = f.shape
+    a = alpha * np.eye(d) + beta * f.T @ f
+    m = beta * np.linalg.inv(a) @ f.T @ y_col
+    return (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - beta / 2 * np.sum((f @ m - y_col) ** 2)
+            - alpha / 2 * m @ m - 0.5 * np.linalg.slogdet(a)[1] - n / 2 * np.log(2 * np.pi)) / n
+
+
+@pytest.mark.parametrize("n,d", [(200, 20), (30, 80)], ids=["N>D", "N<D"])
+def test_logme_equals_direct_evidence(n, d):
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, n)
+    f = rng.normal(size=(n, d)) + 0.7 * np.eye(4, d)[y]
+    fit = M.logme_fit(f, y)
+    for c in range(4):
+        direct = _direct_evidence(f, (y == c).astype(float), fit.alpha[c], fit.beta[c])
+        assert fit.evidence[c] == pytest.approx(direct, rel=1e-8)
+    # posterior mean agrees with the explicit formula too
+    a = fit.alpha[0] * np.eye(d) + fit.beta[0] * f.T @ f
+    np.testing.assert_allclose(fit.weights[0], fit.beta[0] * np.linalg.solve(a, f.T @ (y == 0)), rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("n,d", [(200, 20), (30, 80)], ids=["N>D", "N<D"])
+def test_logme_is_a_stationary_point_of_the_evidence(n, d):
+    # alpha, beta maximise the evidence: nudging either by 1% lowers it.
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, n)
+    f = rng.normal(size=(n, d)) + np.eye(3, d)[y]
+    fit = M.logme_fit(f, y)
+    col = (y == 1).astype(float)
+    best = _direct_evidence(f, col, fit.alpha[1], fit.beta[1])
+    for da, db in [(1.01, 1), (0.99, 1), (1, 1.01), (1, 0.99)]:
+        assert _direct_evidence(f, col, fit.alpha[1] * da, fit.beta[1] * db) < best
+
+
+def test_logme_small_n_is_not_inflated_like_the_reference_bug():
+    # thuml/LogME issue #23: with N < D the fixed-point code drops (D - rank)/2 log(alpha) and
+    # reports about +15 at 100 x 512. The exact evidence of random features is negative.
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=(100, 512))
+    y = rng.integers(0, 5, 100)
+    assert -2.0 < M.logme(f, y) < 0.0
+
+
+def test_logme_invariances():
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 4, 120)
+    f = rng.normal(size=(120, 10)) + np.eye(4, 10)[y]
+    base = M.logme(f, y)
+    rotation = ortho_group.rvs(10, random_state=0)
+    assert M.logme(f @ rotation, y) == pytest.approx(base, rel=1e-9)       # orthogonal rotation
+    perm = rng.permutation(120)
+    assert M.logme(f[perm], y[perm]) == pytest.approx(base, rel=1e-9)      # sample order
+    renamed = np.array(["d", "c", "b", "a"])[y]
+    assert M.logme(f, renamed) == pytest.approx(base, rel=1e-9)            # class relabelling
+
+
+def test_logme_regression_targets():
+    rng = np.random.default_rng(7)
+    f = rng.normal(size=(150, 6))
+    good = f @ rng.normal(size=(6, 2)) + 0.1 * rng.normal(size=(150, 2))
+    noise = rng.normal(size=(150, 2))
+    assert M.logme(f, good, regression=True) > M.logme(f, noise, regression=True)
+
+
+# ---- OTCE --------------------------------------------------------------------------------------
+def test_otce_terms_on_identical_domains():
+    rng = np.random.default_rng(8)
+    f = rng.normal(size=(40, 5))
+    y = rng.integers(0, 3, 40)
+    domain, task = M.otce_terms(f, y, f, y)
+    assert domain == pytest.approx(0.0, abs=1e-12)    # the identity coupling costs nothing
+    assert task == pytest.approx(0.0, abs=1e-12)      # and maps every label to itself
+
+
+def test_fit_otce_weights_recovers_a_linear_law():
+    domain = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    task = np.array([0.5, 0.1, 0.9, 0.3, 0.7])
+    accuracy = -0.2 * domain - 1.5 * task + 3.0
+    assert M.fit_otce_weights(domain, task, accuracy) == pytest.approx((-0.2, -1.5, 3.0), rel=1e-9)
+    # and otce() applies them
+    f = np.random.default_rng(9).normal(size=(30, 4))
+    y = np.arange(30) % 3
+    w = (-0.2, -1.5, 3.0)
+    d, t = M.otce_terms(f, y, f + 1.0, y)
+    assert M.otce(f, y, f + 1.0, y, weights=w) == pytest.approx(-0.2 * d - 1.5 * t + 3.0)
