@@ -1,0 +1,180 @@
+"""The ``zooforge`` command line: one typer app; each command parses, makes one API call, prints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zooforge.errors import ZooforgeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Rank, reassemble and tune models from a zoo of pretrained backbones.")
+console = Console()
+
+
+def _threads() -> None:
+    import torch
+
+    # One intra-op thread per core; more oversubscribes and makes CPU torch several times slower.
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)   # unbroken paths stay copyable
+    raise typer.Exit(code=1)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def print_ranking(table, metrics, title: str) -> None:
+    t = Table(title=title, header_style="bold")
+    first = metrics[0] if metrics else None
+    for col in ["rank", "model", "params (M)", "GMACs", *metrics, f"P(top-1, {first})", "mean rank"]:
+        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+    for row in table.iter_rows(named=True):
+        cells = [str(row["rank"]), row["model"] + (" *" if row.get("best_within_budget") else ""),
+                 _fmt(row["params_m"], 3), _fmt(row["gmacs"], 3)]
+        for m in metrics:
+            score = row[m]
+            lo, hi = row.get(f"{m}_lo"), row.get(f"{m}_hi")
+            shown = m == first and lo is not None and score is not None   # one interval keeps it narrow
+            cells.append(_fmt(score) + (f" [dim][{_fmt(lo, 3)}, {_fmt(hi, 3)}][/]" if shown else ""))
+        cells.append(_fmt(row.get(f"{first}_p_top1"), 2))
+        cells.append(_fmt(row["mean_rank"], 3))
+        t.add_row(*cells)
+    console.print(t)
+    for row in table.iter_rows(named=True):
+        if row["error"]:
+            console.print(f"[red]{row['model']} failed:[/] {row['error']}")
+        elif row["skipped"]:
+            console.print(f"[yellow]{row['model']} skipped[/] {row['skipped']}")
+
+
+@app.command()
+def models(catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")]) -> None:
+    """List and validate a catalogue, with parameter and GMAC columns."""
+    from zooforge.zoo import load_catalogue
+    from zooforge.zoo.backbone import Backbone
+
+    _threads()
+    try:
+        entries = load_catalogue(catalogue)
+    except ZooforgeError as exc:
+        _fail(exc)
+    t = Table(title=f"{len(entries)} model(s) in {catalogue}", header_style="bold")
+    for col in ("id", "source", "name", "head", "params (M)", "GMACs", "input"):
+        t.add_column(col, no_wrap=col == "id")
+    failures = 0
+    for e in entries:
+        try:
+            b = Backbone.from_entry(e)
+            size = "x".join(map(str, b.transform.input_size)) if b.transform else b.modality
+            t.add_row(e.id, e.source, e.name, str(b.num_source_classes or "-"), f"{b.num_params / 1e6:.3f}",
+                      f"{b.gmacs:.4f}", size)
+        except ZooforgeError as exc:
+            failures += 1
+            t.add_row(e.id, e.source, e.name, "-", "-", "-", f"[red]{str(exc).splitlines()[0]}[/]")
+    console.print(t)
+    if failures:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def rank(
+    catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
+    data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task>")],
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="estimator (repeatable)")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="write the table: .csv, .json or .parquet")] = None,
+    budget_gmacs: Annotated[Optional[float], typer.Option(help="mark the best model within this many GMACs")] = None,
+    budget_params: Annotated[Optional[float], typer.Option(help="... and this many million parameters")] = None,
+    max_per_class: Annotated[Optional[int], typer.Option(help="subsample the dataset per class")] = None,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the intervals (0: none)")] = 100,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $ZOOFORGE_CACHE_DIR)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: best available)")] = None,
+) -> None:
+    """Rank a catalogue of backbones for a dataset without fine-tuning them."""
+    from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models, write_table
+
+    _threads()
+    metrics = metric or list(DEFAULT_METRICS)
+    try:
+        table = rank_models(catalogue, data, metrics, models=model, max_per_class=max_per_class,
+                            bootstrap=bootstrap, cache_dir=cache_dir, device=device,
+                            budget_gmacs=budget_gmacs, budget_params=budget_params)
+    except ZooforgeError as exc:
+        _fail(exc)
+    except ValueError as exc:
+        _fail(exc)
+    print_ranking(table, metrics, f"{catalogue} on {data}")
+    if (budget_gmacs is not None or budget_params is not None) and not table["within_budget"].any():
+        console.print("[yellow]No model fits the budget[/] "
+                      f"(smallest: {table['gmacs'].min():.4g} GMACs, {table['params_m'].min():.4g} M params).")
+    if out:
+        console.print(f"wrote {write_table(table, out)}")
+
+
+@app.command()
+def evaluate(
+    ranking: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ranking table (.csv/.json/.parquet)")],
+    truth: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV/JSON with model, accuracy")],
+) -> None:
+    """Kendall tau, weighted tau, Pearson r, top-1 regret and top-3 hit of each estimator vs truth."""
+    import polars as pl
+
+    from zooforge.selection.evaluate import evaluate as evaluate_ranking
+
+    read = {".csv": pl.read_csv, ".json": pl.read_json, ".parquet": pl.read_parquet}
+    try:
+        if ranking.suffix not in read or truth.suffix not in (".csv", ".json"):
+            raise ZooforgeError("ranking must be .csv/.json/.parquet and truth .csv/.json.")
+        result = evaluate_ranking(read[ranking.suffix](ranking), read[truth.suffix](truth))
+    except ZooforgeError as exc:
+        _fail(exc)
+    t = Table(title="estimators vs fine-tuned accuracy", header_style="bold")
+    for col in result.columns:
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for row in result.iter_rows():
+        t.add_row(*[_fmt(v, 3) for v in row])
+    console.print(t)
+
+
+@app.command()
+def demo(
+    task: Annotated[str, typer.Option(help="demo target task")] = "shapes",
+    per_class: Annotated[int, typer.Option(help="target samples per class")] = 100,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache")] = None,
+) -> None:
+    """Offline end to end: rank the demo zoo on a demo target task."""
+    from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models
+
+    _threads()
+    spec = f"demo:{task}?n={per_class}"
+    console.print(f"Ranking the demo zoo (14 small timm models) on [bold]{spec}[/] ...")
+    try:
+        table = rank_models("demo", spec, DEFAULT_METRICS, cache_dir=cache_dir, bootstrap=50)
+    except ZooforgeError as exc:
+        _fail(exc)
+    print_ranking(table, list(DEFAULT_METRICS), f"demo zoo on {spec}")
+    top = table.row(0, named=True)
+    console.print(f"Top model by mean rank: [bold]{top['model']}[/] "
+                  f"(LogME {_fmt(top['logme'])}, P(top-1 by LogME) {_fmt(top.get('logme_p_top1'), 2)}).")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Judge a ranking against fine-tuned accuracies, the way transferability papers do.
+
+Per estimator: Kendall's tau, weighted tau (``scipy.stats.weightedtau`` defaults: hyperbolic weights
+1/(r+1) on the rank, as in the LogME paper), Pearson r, top-1 regret (accuracy of the truly best model
+minus accuracy of the model the estimator put first) and top-3 hit (whether the truly best model is
+among the estimator's top 3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from zooforge.errors import ZooforgeError
+
+__all__ = ["evaluate"]
+
+
+def evaluate(ranking: pl.DataFrame, truth: pl.DataFrame | dict[str, float], metrics=None) -> pl.DataFrame:
+    """One row per estimator; ``truth`` maps model id -> fine-tuned accuracy (or a frame with
+    columns model, accuracy)."""
+    if isinstance(truth, dict):
+        truth = pl.DataFrame({"model": list(truth), "accuracy": list(truth.values())})
+    missing_cols = {"model", "accuracy"} - set(truth.columns)
+    if missing_cols:
+        raise ZooforgeError(f"truth needs columns model and accuracy; missing {sorted(missing_cols)}.")
+    unknown = sorted(set(truth["model"]) - set(ranking["model"]))
+    if unknown:
+        raise ZooforgeError(f"truth names model(s) not in the ranking: {', '.join(unknown)}.")
+    metrics = metrics or [c for c in ranking.columns if f"{c}_rank" in ranking.columns] + ["ensemble_z"]
+    joined = ranking.join(truth.select("model", "accuracy"), on="model", how="inner")
+    acc = joined["accuracy"].to_numpy().astype(float)
+    rows = []
+    for m in metrics:
+        score = joined[m].to_numpy().astype(float)
+        ok = ~np.isnan(score)
+        if ok.sum() < 2:
+            rows.append({"metric": m, "n_models": int(ok.sum()), "kendall_tau": None, "weighted_tau": None,
+                         "pearson_r": None, "top1_regret": None, "top3_hit": None})
+            continue
+        s, a = score[ok], acc[ok]
+        top = np.argsort(-s, kind="stable")
+        rows.append({
+            "metric": m, "n_models": int(ok.sum()),
+            "kendall_tau": float(stats.kendalltau(s, a).statistic),
+            "weighted_tau": float(stats.weightedtau(s, a).statistic),
+            "pearson_r": float(stats.pearsonr(s, a).statistic) if s.std() > 0 and a.std() > 0 else None,
+            "top1_regret": float(a.max() - a[top[0]]),
+            "top3_hit": bool(np.argmax(a) in top[:3]),
+        })
+    return pl.DataFrame(rows)

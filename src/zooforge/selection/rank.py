@@ -1,0 +1,201 @@
+"""Rank a catalogue of backbones for a dataset: extract (cached) -> score -> table.
+
+The table has one row per model: each estimator's score, its rank (1 = best), a bootstrap 90%
+interval (over stratified 80% subsamples) and P(top-1) (the share of resamples in which the model scores best; all models
+share the same resamples, so the comparison is paired), the mean rank across estimators, a z-scored
+ensemble, cost (params, GMACs, measured samples/s), and, given budgets, which models fit and which lie
+on the score-vs-GMACs Pareto front. Estimators a model cannot feed are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+from zooforge.errors import ZooforgeError
+from zooforge.metrics import REGISTRY, get_estimator
+
+__all__ = ["rank", "score_featureset", "DEFAULT_METRICS", "pareto_front"]
+
+# Fast, label-based estimators that work from features or a source head: the default set.
+DEFAULT_METRICS = ("logme", "leep", "nce", "hscore_shrink", "gbc", "transrate", "sfda")
+
+
+def score_featureset(fs, metrics: Sequence[str], *, bootstrap: int = 0, seed: int = 0,
+                     indices: np.ndarray | None = None) -> dict[str, dict]:
+    """{metric: {"score", "samples" (bootstrap scores), "skipped"}} for one FeatureSet."""
+    inputs = fs.inputs()
+    available = {k for k, v in inputs.items() if v is not None}
+    out: dict[str, dict] = {}
+    for name in metrics:
+        est = get_estimator(name)
+        lacking = est.missing(available)
+        if lacking:
+            out[name] = {"score": None, "samples": None,
+                         "skipped": f"needs {', '.join(lacking)} (model has no {'classifier head' if 'source_probs' in lacking else 'source data'})"}
+            continue
+        try:
+            score = est(fs.labels, inputs)
+            samples = None
+            if indices is not None:
+                samples = np.array([_resampled(est, fs, inputs, idx) for idx in indices])
+            out[name] = {"score": score, "samples": samples, "skipped": None}
+        except ValueError as exc:
+            out[name] = {"score": None, "samples": None, "skipped": str(exc).splitlines()[0]}
+    return out
+
+
+def _resampled(est, fs, inputs, idx) -> float:
+    try:
+        return est(fs.labels[idx], {k: (v[idx] if v is not None else None) for k, v in inputs.items()})
+    except ValueError:
+        return float("nan")   # a resample that lost a class: excluded from the interval
+
+
+# Share of each class kept per resample. Resampling *with* replacement duplicates samples, which
+# shrinks within-class variance and biases separability estimators (H-score, GBC, SFDA) upwards so
+# far that intervals miss the point estimate; subsampling without replacement has no such bias.
+SUBSAMPLE_FRACTION = 0.8
+
+
+def _bootstrap_indices(labels: np.ndarray, rounds: int, seed: int) -> np.ndarray | None:
+    """Stratified subsamples without replacement (every class keeps 80% of its samples)."""
+    if rounds <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    sizes = [max(2, int(np.ceil(SUBSAMPLE_FRACTION * g.size))) if g.size >= 2 else g.size for g in groups]
+    return np.stack([np.sort(np.concatenate([rng.choice(g, size=k, replace=False) for g, k in zip(groups, sizes)]))
+                     for _ in range(rounds)])
+
+
+def pareto_front(score: np.ndarray, gmacs: np.ndarray) -> np.ndarray:
+    """Models not dominated by another with higher-or-equal score at lower-or-equal GMACs."""
+    keep = np.zeros(len(score), dtype=bool)
+    for i in range(len(score)):
+        if np.isnan(score[i]):
+            continue
+        dominated = (score >= score[i]) & (gmacs <= gmacs[i]) & ((score > score[i]) | (gmacs < gmacs[i]))
+        keep[i] = not dominated.any()
+    return keep
+
+
+def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Sequence[str] | None = None,
+         split: str | None = None, max_per_class: int | None = None, cache_dir=None, device=None,
+         batch_size: int = 128, bootstrap: int = 100, seed: int = 0, budget_gmacs: float | None = None,
+         budget_params: float | None = None, progress: bool = True) -> pl.DataFrame:
+    """Rank ``catalogue`` (a path, a built-in name or a list of entries) on ``dataset`` (a spec or a
+    Dataset). ``budget_params`` is in millions of parameters. See the module docstring."""
+    from zooforge.zoo import filter_entries, load_catalogue, load_dataset
+    from zooforge.zoo.backbone import Backbone
+    from zooforge.zoo.features import extract
+
+    metrics = list(metrics or DEFAULT_METRICS)
+    for name in metrics:
+        get_estimator(name)            # unknown names fail before any work
+    entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue, check_files=False)
+    entries = filter_entries(entries, list(models) if models else None)
+    if not entries:
+        raise ZooforgeError("the catalogue has no models" + (f" matching {list(models)}" if models else "") + ".")
+    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, split, max_per_class=max_per_class, seed=seed)
+    indices = _bootstrap_indices(ds.labels, bootstrap, seed)
+    rows, samples = [], {}
+    for entry in entries:
+        row = {"model": entry.id, "params_m": None, "gmacs": None, "samples_per_s": None, "error": None}
+        try:
+            backbone = Backbone.from_entry(entry)
+            row["params_m"] = backbone.num_params / 1e6
+            row["gmacs"] = backbone.gmacs
+            fs = extract(backbone, ds, cache_dir=cache_dir, device=device, batch_size=batch_size, progress=progress)
+            row["samples_per_s"] = fs.provenance.get("samples_per_s")
+            scores = score_featureset(fs, metrics, indices=indices)
+        except (ZooforgeError, ValueError, RuntimeError, OSError) as exc:
+            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            scores = {m: {"score": None, "samples": None, "skipped": "model failed"} for m in metrics}
+        skipped = []
+        for m in metrics:
+            row[m] = scores[m]["score"]
+            if scores[m]["skipped"] and not row["error"]:
+                skipped.append(f"{m}: {scores[m]['skipped']}")
+            samples[(entry.id, m)] = scores[m]["samples"]
+        row["skipped"] = "; ".join(skipped) or None
+        rows.append(row)
+    table = pl.DataFrame(rows, schema_overrides={m: pl.Float64 for m in metrics} | {
+        "params_m": pl.Float64, "gmacs": pl.Float64, "samples_per_s": pl.Float64, "error": pl.Utf8, "skipped": pl.Utf8})
+    return _finish(table, metrics, samples, indices is not None, budget_gmacs, budget_params)
+
+
+def _finish(table: pl.DataFrame, metrics, samples, with_bootstrap: bool, budget_gmacs, budget_params) -> pl.DataFrame:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows (failed/skipped models) stay NaN
+        return _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budget_params)
+
+
+def _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budget_params) -> pl.DataFrame:
+    ids = table["model"].to_list()
+    extra: dict[str, list] = {}
+    zs = []
+    for m in metrics:
+        values = table[m].to_numpy().astype(float)
+        order = (-np.nan_to_num(values, nan=-np.inf)).argsort(kind="stable")
+        ranks = np.full(len(values), np.nan)
+        ranks[order] = np.arange(1, len(values) + 1)
+        ranks[np.isnan(values)] = np.nan
+        extra[f"{m}_rank"] = ranks.tolist()
+        finite = values[~np.isnan(values)]
+        if finite.size > 1 and finite.std() > 0:
+            zs.append((values - finite.mean()) / finite.std())
+        if with_bootstrap:
+            boot = np.stack([samples[(i, m)] if samples[(i, m)] is not None else np.full(_rounds(samples), np.nan)
+                             for i in ids])                                   # (models, rounds)
+            extra[f"{m}_lo"] = np.nanpercentile(boot, 5, axis=1).tolist() if np.isfinite(boot).any() else [None] * len(ids)
+            extra[f"{m}_hi"] = np.nanpercentile(boot, 95, axis=1).tolist() if np.isfinite(boot).any() else [None] * len(ids)
+            filled = np.where(np.isnan(boot), -np.inf, boot)
+            valid = np.isfinite(boot).any(axis=0)
+            best = filled.argmax(axis=0)
+            p_top = [float(np.mean(best[valid] == k)) if valid.any() and not np.isnan(values[k]) else None
+                     for k in range(len(ids))]
+            extra[f"{m}_p_top1"] = p_top
+    rank_cols = np.array([extra[f"{m}_rank"] for m in metrics], dtype=float)
+    mean_rank = np.nanmean(rank_cols, axis=0) if len(metrics) else np.full(len(ids), np.nan)
+    ensemble = np.nanmean(np.stack(zs), axis=0) if zs else np.full(len(ids), np.nan)
+    extra["mean_rank"] = mean_rank.tolist()
+    extra["ensemble_z"] = ensemble.tolist()
+    out = table.with_columns([pl.Series(k, v, dtype=pl.Float64) for k, v in extra.items()])
+    gmacs = out["gmacs"].to_numpy().astype(float)
+    params = out["params_m"].to_numpy().astype(float)
+    fits = np.ones(len(ids), dtype=bool)
+    if budget_gmacs is not None:
+        fits &= np.nan_to_num(gmacs, nan=np.inf) <= budget_gmacs
+    if budget_params is not None:
+        fits &= np.nan_to_num(params, nan=np.inf) <= budget_params
+    out = out.with_columns(pl.Series("within_budget", fits),
+                           pl.Series("pareto", pareto_front(np.asarray(ensemble, float), np.nan_to_num(gmacs, nan=np.inf))))
+    out = out.sort("mean_rank", nulls_last=True).with_row_index("rank", offset=1)
+    best_in_budget = out.filter(pl.col("within_budget") & pl.col("mean_rank").is_not_null())
+    best_id = best_in_budget["model"][0] if best_in_budget.height else None
+    return out.with_columns((pl.col("model") == pl.lit(best_id)).alias("best_within_budget"))
+
+
+def _rounds(samples) -> int:
+    return next((len(v) for v in samples.values() if v is not None), 0)
+
+
+def write_table(table: pl.DataFrame, path: str | Path) -> Path:
+    """Write a ranking as .csv, .json or .parquet, chosen by the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        table.write_csv(path)
+    elif path.suffix == ".json":
+        table.write_json(path)
+    elif path.suffix == ".parquet":
+        table.write_parquet(path)
+    else:
+        raise ZooforgeError(f"unsupported output {path.suffix!r}: use .csv, .json or .parquet.")
+    return path

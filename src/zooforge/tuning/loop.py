@@ -1,0 +1,192 @@
+"""The training loop: one flat loop, fed a config, resumable to the bit.
+
+After nanoGPT's ``train.py``: a pure learning-rate schedule (linear warm-up, cosine decay), AdamW with
+weight decay only on matrices, gradient accumulation, autocast on GPU, early stopping on a validation
+split, and a checkpoint after every epoch holding everything needed to continue exactly (model,
+optimiser, epoch, RNG states, history). Resuming from a checkpoint of the same config and seed gives
+the same final weights as an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from zooforge.zoo.cost import count_params
+
+__all__ = ["TrainConfig", "TrainResult", "train", "learning_rate"]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = field(default=10, metadata={"help": "passes over the training set"})
+    batch_size: int = field(default=64, metadata={"help": "samples per optimiser micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimiser step"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    min_lr_ratio: float = field(default=0.01, metadata={"help": "final lr as a fraction of the peak"})
+    warmup_frac: float = field(default=0.05, metadata={"help": "share of steps spent warming up"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW decay on >=2-D parameters"})
+    label_smoothing: float = 0.0
+    patience: int | None = field(default=None, metadata={"help": "epochs without val improvement before stopping"})
+    seed: int = 0
+    device: str | None = None
+    amp: bool = field(default=True, metadata={"help": "bf16/fp16 autocast on GPU (ignored on CPU)"})
+    checkpoint_dir: str | None = field(default=None, metadata={"help": "save/resume here every epoch"})
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}.")
+        if self.lr <= 0:
+            raise ValueError(f"`lr` must be positive; got {self.lr}.")
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError(f"`warmup_frac` must be in [0, 1); got {self.warmup_frac}.")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"`min_lr_ratio` must be in [0, 1]; got {self.min_lr_ratio}.")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"`patience` must be at least 1 (or None); got {self.patience}.")
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]                # one row per epoch: loss, train/val accuracy, lr, seconds
+    best_val_accuracy: float | None
+    trainable_params: int
+    total_params: int
+    peak_memory_mb: float
+    seconds: float
+    stopped_early: bool
+
+
+def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.lr * cfg.min_lr_ratio``."""
+    warmup = int(cfg.warmup_frac * total_steps)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters.")
+    decay = [p for p in params if p.dim() >= 2]          # weights decay; biases and norms do not
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        correct += (model(x[i:i + batch_size].to(device)).argmax(-1).cpu() == y[i:i + batch_size]).sum().item()
+    model.train(was_training)
+    return correct / max(1, len(y))
+
+
+def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: TrainConfig,
+          val_x: torch.Tensor | None = None, val_y: torch.Tensor | None = None) -> TrainResult:
+    """Train ``model`` (logits = model(x)) on in-memory tensors with cross-entropy; see module doc."""
+    if len(train_x) != len(train_y) or len(train_y) == 0:
+        raise ValueError(f"train_x has {len(train_x)} samples and train_y {len(train_y)}; need equal, non-zero.")
+    device = torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    optimizer = _optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_y) / (cfg.batch_size * cfg.grad_accum))
+    total_steps = steps_per_epoch * cfg.epochs
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    shuffler = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    best, best_state, since_best, start_epoch = None, None, 0, 0
+    ckpt = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state["config"] != asdict(cfg) | {"progress": state["config"]["progress"]}:
+            raise ValueError(f"checkpoint {ckpt} was written with a different config; use another checkpoint_dir.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        shuffler.set_state(state["shuffler"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, since_best, start_epoch = state["history"], state["best"], state["since_best"], state["epoch"]
+        best_state = state.get("best_state")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+                if device.type == "cuda" and cfg.amp else torch.autocast("cpu", enabled=False))
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported())
+    started = time.perf_counter()
+    stopped_early = False
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.patience is not None and since_best >= cfg.patience:
+            stopped_early = True
+            break
+        epoch_start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_y), generator=shuffler)
+        total_loss, correct, seen = 0.0, 0, 0
+        micro = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        for k in range(0, len(micro), cfg.grad_accum):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total_steps, cfg)
+            group_batches = micro[k:k + cfg.grad_accum]
+            n_group = sum(len(b) for b in group_batches)
+            for idx in group_batches:
+                x, y = train_x[idx].to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True)
+                with autocast:
+                    logits = model(x)
+                    # scale so the summed gradient equals that of one batch of n_group samples
+                    loss = loss_fn(logits.float(), y) * (len(idx) / n_group)
+                scaler.scale(loss).backward()
+                total_loss += loss.item() * n_group
+                correct += (logits.argmax(-1) == y).sum().item()
+                seen += len(idx)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+        row = {"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
+               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
+        if val_x is not None and val_y is not None:
+            row["val_accuracy"] = evaluate_accuracy(model, val_x, val_y)
+            if best is None or row["val_accuracy"] > best:
+                best, since_best = row["val_accuracy"], 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if cfg.patience else None
+            else:
+                since_best += 1
+        history.append(row)
+        if cfg.progress:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+            print(f"  epoch {epoch + 1}/{cfg.epochs}: {shown}", flush=True)
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                        "shuffler": shuffler.get_state(), "torch_rng": torch.get_rng_state(),
+                        "history": history, "best": best, "since_best": since_best, "best_state": best_state,
+                        "config": asdict(cfg)}, tmp)
+            tmp.replace(ckpt)
+    if cfg.patience is not None and best_state is not None:
+        model.load_state_dict(best_state)   # early stopping keeps the best epoch's weights
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mb()
+    return TrainResult(history, best, count_params(model, trainable_only=True), count_params(model),
+                       peak, time.perf_counter() - started, stopped_early)
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20

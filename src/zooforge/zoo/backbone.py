@@ -1,0 +1,381 @@
+"""Backbone: one wrapper over timm, Hugging Face transformers and local checkpoints.
+
+A Backbone knows how to turn raw samples (uint8 images or strings) into model inputs and how to run
+the model once to get, in the same pass, pooled pre-logit features, the source head's logits (when
+the weights carry a head) and pooled outputs of any named intermediate modules.
+
+Loading never happens at import. Hub weights are fetched only for entries that name a hub model and
+give no checkpoint; offline (``HF_HUB_OFFLINE=1`` or no network) a missing hub file raises
+``BackboneLoadError`` saying what is missing and how to provide it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from zooforge.errors import BackboneLoadError
+from zooforge.zoo.catalogue import CatalogueEntry
+from zooforge.zoo.cost import Cost, count_gmacs, count_params
+from zooforge.zoo.transforms import ImageTransform
+
+__all__ = ["Backbone", "load_state_dict_file", "pool"]
+
+TEXT_MAX_LENGTH = 256      # tokens per text sample (truncated beyond, or the model's own limit)
+TEXT_COST_LENGTH = 128     # sequence length at which text models' GMACs are reported
+
+
+def _offline_hint(entry: CatalogueEntry, exc: Exception) -> BackboneLoadError:
+    return BackboneLoadError(
+        f"cannot load weights for model {entry.id!r} ({entry.source} {entry.name!r}): {type(exc).__name__}: "
+        f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+        "The weights are not in the local cache and the hub cannot be reached (offline?). Either give the "
+        "entry a local `checkpoint = \"path/to/weights.safetensors\"`, set `pretrained = false` for random "
+        "weights, or download them once on a connected machine into the Hugging Face cache (HF_HOME) "
+        "and copy that cache here."
+    )
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from a torch pickle (.pt/.pth/.bin, weights only) whose
+    top level may wrap it in 'state_dict' / 'model'; 'module.' prefixes (DataParallel) are stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneLoadError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, wrong format: all reported the same way
+        raise BackboneLoadError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneLoadError(f"checkpoint {path} does not hold a state dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def pool(output: Any, channels: int | None = None) -> torch.Tensor:
+    """Global-average-pool a module output to (B, C): NCHW/NHWC maps over space, (B, N, C) tokens over
+    tokens; tuples/lists (some blocks return (x, aux)) use their first tensor."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if hasattr(output, "last_hidden_state"):
+        output = output.last_hidden_state
+    if output.ndim == 4:
+        if channels is not None and output.shape[1] != channels and output.shape[-1] == channels:
+            return output.mean(dim=(1, 2))                       # NHWC
+        return output.mean(dim=(2, 3))
+    if output.ndim == 3:
+        return output.mean(dim=1)
+    return output.flatten(1)
+
+
+@dataclass
+class Backbone:
+    """A loaded model plus what it takes to feed it. Build with ``Backbone.from_entry``."""
+
+    entry: CatalogueEntry
+    model: nn.Module
+    modality: str                                  # "image" | "text"
+    num_source_classes: int = 0                    # 0 when the weights carry no classifier head
+    transform: ImageTransform | None = None        # timm image models
+    processor: Any = None                          # HF image processor
+    tokenizer: Any = None                          # HF tokenizer
+    layer_channels: dict[str, int] = field(default_factory=dict)   # intermediate module -> channels
+    _cost: Cost | None = field(default=None, repr=False)
+    _weights_hash: str | None = field(default=None, repr=False)
+
+    # ---- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_entry(cls, entry: CatalogueEntry) -> "Backbone":
+        if entry.source in ("timm", "local"):
+            return _timm_backbone(entry)
+        if entry.source == "hf":
+            return _hf_backbone(entry)
+        raise BackboneLoadError(f"model {entry.id!r}: unknown source {entry.source!r}; use timm, hf or local.")
+
+    # ---- facts -----------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def stage_names(self) -> list[str]:
+        """Modules at the model's natural cut points (timm ``feature_info``; HF encoder layers)."""
+        return list(self.layer_channels)
+
+    @property
+    def num_params(self) -> int:
+        return self.cost.num_params
+
+    @property
+    def gmacs(self) -> float:
+        return self.cost.gmacs
+
+    @property
+    def cost(self) -> Cost:
+        if self._cost is None:
+            example = self.prepare(self._example_samples())
+            example = {k: v.to(self.device) for k, v in example.items()}
+            self._cost = Cost(count_params(self.model), count_gmacs(self.model, **example))
+        return self._cost
+
+    @property
+    def weights_hash(self) -> str:
+        """Digest of the loaded parameters and buffers: identifies exactly which weights ran."""
+        if self._weights_hash is None:
+            h = hashlib.blake2b(digest_size=16)
+            for name, tensor in sorted(self.model.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            self._weights_hash = h.hexdigest()
+        return self._weights_hash
+
+    def describe_preprocessing(self) -> dict:
+        if self.transform is not None:
+            return self.transform.describe()
+        if self.processor is not None:
+            return {"hf_image_processor": self.processor.to_dict()}
+        return {"tokenizer": type(self.tokenizer).__name__, "max_length": self._max_length()}
+
+    def to(self, device: torch.device | str, *, channels_last: bool = False) -> "Backbone":
+        self.model.to(device)
+        if channels_last and self.modality == "image":
+            self.model.to(memory_format=torch.channels_last)
+        return self
+
+    # ---- running ---------------------------------------------------------------------------------
+    def prepare(self, samples: Sequence[Any] | np.ndarray) -> dict[str, torch.Tensor]:
+        """Model inputs (on CPU) from a batch of raw samples: uint8 HWC images or strings."""
+        if self.modality == "text":
+            enc = self.tokenizer(list(samples), padding=True, truncation=True,
+                                 max_length=self._max_length(), return_tensors="pt")
+            return dict(enc)
+        if self.transform is not None:
+            if isinstance(samples, np.ndarray):
+                batch = torch.from_numpy(samples).permute(0, 3, 1, 2)       # (N, 3, H, W) uint8
+                return {"x": self.transform(batch)}
+            return {"x": self.transform.normalize(torch.stack(
+                [self.transform.resize_crop(torch.from_numpy(np.array(s, copy=True)).permute(2, 0, 1))
+                 for s in samples]))}
+        enc = self.processor(images=[np.asarray(s) for s in samples], return_tensors="pt")
+        return {"pixel_values": enc["pixel_values"]}
+
+    def forward(self, inputs: dict[str, torch.Tensor], layers: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+        """One pass: {"features": (B, D), "logits": (B, Z) if a head, "layer:<name>": (B, C_l)}."""
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        for name in layers:
+            try:
+                module = self.model.get_submodule(name)
+            except AttributeError:
+                raise ValueError(
+                    f"model {self.id!r} has no module {name!r}; its stages are {self.stage_names}."
+                ) from None
+            channels = self.layer_channels.get(name)
+            handles.append(module.register_forward_hook(
+                lambda _m, _i, out, name=name, channels=channels: captured.__setitem__(name, pool(out, channels))))
+        try:
+            out = self._timm_forward(inputs) if self.transform is not None else self._hf_forward(inputs)
+        finally:
+            for h in handles:
+                h.remove()
+        out.update({f"layer:{k}": v for k, v in captured.items()})
+        return out
+
+    def _timm_forward(self, inputs):
+        feats = self.model.forward_features(inputs["x"])
+        out = {"features": self.model.forward_head(feats, pre_logits=True).flatten(1)}
+        if self.num_source_classes:
+            out["logits"] = self.model.forward_head(feats)
+        return out
+
+    def _hf_forward(self, inputs):
+        base_out = {}
+        base = self.model.base_model
+        handle = base.register_forward_hook(lambda _m, _i, o: base_out.__setitem__("o", o))
+        try:
+            result = self.model(**inputs)
+        finally:
+            handle.remove()
+        hidden = base_out["o"].last_hidden_state
+        if self.modality == "text":
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            features = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        else:
+            features = pool(hidden)
+        out = {"features": features}
+        if self.num_source_classes:
+            out["logits"] = result.logits
+        return out
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    def _max_length(self) -> int:
+        limit = getattr(self.tokenizer, "model_max_length", TEXT_MAX_LENGTH) or TEXT_MAX_LENGTH
+        return int(min(limit, TEXT_MAX_LENGTH))
+
+    def _example_samples(self):
+        if self.modality == "text":
+            return [" ".join(["token"] * (TEXT_COST_LENGTH - 2))]
+        if self.transform is not None:
+            _, h, w = self.transform.input_size
+            return np.zeros((1, h, w, 3), dtype=np.uint8)
+        size = getattr(self.processor, "size", None) or {}
+        h = size.get("height") or size.get("shortest_edge") or 224
+        w = size.get("width") or h
+        return np.zeros((1, h, w, 3), dtype=np.uint8)
+
+
+# ---- timm / local ----------------------------------------------------------------------------------
+def _timm_backbone(entry: CatalogueEntry) -> Backbone:
+    import timm
+
+    name = entry.name
+    if not (name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or timm.is_model(name.split(".")[0])):
+        similar = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
+        raise BackboneLoadError(
+            f"model {entry.id!r}: unknown timm architecture {name!r}."
+            + (f" Similar names: {', '.join(similar)}." if similar else " See timm.list_models().")
+        )
+    kwargs = dict(entry.model_args)
+    state = load_state_dict_file(entry.checkpoint) if entry.checkpoint else None
+    num_classes = entry.num_classes
+    if num_classes is None and state is not None:
+        num_classes = _head_size(name, state, kwargs)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    pretrained = entry.pretrained and state is None and entry.source == "timm"
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)    # reproducible random init for pretrained = false
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:
+        raise BackboneLoadError(f"model {entry.id!r}: bad `model_args` {entry.model_args}: {exc}") from None
+    except Exception as exc:
+        if pretrained:
+            raise _offline_hint(entry, exc) from None
+        raise BackboneLoadError(f"model {entry.id!r}: timm could not build {name!r}: {exc}") from None
+    if state is not None:
+        _load_into(model, state, entry)
+    model.eval()
+    channels = {}
+    if hasattr(model, "feature_info"):
+        info = model.feature_info
+        items = info.get_dicts() if hasattr(info, "get_dicts") else info
+        channels = {d["module"]: int(d["num_chs"]) for d in items}
+    return Backbone(entry, model, "image", num_source_classes=int(getattr(model, "num_classes", 0) or 0),
+                    transform=ImageTransform.from_timm(model, entry), layer_channels=channels)
+
+
+def _head_size(name: str, state: dict[str, torch.Tensor], kwargs: dict) -> int:
+    """Number of classes of the checkpoint's classifier (0 when it has none), read from the tensor
+    at the classifier path timm declares for the architecture."""
+    import timm
+
+    probe = timm.create_model(name, pretrained=False, **kwargs)
+    classifier = probe.pretrained_cfg.get("classifier", "")
+    classifiers = classifier if isinstance(classifier, (list, tuple)) else [classifier]
+    for path in classifiers:
+        weight = state.get(f"{path}.weight")
+        if weight is not None:
+            return int(weight.shape[0])
+    return 0
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], entry: CatalogueEntry) -> None:
+    reference = model.state_dict()
+    state = {k: v.to(reference[k].dtype) if k in reference and v.is_floating_point() else v
+             for k, v in state.items()}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise BackboneLoadError(
+            f"model {entry.id!r}: checkpoint {entry.checkpoint} does not fit architecture {entry.name!r}: "
+            f"{str(exc).splitlines()[-1].strip()} (is `num_classes` right? it must match the checkpoint's head)"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise BackboneLoadError(
+            f"model {entry.id!r}: checkpoint {entry.checkpoint} does not match architecture {entry.name!r}: "
+            f"{len(result.missing_keys)} missing key(s) {result.missing_keys[:3]}, "
+            f"{len(result.unexpected_keys)} unexpected key(s) {result.unexpected_keys[:3]}."
+        )
+
+
+# ---- Hugging Face ----------------------------------------------------------------------------------
+def _hf_backbone(entry: CatalogueEntry) -> Backbone:
+    try:
+        import transformers
+    except ImportError:
+        raise BackboneLoadError(
+            f"model {entry.id!r} needs Hugging Face transformers: pip install 'zooforge[hf]'."
+        ) from None
+    name = str(entry.checkpoint or entry.name)
+    local = Path(name).is_dir()
+    offline = local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    opts = {"local_files_only": offline}
+    try:
+        config = transformers.AutoConfig.from_pretrained(name, **opts)
+    except Exception as exc:
+        if local:
+            raise BackboneLoadError(f"model {entry.id!r}: {name} is not a save_pretrained folder: {exc}") from None
+        raise _offline_hint(entry, exc) from None
+    modality, processor, tokenizer = entry.modality, None, None
+    if modality in (None, "image"):
+        try:
+            processor = transformers.AutoImageProcessor.from_pretrained(name, **opts)
+            modality = "image"
+        except Exception:
+            if modality == "image":
+                raise BackboneLoadError(f"model {entry.id!r}: no image processor found for {name}.") from None
+    if modality in (None, "text"):
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(name, **opts)
+            modality = "text"
+        except Exception as exc:
+            raise BackboneLoadError(
+                f"model {entry.id!r}: {name} has neither an image processor nor a tokenizer ({exc})."
+            ) from None
+    archs = config.architectures or []
+    suffix = "ForImageClassification" if modality == "image" else "ForSequenceClassification"
+    has_head = any(a.endswith(suffix) for a in archs)
+    auto = (transformers.AutoModelForImageClassification if modality == "image"
+            else transformers.AutoModelForSequenceClassification) if has_head else transformers.AutoModel
+    try:
+        model = auto.from_pretrained(name, **opts, **entry.model_args)
+    except Exception as exc:
+        raise _offline_hint(entry, exc) from None
+    model.eval()
+    num_layers = getattr(config, "num_hidden_layers", None)
+    layer_prefix = _hf_layer_prefix(model, num_layers)
+    channels = {}
+    if num_layers and layer_prefix:
+        hidden = getattr(config, "hidden_size", None)
+        channels = {f"{layer_prefix}.{i}": hidden for i in range(num_layers)}
+    return Backbone(entry, model, modality, num_source_classes=int(config.num_labels) if has_head else 0,
+                    processor=processor, tokenizer=tokenizer, layer_channels=channels)
+
+
+def _hf_layer_prefix(model: nn.Module, num_layers: int | None) -> str | None:
+    """The ModuleList of transformer blocks (``encoder.layer`` in older transformers, ``layers`` in
+    newer ones): the first list named *layer/*layers with one entry per hidden layer."""
+    for name, module in model.named_modules():
+        if (isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers")
+                and (num_layers is None or len(module) == num_layers)):
+            return name
+    return None

@@ -1,0 +1,291 @@
+"""Dataset adapters: every dataset argument becomes a ``Dataset`` of (image or text, label).
+
+Accepted specs (CLI and API alike):
+
+* a folder in ImageFolder layout (one sub-folder per class; ``split`` picks ``<folder>/<split>`` when
+  it exists);
+* a ``.csv`` with a header ``path,label`` (paths relative to the CSV) or ``text,label``; an optional
+  ``split`` column is honoured;
+* an ``.npz`` with ``images`` (N x H x W [x C] uint8) and ``labels``;
+* ``sklearn:digits`` (the 8 x 8 digits scikit-learn ships);
+* ``demo:<task>`` for the procedural tasks, with options ``demo:shapes?n=200&seed=1``.
+
+Labels of any type are mapped to 0..C-1 with the original names kept in ``classes``. Images are
+decoded lazily and converted to RGB (grayscale replicated, alpha dropped).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from zooforge.errors import DatasetError
+
+__all__ = ["Dataset", "load_dataset", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+DEFAULT_SPLIT_FRACTION = 0.8   # train share when a dataset has no split of its own
+_DEMO_TEST_SEED_OFFSET = 10_000
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Labelled samples. ``items`` is a uint8 array (N, H, W, 3), a list of image paths, or a list of
+    strings (text); ``labels`` are codes into ``classes``."""
+
+    name: str
+    modality: str                       # "image" | "text"
+    items: Any
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    fingerprint: str
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_memory(self) -> bool:
+        """True when images are one uint8 array (so they can be transformed a batch at a time)."""
+        return isinstance(self.items, np.ndarray)
+
+    def image(self, i: int) -> np.ndarray:
+        """Sample i as an RGB uint8 array (H, W, 3); an unreadable file raises ``DatasetError``."""
+        if self.in_memory:
+            return self.items[i]
+        return _read_image(self.items[i])
+
+    def text(self, i: int) -> str:
+        return self.items[i]
+
+    def subset(self, indices: Sequence[int] | np.ndarray, tag: str) -> "Dataset":
+        idx = np.asarray(indices, dtype=np.int64)
+        items = self.items[idx] if self.in_memory else [self.items[i] for i in idx]
+        digest = hashlib.sha256(self.fingerprint.encode() + idx.tobytes()).hexdigest()
+        return replace(self, name=f"{self.name}[{tag}]", items=items, labels=self.labels[idx],
+                       fingerprint=digest)
+
+    def split(self, fraction: float = DEFAULT_SPLIT_FRACTION, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+        """Stratified (train, held-out) split; every class keeps at least one sample on each side
+        when it has two or more."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"`fraction` must be in (0, 1); got {fraction}.")
+        rng = np.random.default_rng(seed)
+        first = []
+        for c in range(self.num_classes):
+            idx = rng.permutation(np.flatnonzero(self.labels == c))
+            take = int(round(fraction * idx.size))
+            take = min(max(take, 1), idx.size - 1) if idx.size > 1 else idx.size
+            first.append(idx[:take])
+        first_idx = np.sort(np.concatenate(first))
+        rest = np.setdiff1d(np.arange(len(self)), first_idx)
+        return self.subset(first_idx, f"split{fraction}:{seed}:a"), self.subset(rest, f"split{fraction}:{seed}:b")
+
+    def subsample(self, max_per_class: int, seed: int = 0) -> "Dataset":
+        """At most ``max_per_class`` samples of each class, drawn reproducibly."""
+        if max_per_class < 1:
+            raise ValueError(f"`max_per_class` must be at least 1; got {max_per_class}.")
+        rng = np.random.default_rng(seed)
+        keep = [rng.permutation(np.flatnonzero(self.labels == c))[:max_per_class] for c in range(self.num_classes)]
+        return self.subset(np.sort(np.concatenate(keep)), f"max{max_per_class}:{seed}")
+
+
+def _read_image(path: str | Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DatasetError(f"cannot read image {path}: {exc}") from None
+
+
+def _encode_labels(raw: Sequence[Any], source: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    values = np.asarray([str(v) for v in raw], dtype=str)
+    if values.size == 0:
+        raise DatasetError(f"{source}: the dataset is empty (no samples found).")
+    classes, codes = np.unique(values, return_inverse=True)
+    if len(classes) < 2:
+        raise DatasetError(f"{source}: only one class ({str(classes[0])!r}); a classification task needs at least 2.")
+    # numeric class names sort numerically ("2" < "10")
+    if all(c.lstrip("-").isdigit() for c in classes):
+        order = np.argsort([int(c) for c in classes])
+        remap = np.empty_like(order)
+        remap[order] = np.arange(len(order))
+        classes, codes = classes[order], remap[codes]
+    return codes.astype(np.int64), tuple(str(c) for c in classes)
+
+
+def _hash_files(paths: Sequence[Path], labels: Sequence[str], root: Path) -> str:
+    h = hashlib.sha256()
+    for p, label in zip(paths, labels):
+        h.update(f"{p.relative_to(root) if p.is_relative_to(root) else p}\0{label}\0".encode())
+        try:
+            h.update(hashlib.blake2b(p.read_bytes(), digest_size=16).digest())
+        except OSError as exc:
+            raise DatasetError(f"cannot read {p}: {exc}") from None
+    return h.hexdigest()
+
+
+def _from_folder(root: Path, split: str | None) -> Dataset:
+    if split is not None and (root / split).is_dir():
+        root = root / split
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    paths, raw = [], []
+    for d in class_dirs:
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(p)
+                raw.append(d.name)
+    if not paths:
+        raise DatasetError(
+            f"{root}: no images found; expected ImageFolder layout <root>/<class>/<image> with "
+            f"suffixes {', '.join(sorted(IMAGE_SUFFIXES))}."
+        )
+    labels, classes = _encode_labels(raw, str(root))
+    return Dataset(str(root), "image", [str(p) for p in paths], labels, classes, _hash_files(paths, raw, root))
+
+
+def _from_csv(file: Path, split: str | None) -> Dataset:
+    with file.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        rows = list(reader)
+    if "label" not in header:
+        raise DatasetError(f"{file}: no `label` column; the header must be `path,label` or `text,label` (got {header}).")
+    if "path" not in header and "text" not in header:
+        raise DatasetError(f"{file}: needs a `path` (images) or `text` column beside `label` (got {header}).")
+    if split is not None and "split" in header:
+        rows = [r for r in rows if r["split"] == split]
+    raw = [r["label"] for r in rows]
+    if "path" in header:
+        paths = [(file.parent / r["path"]).resolve() for r in rows]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise DatasetError(f"{file}: {len(missing)} image file(s) not found, e.g. {missing[0]}")
+        labels, classes = _encode_labels(raw, str(file))
+        return Dataset(str(file), "image", [str(p) for p in paths], labels, classes,
+                       _hash_files(paths, raw, file.parent.resolve()))
+    texts = [r["text"] for r in rows]
+    labels, classes = _encode_labels(raw, str(file))
+    digest = hashlib.sha256("\0".join(f"{t}\1{lab}" for t, lab in zip(texts, raw)).encode()).hexdigest()
+    return Dataset(str(file), "text", texts, labels, classes, digest)
+
+
+def _as_rgb_array(images: np.ndarray, source: str) -> np.ndarray:
+    if images.dtype != np.uint8:
+        raise DatasetError(f"{source}: `images` must be uint8; got {images.dtype}.")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise DatasetError(f"{source}: `images` must be N x H x W or N x H x W x C (C = 1, 3 or 4); got shape {images.shape}.")
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    return np.ascontiguousarray(images[..., :3])
+
+
+def _array_dataset(name: str, images: np.ndarray, raw_labels, fingerprint_extra: bytes = b"") -> Dataset:
+    images = _as_rgb_array(images, name)
+    raw = np.asarray(raw_labels)
+    if raw.ndim != 1 or len(raw) != len(images):
+        raise DatasetError(f"{name}: `labels` must be a vector of {len(images)} labels; got shape {raw.shape}.")
+    labels, classes = _encode_labels(raw.tolist(), name)
+    h = hashlib.sha256(fingerprint_extra)
+    h.update(images.tobytes())
+    h.update(labels.tobytes())
+    return Dataset(name, "image", images, labels, classes, h.hexdigest())
+
+
+def _from_npz(file: Path) -> Dataset:
+    try:
+        data = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {file}: {exc}") from None
+    for key in ("images", "labels"):
+        if key not in data:
+            raise DatasetError(f"{file}: missing array `{key}` (has {sorted(data.files)}); expected `images` and `labels`.")
+    return _array_dataset(str(file), data["images"], data["labels"])
+
+
+def _from_sklearn(name: str, split: str | None) -> Dataset:
+    if name != "digits":
+        raise DatasetError(f"unknown sklearn dataset {name!r}; supported: sklearn:digits.")
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.clip(bunch.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
+    ds = _array_dataset("sklearn:digits", images, bunch.target, b"sklearn-digits")
+    if split is None:
+        return ds
+    train, test = ds.split(DEFAULT_SPLIT_FRACTION, seed=0)
+    return _pick_split(train, test, split, "sklearn:digits")
+
+
+def _pick_split(train: Dataset, test: Dataset, split: str, name: str) -> Dataset:
+    if split == "train":
+        return replace(train, name=f"{name}[train]")
+    if split in ("test", "val"):
+        return replace(test, name=f"{name}[{split}]")
+    raise DatasetError(f"{name}: unknown split {split!r}; use train, val or test.")
+
+
+def _from_demo(rest: str, split: str | None) -> Dataset:
+    from zooforge.zoo.demo.tasks import GENERATOR_VERSION, TASKS, generate
+
+    task, _, query = rest.partition("?")
+    if task not in TASKS:
+        raise DatasetError(f"unknown demo task {task!r}; available: {', '.join(TASKS)}.")
+    options = dict(parse_qsl(query))
+    unknown = set(options) - {"n", "seed"}
+    if unknown:
+        raise DatasetError(f"demo:{task}: unknown option(s) {sorted(unknown)}; valid: n, seed.")
+    try:
+        n = int(options.get("n", 100))
+        seed = int(options.get("seed", 0))
+    except ValueError:
+        raise DatasetError(f"demo:{task}: options n and seed must be integers; got {query!r}.") from None
+    if n < 1:
+        raise DatasetError(f"demo:{task}: n (samples per class) must be at least 1; got {n}.")
+    if split in ("test", "val"):
+        seed += _DEMO_TEST_SEED_OFFSET
+    elif split not in (None, "train"):
+        raise DatasetError(f"demo:{task}: unknown split {split!r}; use train, val or test.")
+    images, labels, classes = generate(task, n, seed)
+    name = f"demo:{task}" + (f"[{split}]" if split else "")
+    fingerprint = hashlib.sha256(f"demo:{task}:{n}:{seed}:v{GENERATOR_VERSION}".encode()).hexdigest()
+    return Dataset(name, "image", images, labels, tuple(classes), fingerprint, {"task": task, "n": n, "seed": seed})
+
+
+def load_dataset(spec: str | Path, split: str | None = None, *, max_per_class: int | None = None,
+                 seed: int = 0) -> Dataset:
+    """Load a dataset from any spec listed in the module docstring; optionally subsample per class."""
+    text = str(spec)
+    if text.startswith("demo:"):
+        ds = _from_demo(text[5:], split)
+    elif text.startswith("sklearn:"):
+        ds = _from_sklearn(text[8:], split)
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise DatasetError(f"dataset {text!r} not found: give a folder, a .csv, a .npz, sklearn:digits or demo:<task>.")
+        if path.is_dir():
+            ds = _from_folder(path, split)
+        elif path.suffix.lower() == ".csv":
+            ds = _from_csv(path, split)
+        elif path.suffix.lower() == ".npz":
+            ds = _from_npz(path)
+        else:
+            raise DatasetError(f"{path}: unsupported dataset file type {path.suffix!r}; use a folder, .csv or .npz.")
+    if max_per_class is not None:
+        ds = ds.subsample(max_per_class, seed)
+    return ds

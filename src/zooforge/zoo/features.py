@@ -1,0 +1,210 @@
+"""The extraction engine: (backbone, dataset) -> FeatureSet, once, cached.
+
+One batched forward pass under ``torch.inference_mode`` yields the pooled features, the source head's
+probabilities and any requested intermediate layers. GPU when present (cuda > mps > cpu), with
+bf16/fp16 autocast and channels_last there; features come back as float32. Work is cut into shards
+that are cached as they finish, so an interrupted extraction resumes from its last finished shard.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from zooforge.zoo.backbone import Backbone
+from zooforge.zoo.cache import FeatureCache, cache_key
+from zooforge.zoo.data import Dataset
+
+__all__ = ["FeatureSet", "extract", "pick_device"]
+
+SHARD_SIZE = 4096          # samples per resumable shard
+_VERSIONED = ("torch", "timm", "transformers", "numpy")
+# Bump when the engine's output for the same inputs changes (it is part of every cache key).
+ENGINE_VERSION = 1
+
+
+@dataclass
+class FeatureSet:
+    """Everything extracted from one (model, dataset, layers, transform)."""
+
+    features: np.ndarray                     # (N, D) float32 pooled pre-logit features
+    labels: np.ndarray                       # (N,) int64 codes into ``classes``
+    classes: tuple[str, ...]
+    source_probs: np.ndarray | None = None   # (N, Z) float32 softmax of the source head
+    layers: dict[str, np.ndarray] = field(default_factory=dict)   # name -> (N, C_l) pooled
+    provenance: dict = field(default_factory=dict)
+
+    def inputs(self) -> dict[str, np.ndarray | None]:
+        """The arrays an estimator may need (see ``zooforge.metrics.INPUTS``)."""
+        return {"features": self.features, "source_probs": self.source_probs}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in _VERSIONED:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def _key_parts(backbone: Backbone, dataset: Dataset, layers: Sequence[str]) -> dict:
+    return {
+        "engine": ENGINE_VERSION,
+        "model": backbone.id,
+        "weights": backbone.weights_hash,
+        "dataset": dataset.fingerprint,
+        "n": len(dataset),
+        "preprocessing": backbone.describe_preprocessing(),
+        "layers": sorted(layers),
+        "versions": _versions(),
+    }
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Index -> raw sample; the collate function turns a list of samples into model inputs."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        i = int(self.indices[k])
+        return self.dataset.text(i) if self.dataset.modality == "text" else self.dataset.image(i)
+
+
+def _autocast(device: torch.device, amp: bool | None):
+    if device.type == "cuda" and amp is not False:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _default_workers(dataset: Dataset) -> int:
+    if dataset.in_memory or dataset.modality == "text":
+        return 0   # transformed a batch at a time in the main process: workers would only add copies
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _run_shard(backbone, dataset, indices, layers, device, batch_size, num_workers, amp, advance):
+    chunks: dict[str, list[np.ndarray]] = {}
+    if dataset.in_memory:
+        batches = ((backbone.prepare(dataset.items[indices[i:i + batch_size]]), len(indices[i:i + batch_size]))
+                   for i in range(0, len(indices), batch_size))
+    else:
+        loader = torch.utils.data.DataLoader(
+            _Batches(dataset, indices), batch_size=batch_size, num_workers=num_workers,
+            collate_fn=backbone.prepare, pin_memory=device.type == "cuda")
+        batches = ((b, next(iter(b.values())).shape[0]) for b in loader)
+    with torch.inference_mode(), _autocast(device, amp):
+        for inputs, size in batches:
+            inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+            if device.type == "cuda" and "x" in inputs:
+                inputs["x"] = inputs["x"].contiguous(memory_format=torch.channels_last)
+            out = backbone.forward(inputs, layers)
+            if "logits" in out:
+                out["source_probs"] = torch.softmax(out.pop("logits").float(), dim=-1)
+            for k, v in out.items():
+                chunks.setdefault(k, []).append(v.float().cpu().numpy())
+            advance(size)
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (), cache_dir=None,
+            device: str | torch.device | None = None, batch_size: int = 128, num_workers: int | None = None,
+            amp: bool | None = None, use_cache: bool = True, progress: bool = True,
+            shard_size: int = SHARD_SIZE) -> FeatureSet:
+    """Features of ``backbone`` on ``dataset`` (see the module docstring); cached unless ``use_cache``
+    is false. ``layers`` are module names, e.g. ``backbone.stage_names``."""
+    if dataset.modality != backbone.modality:
+        raise ValueError(
+            f"model {backbone.id!r} takes {backbone.modality} input but dataset {dataset.name!r} is {dataset.modality}."
+        )
+    cache = FeatureCache(cache_dir)
+    parts = _key_parts(backbone, dataset, layers)
+    key = cache_key(parts)
+    if use_cache:
+        hit = cache.load(key)
+        if hit is not None:
+            return _to_featureset(hit[0], dataset, hit[1], cache_hit=True)
+    device = pick_device(device)
+    backbone.to(device, channels_last=device.type == "cuda")
+    workers = _default_workers(dataset) if num_workers is None else num_workers
+    n = len(dataset)
+    shards: list[dict[str, np.ndarray]] = []
+    start = time.perf_counter()
+    computed = 0
+    with _progress_bar(progress, f"extract {backbone.id} on {dataset.name}", n) as advance:
+        for s in range(math.ceil(n / shard_size)):
+            indices = np.arange(s * shard_size, min(n, (s + 1) * shard_size))
+            done = cache.load_shard(key, s) if use_cache else None
+            if done is None:
+                done = _run_shard(backbone, dataset, indices, layers, device, batch_size, workers, amp, advance)
+                computed += len(indices)
+                if use_cache:
+                    cache.store_shard(key, s, done)
+            else:
+                advance(len(indices))
+            shards.append(done)
+    elapsed = time.perf_counter() - start
+    arrays = {k: np.concatenate([sh[k] for sh in shards]) for k in shards[0]}
+    meta = dict(parts, dataset_name=dataset.name, classes=list(dataset.classes), device=str(device),
+                batch_size=batch_size, seconds=elapsed,
+                samples_per_s=computed / elapsed if computed and elapsed > 0 else None)
+    if use_cache:
+        cache.store(key, arrays, meta)
+    return _to_featureset(arrays, dataset, meta, cache_hit=False)
+
+
+def _to_featureset(arrays: dict[str, np.ndarray], dataset: Dataset, meta: dict, cache_hit: bool) -> FeatureSet:
+    layers = {k.removeprefix("layer:"): v for k, v in arrays.items() if k.startswith("layer:")}
+    return FeatureSet(
+        features=arrays["features"].astype(np.float32, copy=False), labels=dataset.labels.copy(),
+        classes=dataset.classes, source_probs=arrays.get("source_probs"), layers=layers,
+        provenance=dict(meta, cache_hit=cache_hit))
+
+
+class _progress_bar:
+    """A rich progress bar as a context manager yielding ``advance(n)``; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, description: str, total: int):
+        self.enabled, self.description, self.total = enabled, description, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeRemainingColumn(), transient=True)
+        self._progress.__enter__()
+        task = self._progress.add_task(self.description, total=self.total)
+        return lambda n: self._progress.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._progress.__exit__(*exc)
+        return False

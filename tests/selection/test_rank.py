@@ -1,0 +1,73 @@
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from zooforge.cli import app
+from zooforge.errors import ZooforgeError
+from zooforge.selection import evaluate, rank
+from zooforge.selection.rank import pareto_front
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return rank("demo", "demo:textures?n=15", ["logme", "leep", "nce"],
+                models=["demo/resnet-*", "demo/effnet-textures", "demo/vit-glyphs"],
+                bootstrap=20, cache_dir=cache, budget_gmacs=0.003, progress=False)
+
+
+def test_rank_table_contents(table):
+    assert table.height == 5 and table["rank"].to_list() == [1, 2, 3, 4, 5]   # 3 resnets + 2
+    for m in ("logme", "leep", "nce"):
+        assert {f"{m}_rank", f"{m}_lo", f"{m}_hi", f"{m}_p_top1"} <= set(table.columns)
+    # the random model has no head: LEEP/NCE skipped with the reason, not a crash
+    random = table.filter(pl.col("model") == "demo/resnet-random").row(0, named=True)
+    assert random["leep"] is None and "needs source_probs" in random["skipped"]
+    assert table["mean_rank"].is_sorted()
+    p = table["logme_p_top1"].to_numpy()
+    assert p.sum() == pytest.approx(1.0)                   # exactly one winner per resample
+    # budget: resnets cost 0.0041 GMACs, so the best within 0.003 is not a resnet
+    best = table.filter(pl.col("best_within_budget"))["model"].to_list()
+    assert len(best) == 1 and not best[0].startswith("demo/resnet")
+    # a textures-pretrained model should beat the glyph ViT on a textures target
+    scores = dict(zip(table["model"], table["logme"]))
+    assert scores["demo/effnet-textures"] > scores["demo/vit-glyphs"]
+
+
+def test_evaluate_against_truth(table):
+    truth = {m: float(s) for m, s in zip(table["model"], table["logme"])}   # LogME is the truth here
+    result = evaluate(table, truth).filter(pl.col("metric") == "logme").row(0, named=True)
+    assert result["kendall_tau"] == pytest.approx(1.0) and result["weighted_tau"] == pytest.approx(1.0)
+    assert result["top1_regret"] == 0.0 and result["top3_hit"]
+    with pytest.raises(ZooforgeError, match="not in the ranking: ghost"):
+        evaluate(table, {"ghost": 0.5, **truth})
+
+
+def test_pareto_front():
+    score = np.array([1.0, 2.0, 1.5, 0.5])
+    gmacs = np.array([1.0, 3.0, 3.0, 0.5])
+    assert pareto_front(score, gmacs).tolist() == [True, True, False, True]
+
+
+def test_rank_bad_input():
+    with pytest.raises(ValueError, match="unknown estimator 'logmee'"):
+        rank("demo", "demo:shapes?n=3", ["logmee"])
+    with pytest.raises(ZooforgeError, match=r"no models matching \['nothing\*'\]"):
+        rank("demo", "demo:shapes?n=3", models=["nothing*"])
+
+
+def test_cli_rank_models_and_errors(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "r.csv"
+    result = runner.invoke(app, ["rank", "demo", "demo:shapes?n=8", "-m", "logme", "--model", "demo/effnet-*",
+                                 "--bootstrap", "5", "--out", str(out), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and out.is_file()
+    assert sorted(pl.read_csv(out)["model"]) == ["demo/effnet-glyphs", "demo/effnet-shapes", "demo/effnet-textures"]
+    bad = runner.invoke(app, ["rank", "demo", "demo:shapes", "-m", "nope"])
+    assert bad.exit_code == 1 and "unknown estimator 'nope'" in bad.output
+    missing = runner.invoke(app, ["models", str(tmp_path / "none.toml")])
+    assert missing.exit_code == 1 and "not found" in missing.output
+    listed = runner.invoke(app, ["models", "demo"])
+    assert listed.exit_code == 0 and "demo/vit-glyphs" in listed.output

@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+import torch
+
+from zooforge.errors import BackboneLoadError
+from zooforge.zoo import CatalogueEntry
+from zooforge.zoo.backbone import Backbone
+
+TIMM_TEST_MODELS = ["test_resnet", "test_efficientnet", "test_convnext", "test_vit", "test_byobnet", "test_mambaout"]
+
+
+def _entry(name, **kw):
+    kw.setdefault("input_size", (3, 32, 32))
+    kw.setdefault("pretrained", False)
+    if name.startswith("test_vit"):
+        kw.setdefault("model_args", {"img_size": 32})
+    return CatalogueEntry(id=f"t/{name}", source=kw.pop("source", "timm"), name=name, **kw)
+
+
+@pytest.mark.parametrize("name", TIMM_TEST_MODELS)
+def test_timm_forward_features_logits_and_stages(name):
+    b = Backbone.from_entry(_entry(name, num_classes=7))
+    images = np.random.default_rng(0).integers(0, 255, (3, 40, 48, 3), dtype=np.uint8)
+    out = b.forward(b.prepare(images), layers=b.stage_names)
+    assert out["features"].shape == (3, getattr(b.model, "head_hidden_size", None) or b.model.num_features)
+    assert out["logits"].shape == (3, 7)
+    assert len(b.stage_names) >= 3
+    for name_ in b.stage_names:
+        assert out[f"layer:{name_}"].shape == (3, b.layer_channels[name_])
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert b.num_params == sum(p.numel() for p in b.model.parameters())
+    assert b.gmacs > 0
+
+
+def test_list_of_images_equals_batched_array():
+    b = Backbone.from_entry(_entry("test_resnet"))
+    images = np.random.default_rng(1).integers(0, 255, (4, 36, 36, 3), dtype=np.uint8)
+    torch.testing.assert_close(b.prepare(images)["x"], b.prepare(list(images))["x"])
+
+
+def test_transform_matches_timm_create_transform():
+    from PIL import Image
+    from timm.data import create_transform
+
+    b = Backbone.from_entry(_entry("test_resnet", input_size=(3, 64, 64), crop_pct=0.875))
+    img = np.random.default_rng(2).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    ours = b.prepare(img[None])["x"][0]
+    cfg = b.transform
+    reference = create_transform(input_size=cfg.input_size, interpolation=cfg.interpolation, mean=cfg.mean,
+                                 std=cfg.std, crop_pct=cfg.crop_pct)(Image.fromarray(img))
+    assert ours.shape == reference.shape
+    # PIL and torch antialias differently: agree to a few grey levels (0.25 in normalised units = 6/255 at std .1)
+    assert (ours - reference).abs().mean() < 0.05
+
+
+def test_local_checkpoint_round_trip_infers_head(tmp_path):
+    from safetensors.torch import save_file
+
+    src = Backbone.from_entry(_entry("test_convnext", num_classes=5))
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    loaded = Backbone.from_entry(_entry("test_convnext", source="local", checkpoint=tmp_path / "w.safetensors"))
+    assert loaded.num_source_classes == 5                     # read from the checkpoint's head
+    x = src.prepare(np.zeros((2, 32, 32, 3), np.uint8))
+    torch.testing.assert_close(loaded.forward(x)["logits"], src.forward(x)["logits"])
+    assert loaded.weights_hash == src.weights_hash
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.model.state_dict().items()}}, tmp_path / "w.pt")
+    pt = Backbone.from_entry(_entry("test_convnext", source="local", checkpoint=tmp_path / "w.pt"))
+    assert pt.weights_hash == src.weights_hash
+
+
+def test_checkpoint_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    src = Backbone.from_entry(_entry("test_convnext", num_classes=5))
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(BackboneLoadError, match="does not fit architecture 'test_resnet'|does not match architecture 'test_resnet'"):
+        Backbone.from_entry(_entry("test_resnet", source="local", checkpoint=tmp_path / "w.safetensors"))
+    with pytest.raises(BackboneLoadError, match="is `num_classes` right"):
+        Backbone.from_entry(_entry("test_convnext", source="local", num_classes=9, checkpoint=tmp_path / "w.safetensors"))
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(BackboneLoadError, match="cannot read checkpoint .*broken.safetensors"):
+        Backbone.from_entry(_entry("test_convnext", source="local", checkpoint=tmp_path / "broken.safetensors"))
+
+
+def test_unknown_architecture_and_offline_hub(monkeypatch):
+    with pytest.raises(BackboneLoadError, match="unknown timm architecture 'resnet_5000'"):
+        Backbone.from_entry(_entry("resnet_5000"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BackboneLoadError, match=r"cannot load weights for model 't/resnet18.a1_in1k'.*(\n.*)*local `checkpoint"):
+        Backbone.from_entry(CatalogueEntry(id="t/resnet18.a1_in1k", source="timm", name="resnet18.a1_in1k"))
+
+
+@pytest.fixture
+def tiny_vit_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=64, num_labels=3,
+                                    architectures=["ViTForImageClassification"])
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    return tmp_path / "vit"
+
+
+def test_hf_image_model_from_save_pretrained_folder(tiny_vit_folder):
+    b = Backbone.from_entry(CatalogueEntry(id="hf/vit", source="hf", name=str(tiny_vit_folder)))
+    assert b.modality == "image" and b.num_source_classes == 3
+    out = b.forward(b.prepare(np.zeros((2, 40, 40, 3), np.uint8)), layers=b.stage_names[:1])
+    assert out["features"].shape == (2, 32) and out["logits"].shape == (2, 3)
+    assert out[f"layer:{b.stage_names[0]}"].shape == (2, 32)
+    assert b.gmacs > 0
+
+
+def test_hf_text_model_from_save_pretrained_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "zoo", "forge"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=32)
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(tmp_path / "bert")
+    tokenizer.save_pretrained(tmp_path / "bert")
+    b = Backbone.from_entry(CatalogueEntry(id="hf/bert", source="hf", name=str(tmp_path / "bert")))
+    assert b.modality == "text" and b.num_source_classes == 0
+    short, padded = b.prepare(["hello world"]), b.prepare(["hello world", "hello zoo forge world zoo"])
+    one = b.forward(short)["features"]
+    two = b.forward(padded)["features"]
+    assert two.shape == (2, 16)
+    torch.testing.assert_close(one[0], two[0], rtol=1e-4, atol=1e-5)   # padding is masked out of the mean

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from zooforge.errors import DatasetError
+from zooforge.zoo import load_dataset
+
+
+def _image_folder(root, classes=("cat", "dog"), per_class=3):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            mode = ["RGB", "L", "RGBA"][i % 3]        # grayscale and RGBA are converted
+            arr = rng.integers(0, 255, (12, 10, {"RGB": 3, "L": 1, "RGBA": 4}[mode]), dtype=np.uint8)
+            Image.fromarray(arr.squeeze(-1) if mode == "L" else arr, mode).save(root / c / f"{i}.png")
+    return root
+
+
+def test_image_folder(tmp_path):
+    ds = load_dataset(_image_folder(tmp_path / "data"))
+    assert ds.classes == ("cat", "dog") and len(ds) == 6 and ds.modality == "image"
+    assert all(ds.image(i).shape == (12, 10, 3) for i in range(6))
+    assert load_dataset(tmp_path / "data").fingerprint == ds.fingerprint
+    (tmp_path / "data" / "cat" / "0.png").write_bytes(Image.new("RGB", (3, 3)).tobytes() + b"x")
+    assert load_dataset(tmp_path / "data").fingerprint != ds.fingerprint    # content changed
+
+
+def test_csv_paths_and_text(tmp_path):
+    _image_folder(tmp_path / "img")
+    (tmp_path / "d.csv").write_text("path,label\nimg/cat/0.png,1\nimg/dog/1.png,10\nimg/dog/2.png,2\n")
+    ds = load_dataset(tmp_path / "d.csv")
+    assert ds.classes == ("1", "2", "10")                  # numeric names sort numerically
+    assert ds.labels.tolist() == [0, 2, 1]
+    (tmp_path / "t.csv").write_text("text,label\nhello there,greet\nbye now,leave\nhi,greet\n")
+    text = load_dataset(tmp_path / "t.csv")
+    assert text.modality == "text" and text.text(1) == "bye now" and text.labels.tolist() == [0, 1, 0]
+
+
+def test_npz_digits_demo_and_split(tmp_path):
+    images = np.random.default_rng(0).integers(0, 255, (8, 5, 5), dtype=np.uint8)   # grayscale N x H x W
+    np.savez(tmp_path / "d.npz", images=images, labels=np.array(list("abababab")))
+    ds = load_dataset(tmp_path / "d.npz")
+    assert ds.items.shape == (8, 5, 5, 3) and ds.classes == ("a", "b")
+    digits = load_dataset("sklearn:digits")
+    assert len(digits) == 1797 and digits.num_classes == 10 and digits.items.dtype == np.uint8
+    train, test = load_dataset("sklearn:digits", "train"), load_dataset("sklearn:digits", "test")
+    assert len(train) + len(test) == 1797 and set(np.unique(test.labels)) == set(range(10))
+    demo = load_dataset("demo:shapes?n=7&seed=3")
+    assert len(demo) == 28 and demo.items.shape[1:] == (32, 32, 3)
+    assert np.array_equal(load_dataset("demo:shapes?n=7&seed=3").items, demo.items)    # deterministic
+    assert not np.array_equal(load_dataset("demo:shapes?n=7", "test").items[:4], load_dataset("demo:shapes?n=7").items[:4])
+    sub = demo.subsample(2)
+    assert np.bincount(sub.labels).tolist() == [2, 2, 2, 2]
+
+
+def test_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images found; expected ImageFolder layout"):
+        load_dataset(tmp_path / "empty")
+    _image_folder(tmp_path / "one", classes=("only",))
+    with pytest.raises(DatasetError, match=r"only one class \('only'\)"):
+        load_dataset(tmp_path / "one")
+    (tmp_path / "nolabel.csv").write_text("path,class\na.png,x\n")
+    with pytest.raises(DatasetError, match="no `label` column"):
+        load_dataset(tmp_path / "nolabel.csv")
+    with pytest.raises(DatasetError, match="not found: give a folder"):
+        load_dataset(tmp_path / "nothing")
+    with pytest.raises(DatasetError, match="unknown demo task 'blobs'"):
+        load_dataset("demo:blobs")
+    np.savez(tmp_path / "x.npz", pixels=np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(DatasetError, match="missing array `images`"):
+        load_dataset(tmp_path / "x.npz")
+    bad = _image_folder(tmp_path / "bad")
+    (bad / "dog" / "1.png").write_bytes(b"not a png")
+    ds = load_dataset(bad)
+    with pytest.raises(DatasetError, match=r"cannot read image .*dog/1.png"):
+        ds.image(4)

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from zooforge.errors import DatasetError
+from zooforge.zoo import CatalogueEntry, load_dataset
+from zooforge.zoo.backbone import Backbone
+from zooforge.zoo.features import extract
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return Backbone.from_entry(CatalogueEntry(id="t/resnet", source="timm", name="test_resnet", pretrained=False,
+                                              num_classes=4, input_size=(3, 32, 32)))
+
+
+def test_extract_outputs_and_cache_hit(backbone, tmp_path):
+    ds = load_dataset("demo:shapes?n=10")
+    fs = extract(backbone, ds, layers=backbone.stage_names[:2], cache_dir=tmp_path, batch_size=16, progress=False)
+    assert fs.features.shape == (40, backbone.model.num_features) and fs.features.dtype == np.float32
+    np.testing.assert_allclose(fs.source_probs.sum(1), 1.0, rtol=1e-5)
+    assert set(fs.layers) == set(backbone.stage_names[:2])
+    assert not fs.provenance["cache_hit"] and fs.provenance["samples_per_s"] > 0
+    again = extract(backbone, ds, layers=backbone.stage_names[:2], cache_dir=tmp_path, progress=False)
+    assert again.provenance["cache_hit"]
+    np.testing.assert_array_equal(again.features, fs.features)
+    # a different layer set is a different entry
+    assert not extract(backbone, ds, cache_dir=tmp_path, progress=False).provenance["cache_hit"]
+
+
+def test_corrupt_entry_is_detected_and_recomputed(backbone, tmp_path):
+    ds = load_dataset("demo:textures?n=5")
+    first = extract(backbone, ds, cache_dir=tmp_path, progress=False)
+    data = next((tmp_path / "features").rglob("data.safetensors"))
+    raw = bytearray(data.read_bytes())
+    raw[-5] ^= 0xFF                                            # flip bits in the arrays
+    data.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="corrupt"):
+        second = extract(backbone, ds, cache_dir=tmp_path, progress=False)
+    assert not second.provenance["cache_hit"]
+    np.testing.assert_array_equal(second.features, first.features)
+    data.write_bytes(data.read_bytes()[:100])                  # truncated
+    with pytest.warns(UserWarning, match="corrupt"):
+        assert not extract(backbone, ds, cache_dir=tmp_path, progress=False).provenance["cache_hit"]
+
+
+def test_interrupted_extraction_resumes_from_finished_shards(backbone, tmp_path, monkeypatch):
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    ds = load_dataset(root)
+    broken = ds.items[15]
+    content = open(broken, "rb").read()
+    open(broken, "wb").write(b"garbage")
+    # the fingerprint is of the dataset as given; keep it so the rerun addresses the same entry
+    with pytest.raises(DatasetError, match="cannot read image"):
+        extract(backbone, ds, cache_dir=tmp_path / "c", shard_size=8, batch_size=4, num_workers=0, progress=False)
+    shards = sorted((tmp_path / "c" / "partial").rglob("shard-*.safetensors"))
+    assert [s.name for s in shards] == ["shard-000000.safetensors"]     # the first shard survived
+    open(broken, "wb").write(content)
+    calls = []
+    original = Backbone.forward
+    monkeypatch.setattr(Backbone, "forward", lambda self, x, layers=(): calls.append(len(x["x"])) or original(self, x, layers))
+    resumed = extract(backbone, ds, cache_dir=tmp_path / "c", shard_size=8, batch_size=4, num_workers=0, progress=False)
+    assert sum(calls) == 12                                    # only the 12 unfinished samples ran
+    fresh = extract(backbone, ds, use_cache=False, batch_size=4, num_workers=0, progress=False)
+    np.testing.assert_allclose(resumed.features, fresh.features, rtol=1e-5, atol=1e-6)
+
+
+def test_modality_mismatch(backbone, tmp_path):
+    (tmp_path / "t.csv").write_text("text,label\na,x\nb,y\n")
+    with pytest.raises(ValueError, match="takes image input but dataset .* is text"):
+        extract(backbone, load_dataset(tmp_path / "t.csv"), progress=False)
