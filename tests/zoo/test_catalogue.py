@@ -70,7 +70,7 @@ def test_missing_checkpoint_and_missing_file(tmp_path):
         load_catalogue(path)
     assert load_catalogue(path, check_files=False)[0].checkpoint.name == "nope.pt"
     with pytest.raises(CatalogueError, match=r"catalogue 'missing.toml' not found"):
-        load_catalogue(tmp_path / "missing.toml" if False else "missing.toml")
+        load_catalogue("missing.toml")
     with pytest.raises(CatalogueError, match="not valid TOML"):
         load_catalogue(_write(tmp_path, "[[model]\n", "bad.toml"))
     with pytest.raises(CatalogueError, match=r"no \[\[model\]\] tables"):

@@ -24,9 +24,8 @@ __all__ = ["rank", "score_featureset", "DEFAULT_METRICS", "pareto_front"]
 DEFAULT_METRICS = ("logme", "leep", "nce", "hscore_shrink", "gbc", "transrate", "sfda")
 
 
-def score_featureset(fs, metrics: Sequence[str], *, bootstrap: int = 0, seed: int = 0,
-                     indices: np.ndarray | None = None) -> dict[str, dict]:
-    """{metric: {"score", "samples" (bootstrap scores), "skipped"}} for one FeatureSet."""
+def score_featureset(fs, metrics: Sequence[str], *, indices: np.ndarray | None = None) -> dict[str, dict]:
+    """{metric: {"score", "samples" (scores on each row of ``indices``), "skipped"}} for one FeatureSet."""
     inputs = fs.inputs()
     available = {k for k, v in inputs.items() if v is not None}
     out: dict[str, dict] = {}
