@@ -172,6 +172,81 @@ def demo(
                   f"(LogME {_fmt(top['logme'])}, P(top-1 by LogME) {_fmt(top.get('logme_p_top1'), 2)}).")
 
 
+def _train_config(epochs: int, lr: float, batch_size: int, seed: int, device: str | None, out: Path | None):
+    from zooforge.tuning.loop import TrainConfig
+
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
+                       checkpoint_dir=str(out / "checkpoint") if out else None)
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Argument(help="catalogue id (with --catalogue), timm name or HF id/folder")],
+    data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task>")],
+    method: Annotated[str, typer.Option(help="linear|full|bitfit|adapter|adaptformer|lora|ia3")] = "linear",
+    catalogue: Annotated[Optional[str], typer.Option(help="catalogue holding MODEL")] = None,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
+    lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
+    seed: Annotated[int, typer.Option(help="seed for the split, the initialisation and the order")] = 0,
+    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: best available)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="write adapters.safetensors, result.json here")] = None,
+) -> None:
+    """Fine-tune one model with one method; print held-out accuracy, trainable params and time."""
+    from zooforge.tuning.tune import tune as tune_model
+
+    _threads()
+    try:
+        r = tune_model(model, data, method, catalogue=catalogue, seed=seed, out_dir=out,
+                       config=_train_config(epochs, lr, batch_size, seed, device, out))
+    except (ZooforgeError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"[bold]{r.model}[/] {r.method}: held-out accuracy [bold]{r.accuracy:.4f}[/], "
+                  f"trainable {r.trainable_params:,} of {r.total_params:,} ({100 * r.trainable_ratio:.2f}%), "
+                  f"{r.seconds:.1f} s, peak memory {r.peak_memory_mb:.0f} MB")
+    if out:
+        console.print(f"wrote {out / 'adapters.safetensors'} and {out / 'result.json'}")
+
+
+@app.command()
+def aggregate(
+    catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
+    data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task>")],
+    method: Annotated[str, typer.Option(help="btuning|zootuning|hubpathway")] = "btuning",
+    top_k: Annotated[int, typer.Option(help="models taken from the LogME ranking (Hub-Pathway: routed per input)")] = 3,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="explicit members (globs, repeatable)")] = None,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
+    lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="write model.safetensors and result.json here")] = None,
+) -> None:
+    """Combine several zoo models (B-Tuning, Zoo-Tuning, Hub-Pathway); print accuracy and cost."""
+    from zooforge.selection.aggregate import METHODS, save_result
+
+    _threads()
+    try:
+        if method not in METHODS:
+            raise ZooforgeError(f"unknown aggregation method {method!r}; choose one of {', '.join(METHODS)}.")
+        cfg = _train_config(epochs, lr, batch_size, seed, device, None)
+        kwargs = {"models": model, "config": cfg, "seed": seed}
+        kwargs |= {"candidates": None if model else max(top_k, 2), "top_k": 2} if method == "hubpathway" else {"top_k": top_k}
+        r = METHODS[method](catalogue, data, **kwargs)
+    except (ZooforgeError, ValueError) as exc:
+        _fail(exc)
+    t = Table(title=f"{method} on {data}", header_style="bold")
+    t.add_column("member")
+    t.add_column("weight", justify="right")
+    for m, w in zip(r.members, r.weights):
+        t.add_row(m, f"{w:.3f}")
+    console.print(t)
+    console.print(f"held-out accuracy [bold]{r.accuracy:.4f}[/], trainable {r.trainable_params:,} of "
+                  f"{r.total_params:,} params, {r.seconds:.1f} s")
+    if out:
+        console.print(f"wrote {save_result(r, out)}")
+
+
 def main() -> None:
     app()
 

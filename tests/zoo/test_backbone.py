@@ -90,18 +90,6 @@ def test_unknown_architecture_and_offline_hub(monkeypatch):
         Backbone.from_entry(CatalogueEntry(id="t/resnet18.a1_in1k", source="timm", name="resnet18.a1_in1k"))
 
 
-@pytest.fixture
-def tiny_vit_folder(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                    num_attention_heads=2, intermediate_size=64, num_labels=3,
-                                    architectures=["ViTForImageClassification"])
-    torch.manual_seed(0)
-    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
-    return tmp_path / "vit"
-
-
 def test_hf_image_model_from_save_pretrained_folder(tiny_vit_folder):
     b = Backbone.from_entry(CatalogueEntry(id="hf/vit", source="hf", name=str(tiny_vit_folder)))
     assert b.modality == "image" and b.num_source_classes == 3
@@ -111,17 +99,8 @@ def test_hf_image_model_from_save_pretrained_folder(tiny_vit_folder):
     assert b.gmacs > 0
 
 
-def test_hf_text_model_from_save_pretrained_folder(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "zoo", "forge"]
-    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=32)
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(tmp_path / "bert")
-    tokenizer.save_pretrained(tmp_path / "bert")
-    b = Backbone.from_entry(CatalogueEntry(id="hf/bert", source="hf", name=str(tmp_path / "bert")))
+def test_hf_text_model_from_save_pretrained_folder(tiny_bert_folder):
+    b = Backbone.from_entry(CatalogueEntry(id="hf/bert", source="hf", name=str(tiny_bert_folder)))
     assert b.modality == "text" and b.num_source_classes == 0
     short, padded = b.prepare(["hello world"]), b.prepare(["hello world", "hello zoo forge world zoo"])
     one = b.forward(short)["features"]

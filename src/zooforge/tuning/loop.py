@@ -5,6 +5,11 @@ weight decay only on matrices, gradient accumulation, autocast on GPU, early sto
 split, and a checkpoint after every epoch holding everything needed to continue exactly (model,
 optimiser, epoch, RNG states, history). Resuming from a checkpoint of the same config and seed gives
 the same final weights as an uninterrupted run on CPU.
+
+Inputs are one tensor, or a tuple of tensors indexed together (``model(*batch)``), for models that
+take side information per sample (B-Tuning's teacher predictions). A model may leave a scalar tensor
+in ``model.aux_loss`` during a training forward (a regulariser, a load-balancing term); the loop adds
+it to the cross-entropy.
 """
 
 from __future__ import annotations
@@ -84,23 +89,36 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
 
 
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def _take(x: Inputs, idx, device) -> tuple[torch.Tensor, ...]:
+    parts = x if isinstance(x, tuple) else (x,)
+    return tuple(p[idx].to(device, non_blocking=True) for p in parts)
+
+
+def _length(x: Inputs) -> int:
+    return len(x[0]) if isinstance(x, tuple) else len(x)
+
+
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+def evaluate_accuracy(model: nn.Module, x: Inputs, y: torch.Tensor, batch_size: int = 256) -> float:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     correct = 0
     for i in range(0, len(y), batch_size):
-        correct += (model(x[i:i + batch_size].to(device)).argmax(-1).cpu() == y[i:i + batch_size]).sum().item()
+        batch = _take(x, slice(i, i + batch_size), device)
+        correct += (model(*batch).argmax(-1).cpu() == y[i:i + batch_size]).sum().item()
     model.train(was_training)
     return correct / max(1, len(y))
 
 
-def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: TrainConfig,
-          val_x: torch.Tensor | None = None, val_y: torch.Tensor | None = None) -> TrainResult:
+def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainConfig,
+          val_x: Inputs | None = None, val_y: torch.Tensor | None = None) -> TrainResult:
     """Train ``model`` (logits = model(x)) on in-memory tensors with cross-entropy; see module doc."""
-    if len(train_x) != len(train_y) or len(train_y) == 0:
-        raise ValueError(f"train_x has {len(train_x)} samples and train_y {len(train_y)}; need equal, non-zero.")
+    if _length(train_x) != len(train_y) or len(train_y) == 0:
+        raise ValueError(f"train_x has {_length(train_x)} samples and train_y {len(train_y)}; need equal, non-zero.")
     device = torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -145,11 +163,15 @@ def train(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, cfg: T
             group_batches = micro[k:k + cfg.grad_accum]
             n_group = sum(len(b) for b in group_batches)
             for idx in group_batches:
-                x, y = train_x[idx].to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True)
+                x, y = _take(train_x, idx, device), train_y[idx].to(device, non_blocking=True)
                 with autocast:
-                    logits = model(x)
+                    logits = model(*x)
+                    loss = loss_fn(logits.float(), y)
+                    aux = getattr(model, "aux_loss", None)
+                    if aux is not None:
+                        loss = loss + aux.float()
                     # scale so the summed gradient equals that of one batch of n_group samples
-                    loss = loss_fn(logits.float(), y) * (len(idx) / n_group)
+                    loss = loss * (len(idx) / n_group)
                 scaler.scale(loss).backward()
                 total_loss += loss.item() * n_group
                 correct += (logits.argmax(-1) == y).sum().item()

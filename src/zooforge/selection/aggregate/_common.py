@@ -1,0 +1,106 @@
+"""What the three aggregation methods share: members, data splits, results and saving."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from zooforge.errors import ZooforgeError
+
+__all__ = ["AggregateResult", "load_members", "split_dataset", "save_result", "raw_images"]
+
+
+@dataclass
+class AggregateResult:
+    method: str
+    members: list[str]                 # catalogue ids, in the order of ``weights``
+    weights: list[float]               # B-Tuning π, Zoo-Tuning mean gates, Hub-Pathway mean routing
+    accuracy: float                    # on the held-out split
+    trainable_params: int
+    total_params: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def record(self) -> dict:
+        """Everything but the model, for JSON."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+
+
+def load_members(catalogue, models=None, top_k: int | None = None, dataset=None, *, progress: bool = False):
+    """Backbones for ``models`` (ids or globs) or, with ``top_k``, the top-k of ``catalogue`` by LogME."""
+    from zooforge.selection.rank import rank
+    from zooforge.zoo import filter_entries, load_catalogue
+    from zooforge.zoo.backbone import Backbone
+
+    entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue)
+    entries = filter_entries(entries, list(models) if models else None)
+    if not entries:
+        raise ZooforgeError("no catalogue models to aggregate" + (f" match {list(models)}" if models else "") + ".")
+    scores: dict[str, float] = {}
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"`top_k` must be at least 1; got {top_k}.")
+        table = rank(entries, dataset, metrics=["logme"], bootstrap=0, progress=progress)
+        table = table.filter(table["error"].is_null() & table["logme"].is_not_null()).sort("logme", descending=True)
+        if table.height == 0:
+            raise ZooforgeError("no model could be scored with LogME; see `zooforge rank` for the errors.")
+        keep = table["model"].to_list()[:top_k]
+        scores = dict(zip(table["model"].to_list(), table["logme"].to_list()))
+        by_id = {e.id: e for e in entries}
+        entries = [by_id[m] for m in keep]
+    return [Backbone.from_entry(e) for e in entries], scores
+
+
+def split_dataset(dataset, fraction: float = 0.8, seed: int = 0):
+    from zooforge.zoo import load_dataset
+
+    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
+    train, test = ds.split(fraction, seed)
+    return ds, train, test
+
+
+def raw_images(dataset, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 3, H, W) float images in [0, 1] at ``size``: the shared input of heterogeneous members,
+    each of which then resizes and normalises for itself."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if dataset.modality != "image":
+        raise ZooforgeError("this aggregation method takes image datasets.")
+    out = torch.empty(len(dataset), 3, *size)
+    for i in range(len(dataset)):
+        img = torch.from_numpy(np.array(dataset.image(i), copy=True)).permute(2, 0, 1)
+        out[i] = TF.resize(img, list(size), antialias=True).float() / 255.0
+    return out
+
+
+def save_result(result: AggregateResult, out_dir: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if result.model is not None:
+        state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+        tmp = out / "model.safetensors.tmp"
+        save_file(state, str(tmp))
+        tmp.replace(out / "model.safetensors")
+    tmp = out / "result.json.tmp"
+    tmp.write_text(json.dumps(result.record(), indent=2, default=float))
+    tmp.replace(out / "result.json")
+    return out
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

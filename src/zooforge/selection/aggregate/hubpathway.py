@@ -1,0 +1,134 @@
+"""Hub-Pathway: route each input through a few models of a heterogeneous hub (Shu et al., NeurIPS
+2022, "Hub-Pathway: Transfer Learning from a Hub of Pre-trained Models").
+
+A pathway generator (a small CNN on the raw image) gives every input a distribution over the K
+models. In training, Gaussian exploration noise whose scale is learned per input is added to the
+generator's logits (noisy top-k gating, Shazeer et al. 2017); the top-k models are kept and their
+weights renormalised by a softmax over the kept logits, so each input's routing weights sum to one.
+Only the kept models run on an input. Each model has its own head; the output is the routing-
+weighted sum of their logits. A load-balancing term, the squared coefficient of variation of the
+models' total routing weight in the batch, keeps the generator from collapsing onto one model; it is
+left in ``aux_loss`` for the training loop. The whole pathway (generator, models, heads) trains end to
+end with the one loop.
+
+The models keep their own preprocessing: the shared input is the image in [0, 1] and each member
+resizes it to its own input size and normalises with its own mean and std.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zooforge.errors import ZooforgeError
+from zooforge.selection.aggregate._common import AggregateResult, Timer, load_members, raw_images, split_dataset
+from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
+from zooforge.tuning.methods import TaskModel, build
+
+__all__ = ["hubpathway", "HubPathway", "PathwayGenerator", "cv_squared"]
+
+
+def cv_squared(x: torch.Tensor) -> torch.Tensor:
+    """Squared coefficient of variation: 0 when all entries are equal (perfect balance)."""
+    if x.numel() < 2:
+        return x.new_zeros(())
+    return x.float().var(unbiased=False) / (x.float().mean() ** 2 + 1e-10)
+
+
+class PathwayGenerator(nn.Module):
+    """Small CNN: image in [0, 1] → (clean logits, noise scale) over K models."""
+
+    def __init__(self, k: int, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width // 2, 3, stride=2, padding=1), nn.BatchNorm2d(width // 2), nn.ReLU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.logits = nn.Linear(width, k)
+        self.noise = nn.Linear(width, k)     # default (small random) init: no exact ties between models
+
+    def forward(self, x):
+        h = self.net(x)
+        return self.logits(h), F.softplus(self.noise(h)) + 1e-2
+
+
+class _Member(nn.Module):
+    """A TaskModel fed images in [0, 1]: resize to its size and normalise with its statistics."""
+
+    def __init__(self, task: TaskModel):
+        super().__init__()
+        self.task = task
+        t = task.backbone.transform
+        if t is None:
+            raise ZooforgeError(f"Hub-Pathway members must be timm/local image models; {task.backbone.id!r} is not.")
+        self.size = tuple(t.input_size[1:])
+        self.register_buffer("mean", torch.tensor(t.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(t.std).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return self.task((x - self.mean) / self.std)
+
+
+class HubPathway(nn.Module):
+    def __init__(self, tasks: list[TaskModel], top_k: int = 2, balance: float = 0.01, noise: bool = True):
+        super().__init__()
+        if not 1 <= top_k <= len(tasks):
+            raise ValueError(f"`top_k` must be in [1, {len(tasks)}]; got {top_k}.")
+        self.members = nn.ModuleList(_Member(t) for t in tasks)
+        self.generator = PathwayGenerator(len(tasks))
+        self.top_k, self.balance, self.noise = top_k, balance, noise
+        self.aux_loss = None
+        self.last_routing: torch.Tensor | None = None
+
+    def routing(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K) weights: zero outside each input's top-k, summing to one over it."""
+        clean, scale = self.generator(x)
+        logits = clean + torch.randn_like(clean) * scale if (self.training and self.noise) else clean
+        top, idx = logits.topk(self.top_k, dim=-1)
+        weights = torch.zeros_like(logits).scatter(-1, idx, torch.softmax(top, dim=-1))
+        return weights
+
+    def forward(self, x):
+        w = self.routing(x)
+        self.last_routing = w.detach()
+        out = None
+        for k, member in enumerate(self.members):
+            rows = (w[:, k] > 0).nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                continue
+            logits = member(x[rows]) * w[rows, k:k + 1]
+            if out is None:
+                out = logits.new_zeros(len(x), logits.shape[-1])
+            out = out.index_add(0, rows, logits)
+        self.aux_loss = self.balance * cv_squared(w.sum(0)) if self.training else None
+        return out
+
+
+def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: int | None = 4,
+               method: str = "full", balance: float = 0.01, config: TrainConfig | None = None,
+               split: float = 0.8, seed: int = 0, progress: bool = False) -> AggregateResult:
+    """Hub-Pathway over ``models`` (ids/globs) or the LogME top-``candidates``, routing to ``top_k``."""
+    ds, train_ds, test_ds = split_dataset(dataset, split, seed)
+    members, _ = load_members(catalogue, models, candidates if not models else None, train_ds, progress=progress)
+    if len(members) < 2:
+        raise ZooforgeError(f"Hub-Pathway routes among at least 2 models; got {[m.id for m in members]}.")
+    with Timer() as timer:
+        torch.manual_seed(seed)
+        tasks = [build(m, ds.num_classes, method) for m in members]
+        model = HubPathway(tasks, top_k=min(top_k, len(tasks)), balance=balance)
+        size = tuple(max(m.transform.input_size[i] for m in members if m.transform is not None) for i in (1, 2))
+        x_tr, x_te = raw_images(train_ds, size), raw_images(test_ds, size)
+        y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
+        cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
+        result = train(model, x_tr, y_tr, cfg, val_x=x_te, val_y=y_te)
+        accuracy = evaluate_accuracy(model, x_te, y_te)
+        model.eval()
+        with torch.no_grad():
+            usage = torch.cat([model.routing(x_te[i:i + 256]) for i in range(0, len(x_te), 256)]).mean(0)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return AggregateResult("hubpathway", [m.id for m in members], usage.tolist(), accuracy, trainable,
+                           sum(p.numel() for p in model.parameters()), timer.seconds, result.history,
+                           {"top_k": model.top_k, "balance": balance, "method": method}, model)

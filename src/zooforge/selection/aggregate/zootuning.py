@@ -1,0 +1,220 @@
+"""Zoo-Tuning: adaptive aggregation of same-architecture models' parameters (Shu et al., ICML 2021,
+"Zoo-Tuning: Adaptive Transfer from a Zoo of Models").
+
+Every convolution and linear layer of the target network holds the K models' kernels W_1..W_K and
+uses, per sample, the kernel Σ_k g_k(x) A_k W_k, where
+  * g(x) is a data-dependent gate: global-average-pool of the layer's input → Linear → ReLU →
+    Linear → softmax over the K models (weights sum to one; the reference uses independent sigmoids,
+    we normalise so the aggregate stays on the scale of one kernel). The last gate layer starts at
+    zero except for a ``lead`` logit on the first (top-ranked) model: with ``lead=0`` training starts
+    from the plain average of the models, which for independently trained models whose channels do
+    not line up is a poor network; the default ``lead=3`` starts near the top model's function and
+    lets the gates and alignments bring the others in;
+  * A_k is a learned output-channel alignment (identity-initialised C_out × C_out matrix), which lets
+    independently trained models whose channels are permuted relative to each other be mixed.
+Per-sample kernels run as one grouped convolution (batch as groups, as CondConv does), not K convs.
+Normalisation layers take the average of the models' parameters (weighted by the same prior as
+the gates), BatchNorm running statistics included. The reference ``backbone.py`` resets the running
+statistics instead; with the few hundred steps of a small target set they do not converge again and
+evaluation suffers, so we start them from the models' own.
+
+``ZooTuned.collapse(x)`` folds the gates, averaged over ``x``, into one plain network of the original
+architecture and size (the reference's "lite" mode freezes an EMA of the gates the same way): the
+aggregate distilled by weight folding into a single deployable model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zooforge.errors import ZooforgeError
+from zooforge.selection.aggregate._common import AggregateResult, Timer, load_members, split_dataset
+from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
+from zooforge.tuning.methods import MethodConfig, TaskModel, inputs_for
+
+__all__ = ["zootuning", "ZooTuned", "AggregatedLayer", "aggregate_models"]
+
+
+class AggregatedLayer(nn.Module):
+    """A Conv2d or Linear whose kernel is a per-sample gated mixture of K models' kernels."""
+
+    def __init__(self, layers: list[nn.Module], hidden: int = 16, align: bool = True, lead: float = 0.0):
+        super().__init__()
+        first = layers[0]
+        self.kind = "conv" if isinstance(first, nn.Conv2d) else "linear"
+        self.k = len(layers)
+        self.weight = nn.Parameter(torch.stack([l.weight.detach().clone() for l in layers]))   # (K, out, ...)
+        self.bias = (nn.Parameter(torch.stack([l.bias.detach().clone() for l in layers]))
+                     if first.bias is not None else None)
+        if self.kind == "conv":
+            self.stride, self.padding, self.dilation, self.groups = first.stride, first.padding, first.dilation, first.groups
+            if isinstance(self.padding, str) or first.padding_mode != "zeros":
+                raise ZooforgeError("Zoo-Tuning supports zero-padded convolutions with numeric padding.")
+        in_dim, out_dim = (first.in_channels, first.out_channels) if self.kind == "conv" else (first.in_features, first.out_features)
+        self.gate = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, self.k))
+        nn.init.zeros_(self.gate[2].weight)
+        nn.init.zeros_(self.gate[2].bias)
+        with torch.no_grad():
+            self.gate[2].bias[0] = lead          # prior preference for the first (top-ranked) model
+        self.align = nn.Parameter(torch.eye(out_dim).repeat(self.k, 1, 1)) if align else None
+        self.last_gates: torch.Tensor | None = None
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        summary = x.mean(dim=(2, 3)) if self.kind == "conv" else (x.mean(dim=1) if x.dim() == 3 else x)
+        if x.dim() > 3 and self.kind == "linear":
+            summary = x.flatten(1, -2).mean(dim=1)
+        g = torch.softmax(self.gate(summary), dim=-1)
+        self.last_gates = g.detach()
+        return g
+
+    def kernels(self) -> torch.Tensor:
+        if self.align is None:
+            return self.weight
+        return torch.einsum("koc,kc...->ko...", self.align, self.weight)
+
+    def folded(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The kernel and bias for fixed model weights ``g`` (K,)."""
+        w = torch.einsum("k,k...->...", g, self.kernels())
+        b = None
+        if self.bias is not None:
+            bias = torch.einsum("koc,kc->ko", self.align, self.bias) if self.align is not None else self.bias
+            b = torch.einsum("k,ko->o", g, bias)
+        return w, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gates(x)                                            # (B, K)
+        kernels = self.kernels()
+        bias = None
+        if self.bias is not None:
+            b_k = torch.einsum("koc,kc->ko", self.align, self.bias) if self.align is not None else self.bias
+            bias = g @ b_k                                           # (B, out)
+        if self.kind == "linear":
+            w = torch.einsum("bk,koi->boi", g, kernels)
+            shape = x.shape
+            y = torch.einsum("bni,boi->bno", x.reshape(shape[0], -1, shape[-1]), w)
+            if bias is not None:
+                y = y + bias[:, None, :]
+            return y.reshape(*shape[:-1], -1)
+        b, c, h, wd = x.shape
+        w = torch.einsum("bk,k...->b...", g, kernels)                 # (B, out, in/groups, kh, kw)
+        y = F.conv2d(x.reshape(1, b * c, h, wd), w.reshape(-1, *w.shape[2:]), None,
+                     self.stride, self.padding, self.dilation, self.groups * b)
+        y = y.reshape(b, -1, *y.shape[-2:])
+        if bias is not None:
+            y = y + bias[:, :, None, None]
+        return y
+
+
+def _check_same_architecture(models: list[nn.Module], ids: list[str], skip: set[str]) -> None:
+    def shapes(m):        # source heads may differ in size: they are not aggregated
+        return {k: v.shape for k, v in m.state_dict().items() if not any(k.startswith(s + ".") for s in skip)}
+
+    ref = shapes(models[0])
+    for m, mid in zip(models[1:], ids[1:]):
+        other = shapes(m)
+        if other != ref:
+            diff = sorted(set(ref) ^ set(other)) or [k for k in ref if ref[k] != other[k]]
+            raise ZooforgeError(f"Zoo-Tuning needs models of one architecture: {ids[0]!r} and {mid!r} differ "
+                                f"at {diff[:3]}; use Hub-Pathway for heterogeneous models.")
+
+
+def aggregate_models(models: list[nn.Module], skip: set[str] = frozenset(), *, align: bool = True,
+                     hidden: int = 16, lead: float = 3.0) -> nn.Module:
+    """A copy of ``models[0]`` whose conv/linear layers aggregate all ``models`` (see module doc)."""
+    target = copy.deepcopy(models[0])
+    named = [dict(m.named_modules()) for m in models]
+    for name, module in list(target.named_modules()):
+        if not name or any(name == s or name.startswith(s + ".") for s in skip):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = target.get_submodule(parent_name) if parent_name else target
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and type(module) in (nn.Conv2d, nn.Linear):
+            setattr(parent, child, AggregatedLayer([n[name] for n in named], hidden, align, lead))
+        elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)):
+            prior = torch.softmax(torch.tensor([lead] + [0.0] * (len(models) - 1)), 0)
+            with torch.no_grad():
+                for pname, p in module.named_parameters(recurse=False):
+                    stacked = torch.stack([dict(n[name].named_parameters(recurse=False))[pname] for n in named])
+                    p.copy_(torch.einsum("k,k...->...", prior, stacked))
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+                    for bname in ("running_mean", "running_var"):
+                        stacked = torch.stack([getattr(n[name], bname) for n in named])
+                        getattr(module, bname).copy_(torch.einsum("k,k...->...", prior, stacked))
+    return target
+
+
+class ZooTuned(TaskModel):
+    """A TaskModel whose body aggregates several models; ``mean_gates()`` and ``collapse()``."""
+
+    def aggregated_layers(self) -> list[tuple[str, AggregatedLayer]]:
+        return [(n, m) for n, m in self.body.named_modules() if isinstance(m, AggregatedLayer)]
+
+    @torch.no_grad()
+    def mean_gates(self, x: torch.Tensor, batch_size: int = 128) -> dict[str, torch.Tensor]:
+        was = self.training
+        self.eval()
+        sums: dict[str, torch.Tensor] = {}
+        for i in range(0, len(x), batch_size):
+            self(x[i:i + batch_size])
+            for n, layer in self.aggregated_layers():
+                sums[n] = sums.get(n, 0) + layer.last_gates.sum(0)
+        self.train(was)
+        return {n: s / len(x) for n, s in sums.items()}
+
+    @torch.no_grad()
+    def collapse(self, x: torch.Tensor, template: nn.Module) -> nn.Module:
+        """One plain network (``template``'s architecture) with the gates fixed at their mean over ``x``."""
+        gates = self.mean_gates(x)
+        plain = copy.deepcopy(template)
+        state = {k: v for k, v in self.body.state_dict().items()}
+        modules = dict(plain.named_modules())
+        for name, layer in self.aggregated_layers():
+            w, b = layer.folded(gates[name].to(layer.weight.dtype))
+            modules[name].weight.copy_(w)
+            if b is not None:
+                modules[name].bias.copy_(b)
+        for k, v in state.items():           # norms, embeddings and buffers carry over as they are
+            if not any(k.startswith(n + ".") for n, _ in self.aggregated_layers()):
+                plain.state_dict()[k].copy_(v)
+        return plain
+
+
+def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: bool = True, lead: float = 3.0,
+              config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, progress: bool = False,
+              collapse: bool = True) -> AggregateResult:
+    """Zoo-Tuning of ``models`` (ids/globs) or the LogME top-``top_k`` of one architecture."""
+    from dataclasses import replace
+
+    ds, train_ds, test_ds = split_dataset(dataset, split, seed)
+    members, _ = load_members(catalogue, models, top_k if not models else None, train_ds, progress=progress)
+    if len(members) < 2:
+        raise ZooforgeError("Zoo-Tuning aggregates at least 2 models; got "
+                            f"{[m.id for m in members]}.")
+    classifier = getattr(members[0].model, "pretrained_cfg", {}).get("classifier")
+    skip = set(classifier if isinstance(classifier, (list, tuple)) else [classifier] if classifier else [])
+    _check_same_architecture([m.model for m in members], [m.id for m in members], skip)
+    with Timer() as timer:
+        body = aggregate_models([m.model for m in members], skip, align=align, lead=lead)
+        base = replace(members[0], model=body, _cost=None, _weights_hash=None)
+        model = ZooTuned(base, ds.num_classes, MethodConfig("full"))
+        x_tr, x_te = inputs_for(base, train_ds), inputs_for(base, test_ds)
+        y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
+        cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
+        result = train(model, x_tr, y_tr, cfg, val_x=x_te, val_y=y_te)
+        accuracy = evaluate_accuracy(model, x_te, y_te)
+        gates = model.mean_gates(x_tr)
+        weights = torch.stack(list(gates.values())).mean(0).tolist()
+        extra = {"align": align, "lead": lead, "layers": len(gates)}
+        if collapse:
+            plain = model.collapse(x_tr, members[0].model)
+            single = TaskModel(replace(members[0], model=plain, _cost=None, _weights_hash=None),
+                               ds.num_classes, MethodConfig("full"))
+            single.head.load_state_dict(model.head.state_dict())
+            extra["collapsed_accuracy"] = evaluate_accuracy(single, x_te, y_te)
+            extra["collapsed_params"] = single.total_params
+    return AggregateResult("zootuning", [m.id for m in members], weights, accuracy, model.trainable_params,
+                           model.total_params, timer.seconds, result.history, extra, model)

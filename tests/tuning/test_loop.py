@@ -1,0 +1,93 @@
+import pytest
+import torch
+from torch import nn
+
+from zooforge.tuning.loop import TrainConfig, learning_rate, train
+
+
+def _data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(96, 8, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return x, y
+
+
+def _model():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _Crashes(nn.Module):
+    """Raises on the forward call number ``at``: a kill in the middle of an epoch."""
+
+    def __init__(self, inner, at):
+        super().__init__()
+        self.inner, self.at, self.calls = inner, at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.at:
+            raise _Interrupt
+        return self.inner(x)
+
+
+def test_resume_from_a_mid_run_checkpoint_is_bit_identical(tmp_path):
+    x, y = _data()
+    cfg = dict(epochs=5, batch_size=16, grad_accum=2, lr=1e-2, seed=3, progress=False)
+    straight = _model()
+    train(straight, x, y, TrainConfig(**cfg))
+    crashing = _Crashes(_model(), at=6 * 2 + 3)       # 6 micro-batches an epoch: dies inside epoch 3
+    with pytest.raises(_Interrupt):
+        train(crashing, x, y, TrainConfig(**cfg, checkpoint_dir=str(tmp_path)))
+    resumed = _Crashes(_model(), at=-1)               # a fresh process: new model, same seed
+    result = train(resumed, x, y, TrainConfig(**cfg, checkpoint_dir=str(tmp_path)))
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.inner.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    x, y = _data()
+    train(_model(), x, y, TrainConfig(epochs=1, progress=False, checkpoint_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="different config"):
+        train(_model(), x, y, TrainConfig(epochs=1, lr=0.5, progress=False, checkpoint_dir=str(tmp_path)))
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    x, y = _data()
+    model = _model()
+    result = train(model, x[:64], y[:64], TrainConfig(epochs=30, lr=5e-2, patience=2, progress=False),
+                   val_x=x[64:], val_y=y[64:])
+    vals = [r["val_accuracy"] for r in result.history]
+    assert result.best_val_accuracy == max(vals)
+    if result.stopped_early:
+        assert len(vals) < 30 and vals.index(max(vals)) == len(vals) - 3
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    x, y = _data()
+    a, b = _model(), _model()
+    a[2].p = b[2].p = 0.0                              # no dropout: the two must agree exactly in math
+    train(a, x, y, TrainConfig(epochs=2, batch_size=32, grad_accum=1, progress=False))
+    train(b, x, y, TrainConfig(epochs=2, batch_size=16, grad_accum=2, progress=False))
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(lr=1.0, warmup_frac=0.1, min_lr_ratio=0.01)
+    lrs = [learning_rate(s, 100, cfg) for s in range(100)]
+    assert lrs[:10] == sorted(lrs[:10]) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10:] == sorted(lrs[10:], reverse=True) and lrs[-1] >= 0.01
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="`epochs`"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        m = _model().requires_grad_(False)
+        train(m, *_data(), TrainConfig(epochs=1, progress=False))
