@@ -247,6 +247,57 @@ def aggregate(
         console.print(f"wrote {save_result(r, out)}")
 
 
+@app.command()
+def compose(
+    catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
+    data: Annotated[str, typer.Argument(help="folder, .npz, sklearn:digits or demo:<task> (images)")],
+    budget_gmacs: Annotated[Optional[float], typer.Option(help="GMACs budget at the input size")] = None,
+    budget_params: Annotated[Optional[float], typer.Option(help="parameter budget, in millions")] = None,
+    stages: Annotated[int, typer.Option(help="stages K of the assembly")] = 4,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")] = None,
+    epochs: Annotated[int, typer.Option(help="epochs of end-to-end training")] = 10,
+    stitch_epochs: Annotated[int, typer.Option(help="epochs training only stitches and head first")] = 2,
+    lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
+    top_k: Annotated[int, typer.Option(help="distinct assemblies to list")] = 3,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    baseline: Annotated[bool, typer.Option(help="also fine-tune the best single model within budget")] = True,
+    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="write assembly.safetensors, recipe.json, result.json")] = None,
+) -> None:
+    """DeRy: assemble blocks of several zoo models into one network within a budget, and train it."""
+    from zooforge.reassembly.compose import compose as compose_model
+
+    _threads()
+    if budget_gmacs is None and budget_params is None:
+        _fail(ZooforgeError("give --budget-gmacs and/or --budget-params."))
+    try:
+        with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
+            r = compose_model(catalogue, data, budget_gmacs, None if budget_params is None else budget_params * 1e6,
+                              stages=stages, models=model, epochs=epochs, stitch_epochs=stitch_epochs, lr=lr,
+                              top_k=top_k, seed=seed, baseline=baseline, out_dir=out, device=device)
+    except (ZooforgeError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"solver: {r.explanation}; within-stage CKA {r.within_stage_similarity:.3f}")
+    t = Table(title="chosen assembly", header_style="bold")
+    for col in ("stage", "model", "blocks", "params", "GMACs", "LogME at stage end"):
+        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+    for row in r.stages:
+        t.add_row(str(row["stage"]), row["model"], row["blocks"], f"{row['params']:,}", _fmt(row["gmacs"]),
+                  _fmt(row["score"]))
+    console.print(t)
+    console.print(f"assembly: {r.params / 1e6:.4g} M params (stitches and head included), {r.gmacs:.4g} GMACs, "
+                  f"held-out accuracy [bold]{r.accuracy:.4f}[/]")
+    if r.baseline:
+        b = r.baseline
+        console.print(f"best single model within budget: {b['model']}, {b['params'] / 1e6:.4g} M params, "
+                      f"{b['gmacs']:.4g} GMACs, held-out accuracy [bold]{b['accuracy']:.4f}[/] "
+                      f"(assembly − single: {r.accuracy - b['accuracy']:+.4f})")
+    elif baseline:
+        console.print("[yellow]no single zoo model fits the budget[/]")
+    if out:
+        console.print(f"wrote {out}/assembly.safetensors, recipe.json and result.json")
+
+
 def main() -> None:
     app()
 

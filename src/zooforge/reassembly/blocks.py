@@ -1,0 +1,219 @@
+"""Cut a backbone into an ordered list of blocks that each run alone.
+
+Cut points are the model's own: timm ``feature_info`` modules (CNN stages, ViT blocks) or the layers of
+a Hugging Face encoder are not needed here (DeRy composes image backbones). We take the longest run of
+consecutive ``feature_info`` modules that feed each other directly (module i+1's input *is* module i's output,
+checked on a probe pass). Everything before that run (stem, max-pool, patch embedding, position
+embedding, class token) becomes a *prefix* that belongs to block 0; it runs the model's own
+``forward_features`` and stops at the first module of the run, and modules the prefix never executes
+are pruned from its copy so its parameter count is honest. Whatever follows the last block (final
+norm, a conv head even when feature_info lists it, classifier) is dropped: an assembly brings its own head.
+
+Between blocks, every tensor is a channels-first map (B, C, H, W). The reshape is explicit at the edges
+of each block: a transformer block group turns the map into tokens (B, H·W, C) on the way in and back
+into a map on the way out (prefix tokens such as the class token are dropped at block 0's output, so
+later blocks see patch tokens only); a channels-last stage (MambaOut) is permuted in and out.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from zooforge.errors import ZooforgeError
+from zooforge.zoo.backbone import Backbone
+from zooforge.zoo.cost import count_gmacs, count_params
+
+__all__ = ["Block", "BlockInfo", "cut", "chain_modules"]
+
+
+class _Stop(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
+class Prefix(nn.Module):
+    """The model's ``forward_features`` up to the input of module ``stop``; unused modules pruned."""
+
+    def __init__(self, model: nn.Module, stop: str, example: torch.Tensor):
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        self.stop = stop
+        ran: set[str] = set()
+        handles = [m.register_forward_pre_hook(lambda _m, _a, name=n: ran.add(name))
+                   for n, m in self.model.named_modules() if n]
+        try:
+            with torch.no_grad():
+                self.model.eval()
+                self(example)
+        finally:
+            for h in handles:
+                h.remove()
+        # prune every module that did not run (later stages, final norm, head); keep the stop module
+        # as an empty stand-in so the hook has somewhere to sit
+        for name, _ in sorted(list(self.model.named_modules()), key=lambda t: -t[0].count(".")):
+            if name and name not in ran and not _is_ancestor(name, stop):
+                _set(self.model, name, nn.Identity())
+        _set(self.model, stop, _Probe())
+
+    def forward(self, x):
+        handle = self.model.get_submodule(self.stop).register_forward_pre_hook(_raise_input)
+        try:
+            self.model.forward_features(x)
+        except _Stop as s:
+            return s.value
+        finally:
+            handle.remove()
+        raise ZooforgeError(f"the prefix never reached module {self.stop!r}.")
+
+
+class _Probe(nn.Module):
+    def forward(self, x, *args, **kwargs):
+        return x
+
+
+def _raise_input(_module, args):
+    raise _Stop(args[0])
+
+
+def _is_ancestor(name: str, of: str) -> bool:
+    return of == name or of.startswith(name + ".")
+
+
+def _set(root: nn.Module, name: str, value: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    holder = root.get_submodule(parent) if parent else root
+    if isinstance(holder, (nn.Sequential, nn.ModuleList)) and child.isdigit():
+        holder[int(child)] = value
+    else:
+        setattr(holder, child, value)
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    model: str
+    index: int
+    modules: tuple[str, ...]           # the original module names this block runs
+    in_shape: tuple[int, int, int]     # canonical (C, H, W) it expects ((3, H, W) for block 0: the image)
+    out_shape: tuple[int, int, int]    # canonical (C, H, W) it returns
+    params: int
+    gmacs: float
+    layout: str                        # native layout inside: nchw | nhwc | tokens
+
+
+class Block(nn.Module):
+    """One runnable block: canonical map in, canonical map out (block 0 takes the normalised image)."""
+
+    def __init__(self, body: nn.Module, layout: str, prefix: nn.Module | None = None, prefix_tokens: int = 0,
+                 grid: tuple[int, int] | None = None):
+        super().__init__()
+        self.prefix, self.body, self.layout = prefix, body, layout
+        self.prefix_tokens, self.grid = prefix_tokens, grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.prefix is not None:
+            x = self.prefix(x)                           # native layout already
+        elif self.layout == "tokens":
+            x = x.flatten(2).transpose(1, 2)             # (B, C, H, W) -> (B, H·W, C)
+        elif self.layout == "nhwc":
+            x = x.permute(0, 2, 3, 1)
+        y = self.body(x)
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        return _to_map(y, self.layout, self.prefix_tokens if self.prefix is not None else 0, self.grid)
+
+
+def _to_map(y: torch.Tensor, layout: str, drop_tokens: int, grid) -> torch.Tensor:
+    if layout == "tokens":
+        y = y[:, drop_tokens:]
+        n = y.shape[1]
+        h, w = grid if grid and grid[0] * grid[1] == n else (math.isqrt(n), n // max(1, math.isqrt(n)))
+        if h * w != n:
+            raise ZooforgeError(f"cannot fold {n} tokens into a grid; give a square patch grid.")
+        return y.transpose(1, 2).reshape(y.shape[0], -1, h, w)
+    if layout == "nhwc":
+        return y.permute(0, 3, 1, 2)
+    return y
+
+
+def chain_modules(backbone: Backbone, example: torch.Tensor) -> tuple[list[str], dict[str, tuple]]:
+    """The longest run of feature_info modules that feed each other directly, and their I/O tensors."""
+    model = backbone.model
+    names = [f["module"] for f in getattr(model, "feature_info", [])]
+    if len(names) < 2:
+        raise ZooforgeError(f"model {backbone.id!r} declares no feature_info stages to cut at; DeRy needs a "
+                            "timm model with feature_info (CNN stages or transformer blocks).")
+    seen: dict[str, tuple] = {}
+    handles = []
+    for n in names:
+        handles.append(model.get_submodule(n).register_forward_hook(
+            lambda _m, args, out, n=n: seen.__setitem__(n, (args[0], out[0] if isinstance(out, tuple) else out))))
+    try:
+        with torch.no_grad():
+            model.eval()
+            model.forward_features(example)
+    finally:
+        for h in handles:
+            h.remove()
+    direct = [seen[a][1].shape == seen[b][0].shape and torch.equal(seen[a][1], seen[b][0])
+              for a, b in zip(names[:-1], names[1:])]
+    best, start = (0, 0), 0                  # (length, first index) of the longest direct run
+    for i in range(len(names)):
+        if i == 0 or not direct[i - 1]:
+            start = i
+        if i - start + 1 >= best[0]:         # ties go to the later run: deeper stages
+            best = (i - start + 1, start)
+    run = names[best[1]:best[1] + best[0]]
+    return run, seen
+
+
+def _layout(t: torch.Tensor, channels: int) -> str:
+    if t.dim() == 3:
+        return "tokens"
+    if t.dim() == 4 and t.shape[1] != channels and t.shape[-1] == channels:
+        return "nhwc"
+    if t.dim() == 4:
+        return "nchw"
+    raise ZooforgeError(f"a block returned a {t.dim()}-d tensor; expected a map or tokens.")
+
+
+def cut(backbone: Backbone, max_blocks: int | None = None) -> tuple[list[Block], list[BlockInfo]]:
+    """Blocks of ``backbone`` in order with their costs at its input size (see module docstring).
+
+    ``max_blocks`` merges consecutive blocks (from the end of the run) so deep ViTs do not yield one
+    block per transformer layer: groups are as even as possible.
+    """
+    if backbone.transform is None:
+        raise ZooforgeError(f"model {backbone.id!r}: DeRy cuts timm/local image models; HF models are not cut.")
+    model = backbone.model
+    c, h, w = backbone.transform.input_size
+    example = torch.zeros(1, c, h, w, device=backbone.device)
+    run, seen = chain_modules(backbone, example)
+    channels = {f["module"]: f["num_chs"] for f in model.feature_info}
+    groups = [[n] for n in run]
+    if max_blocks is not None and len(groups) > max_blocks:
+        size = len(run) / max_blocks
+        groups = [run[round(i * size):round((i + 1) * size)] for i in range(max_blocks)]
+    prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    grid = tuple(getattr(getattr(model, "patch_embed", None), "grid_size", ()) or ()) or None
+    blocks, infos = [], []
+    x = example
+    for i, group in enumerate(groups):
+        out_native = seen[group[-1]][1]
+        layout = _layout(out_native, channels[group[-1]])
+        body_modules = [copy.deepcopy(model.get_submodule(n)) for n in group]
+        body = body_modules[0] if len(body_modules) == 1 else nn.Sequential(*body_modules)
+        prefix = Prefix(model, group[0], example) if i == 0 else None
+        block = Block(body, layout, prefix, prefix_tokens if layout == "tokens" else 0, grid).eval()
+        with torch.no_grad():
+            y = block(x)
+        in_shape = tuple(x.shape[1:])
+        infos.append(BlockInfo(backbone.id, i, tuple(group), in_shape, tuple(y.shape[1:]),
+                               count_params(block), count_gmacs(block, x), layout))
+        blocks.append(block)
+        x = y
+    return blocks, infos

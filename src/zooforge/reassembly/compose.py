@@ -1,0 +1,273 @@
+"""``compose``: the DeRy pipeline from a catalogue, a dataset and a budget to a trained assembly.
+
+1. cut every image model into blocks (:mod:`.blocks`) and run them on probe images from the target
+   training split, keeping each block's pooled output;
+2. partition every model into K stages (:mod:`.partition`);
+3. score each (model, stage) by LogME at the stage's output on the target labels, and each
+   transition by CKA; solve the CP-SAT program under the budget (:mod:`.solve`);
+4. build the best assembly, initialise its stitches by least squares on probe maps (:mod:`.stitch`),
+   train stitches and head first with the blocks frozen, then everything, with the one loop;
+5. fine-tune the best single zoo model within the same budget (LogME-best among those that fit) with
+   the same loop and epochs, and report both on the held-out split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from zooforge.errors import ZooforgeError
+from zooforge.metrics.logme import logme
+from zooforge.reassembly.blocks import cut
+from zooforge.reassembly.partition import block_graph, partition
+from zooforge.reassembly.solve import Candidate, Problem, SolveResult, solve
+from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, recipe_for, save_assembly
+from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
+
+__all__ = ["ComposeResult", "compose", "plan"]
+
+
+@dataclass
+class ComposeResult:
+    status: str
+    explanation: str
+    stages: list[dict]                       # stage, model, blocks, params, gmacs, score
+    params: int
+    gmacs: float
+    accuracy: float | None = None
+    baseline: dict | None = None             # best single model within budget: id, params, gmacs, accuracy
+    alternatives: list[dict] = field(default_factory=list)
+    within_stage_similarity: float | None = None
+    stitch_r2: list[float] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+    model: Assembly | None = field(default=None, repr=False)
+    recipe: dict | None = field(default=None, repr=False)
+
+    def record(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("model", "recipe")}
+
+
+def _images(dataset, backbone, idx) -> torch.Tensor:
+    return backbone.prepare([dataset.image(int(i)) for i in idx])["x"]
+
+
+@torch.no_grad()
+def _run_blocks(blocks, x: torch.Tensor, batch_size: int = 128) -> list[torch.Tensor]:
+    """Maps after every block for inputs ``x`` (kept whole: probe sets are small)."""
+    outs: list[list[torch.Tensor]] = [[] for _ in blocks]
+    for i in range(0, len(x), batch_size):
+        h = x[i:i + batch_size]
+        for j, b in enumerate(blocks):
+            h = b(h)
+            outs[j].append(h)
+    return [torch.cat(o) for o in outs]
+
+
+def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | None = None, *, stages: int = 4,
+         models=None, max_blocks: int | None = 8, probe: int = 256, top_k: int = 3, compat_weight: float = 0.1,
+         seed: int = 0, time_limit: float = 10.0) -> dict:
+    """Steps 1–3: blocks, partition, proxy scores and the CP-SAT solution (no training)."""
+    from zooforge.zoo import filter_entries, load_catalogue, load_dataset
+    from zooforge.zoo.backbone import Backbone
+
+    entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue)
+    entries = filter_entries(entries, list(models) if models else None)
+    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
+    if not entries:
+        raise ZooforgeError("the catalogue has no models to compose from.")
+    timings = {}
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(ds), size=min(probe, len(ds)), replace=False))
+    labels = ds.labels[idx]
+    backbones, blocks, infos, maps, skipped = {}, {}, {}, {}, {}
+    for e in entries:
+        try:
+            b = Backbone.from_entry(e)
+            b.model.eval()
+            bl, inf = cut(b, max_blocks)
+        except ZooforgeError as exc:
+            skipped[e.id] = str(exc)
+            continue
+        if len(bl) < stages:
+            skipped[e.id] = f"{len(bl)} blocks < {stages} stages"
+            continue
+        backbones[e.id], blocks[e.id], infos[e.id] = b, bl, inf
+        maps[e.id] = _run_blocks(bl, _images(ds, b, idx))
+    if len(backbones) < 1:
+        raise ZooforgeError(f"no model could be cut into {stages} stages: {skipped}")
+    reps = {m: [o.mean(dim=(2, 3)) for o in outs] for m, outs in maps.items()}
+    timings["blocks"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    graph = block_graph(reps)
+    part = partition(reps, stages, graph=graph)
+    timings["partition"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ids = list(backbones)
+    score = {(m, c): logme(reps[m][c - 1].numpy(), labels) for m in ids for c in set(part.cuts[m][1:])}
+    num_classes = ds.num_classes
+    cands = []
+    for k in range(stages):
+        row = []
+        for m in ids:
+            s, e = part.cuts[m][k], part.cuts[m][k + 1]
+            params = sum(i.params for i in infos[m][s:e])
+            gm = sum(i.gmacs for i in infos[m][s:e])
+            if k == stages - 1:
+                c_out = infos[m][e - 1].out_shape[0]
+                params += c_out * num_classes + num_classes
+                gm += (c_out * num_classes) / 1e9
+            row.append(Candidate(m, (s, e), params, gm, float(score[m, e])))
+        cands.append(row)
+    compat, sp, sg = [], [], []
+    for k in range(stages - 1):
+        n = len(ids)
+        c = np.ones((n, n))
+        p = np.zeros((n, n), dtype=np.int64)
+        g = np.zeros((n, n))
+        for i, a in enumerate(ids):
+            for j, b in enumerate(ids):
+                if a == b:
+                    continue
+                ca, cb = part.cuts[a][k + 1], part.cuts[b][k + 1]
+                c[i, j] = graph.edges[(a, ca), (b, cb)]["weight"]
+                c_in = infos[a][ca - 1].out_shape[0]
+                c_out, h, w = infos[b][cb].in_shape
+                p[i, j] = c_in * c_out + c_out
+                g[i, j] = c_in * c_out * h * w / 1e9
+        compat.append(c)
+        sp.append(p)
+        sg.append(g)
+    problem = Problem(cands, compat, sp, sg, compat_weight=compat_weight)
+    solved = solve(problem, budget_gmacs, None if budget_params is None else budget_params, top_k=top_k,
+                   time_limit=time_limit, seed=seed)
+    timings["solve"] = time.perf_counter() - t0
+    return {"dataset": ds, "entries": {e.id: e for e in entries}, "backbones": backbones, "blocks": blocks,
+            "infos": infos, "maps": maps, "partition": part, "problem": problem, "solved": solved,
+            "skipped": skipped, "probe_index": idx, "max_blocks": max_blocks, "seconds": timings}
+
+
+def _assemble(p: dict, solution, num_classes: int) -> tuple[Assembly, list[float], dict]:
+    part, blocks, infos, maps = p["partition"], p["blocks"], p["infos"], p["maps"]
+    chosen = solution.candidates
+    stages = [nn.Sequential(*[blocks[c.model][i] for i in range(*c.blocks)]) for c in chosen]
+    first = p["backbones"][chosen[0].model]
+    x = _images(p["dataset"], first, p["probe_index"])
+    stitches, r2 = [], []
+    h = None
+    with torch.no_grad():
+        h = _run_blocks(list(stages[0]), x)[-1] if len(stages[0]) else x
+        for k in range(len(chosen) - 1):
+            a, b = chosen[k], chosen[k + 1]
+            if a.model == b.model:
+                stitches.append(nn.Identity())
+            else:
+                c_in = infos[a.model][a.blocks[1] - 1].out_shape[0]
+                c_out, hh, ww = infos[b.model][b.blocks[0]].in_shape
+                s = Stitch(c_in, c_out, tuple(h.shape[-2:]), (hh, ww))
+                r2.append(init_stitch(s, h, maps[b.model][b.blocks[0] - 1]))
+                stitches.append(s)
+            h = _run_blocks(list(stages[k + 1]), stitches[-1](h))[-1]
+    out_channels = infos[chosen[-1].model][chosen[-1].blocks[1] - 1].out_shape[0]
+    model = Assembly(stages, stitches, out_channels, num_classes)
+    t = first.transform
+    recipe = recipe_for([p["entries"][c.model] for c in chosen], [c.blocks for c in chosen], stitches,
+                        out_channels, num_classes, t.input_size, t.mean, t.std, p["max_blocks"],
+                        {"partition_cuts": {c.model: p["partition"].cuts[c.model] for c in chosen}})
+    return model, r2, recipe
+
+
+def _fit(model: nn.Module, x_tr, y_tr, x_te, y_te, cfg: TrainConfig, frozen_first: int):
+    """Stitches and head first (``frozen_first`` epochs, blocks frozen), then everything."""
+    history = []
+    if frozen_first and isinstance(model, Assembly):
+        for p_ in model.stages.parameters():
+            p_.requires_grad_(False)
+        r = train(model, x_tr, y_tr, TrainConfig(**{**cfg.__dict__, "epochs": frozen_first, "checkpoint_dir": None}))
+        history += r.history
+        for p_ in model.stages.parameters():
+            p_.requires_grad_(True)
+    r = train(model, x_tr, y_tr, cfg, val_x=x_te, val_y=y_te)
+    return history + r.history
+
+
+def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float | None = None, *, stages: int = 4,
+            models=None, epochs: int = 10, stitch_epochs: int = 2, lr: float = 1e-3, batch_size: int = 64,
+            split: float = 0.8, seed: int = 0, top_k: int = 3, max_blocks: int | None = 8, probe: int = 256,
+            compat_weight: float = 0.1, baseline: bool = True, out_dir: str | Path | None = None, progress: bool = False,
+            device: str | None = None) -> ComposeResult:
+    """The whole DeRy pipeline (module docstring); ``budget_params`` in parameters."""
+    from zooforge.tuning.methods import inputs_for
+    from zooforge.zoo import load_dataset
+
+    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
+    train_ds, test_ds = ds.split(split, seed)
+    p = plan(catalogue, train_ds, budget_gmacs, budget_params, stages=stages, models=models, max_blocks=max_blocks,
+             probe=probe, top_k=top_k, compat_weight=compat_weight, seed=seed)
+    solved: SolveResult = p["solved"]
+    if not solved.solutions:
+        raise ZooforgeError(f"cannot compose within the budget: {solved.explain()}.")
+    best = solved.solutions[0]
+    rows = [{"stage": k, "model": c.model, "blocks": f"{c.blocks[0]}-{c.blocks[1] - 1}", "params": c.params,
+             "gmacs": c.gmacs, "score": c.score} for k, c in enumerate(best.candidates)]
+    alternatives = [{"models": [c.model for c in s.candidates], "objective": s.objective, "params": s.params,
+                     "gmacs": s.gmacs} for s in solved.solutions]
+    result = ComposeResult(solved.status, solved.explain(), rows, best.params, best.gmacs, alternatives=alternatives,
+                           within_stage_similarity=p["partition"].similarity, seconds=dict(p["seconds"]))
+    torch.manual_seed(seed)
+    model, r2, recipe = _assemble(p, best, ds.num_classes)
+    result.stitch_r2, result.model, result.recipe = r2, model, recipe
+    first = p["backbones"][best.candidates[0].model]
+    x_tr, x_te = inputs_for(first, train_ds), inputs_for(first, test_ds)
+    y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress, device=device)
+    t0 = time.perf_counter()
+    _fit(model, x_tr, y_tr, x_te, y_te, cfg, stitch_epochs)
+    result.accuracy = evaluate_accuracy(model, x_te, y_te)
+    result.seconds["train"] = time.perf_counter() - t0
+    if baseline:
+        result.baseline = _baseline(p, train_ds, test_ds, budget_gmacs, budget_params, cfg, stitch_epochs, seed)
+    if out_dir is not None:
+        save_assembly(model.cpu(), recipe, out_dir)
+        (Path(out_dir) / "result.json").write_text(json.dumps(result.record(), indent=2, default=float))
+    return result
+
+
+def _baseline(p, train_ds, test_ds, budget_gmacs, budget_params, cfg, extra_epochs, seed) -> dict | None:
+    """The LogME-best single model whose full cost (with a new head) fits the budget, fine-tuned alike."""
+    from zooforge.tuning.methods import build, inputs_for
+    from zooforge.zoo.backbone import Backbone
+
+    c = train_ds.num_classes
+    fits = []
+    for mid, entry in p["entries"].items():
+        b = p["backbones"].get(mid) or Backbone.from_entry(entry)
+        dim = b.model.num_features if hasattr(b.model, "num_features") else 0
+        params = b.num_params + dim * c + c
+        gm = b.gmacs
+        if (budget_gmacs is None or gm <= budget_gmacs) and (budget_params is None or params <= budget_params):
+            fits.append((mid, b, params, gm))
+    if not fits:
+        return None
+    labels = train_ds.labels
+    idx = p["probe_index"]
+    scored = []
+    for mid, b, params, gm in fits:
+        with torch.no_grad():
+            feats = b.forward(b.prepare([train_ds.image(int(i)) for i in idx]))["features"]
+        scored.append((logme(feats.numpy(), labels[idx]), mid, b, params, gm))
+    scored.sort(key=lambda t: -t[0])
+    _, mid, b, params, gm = scored[0]
+    torch.manual_seed(seed)
+    task = build(Backbone.from_entry(p["entries"][mid]), c, "full")
+    x_tr, x_te = inputs_for(task.backbone, train_ds), inputs_for(task.backbone, test_ds)
+    y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
+    train(task, x_tr, y_tr, TrainConfig(**{**cfg.__dict__, "epochs": cfg.epochs + extra_epochs}),
+          val_x=x_te, val_y=y_te)
+    return {"model": mid, "params": task.total_params, "gmacs": gm, "accuracy": evaluate_accuracy(task, x_te, y_te)}
