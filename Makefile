@@ -34,6 +34,8 @@ test: install
 bench: install
 	$(PY) benchmarks/extract.py
 	$(PY) benchmarks/metrics.py
+	$(PY) benchmarks/tuning.py
+	$(PY) benchmarks/compose.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

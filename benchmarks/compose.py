@@ -1,0 +1,82 @@
+"""DeRy benchmarks.
+
+    python benchmarks/compose.py            # both parts
+    python benchmarks/compose.py --solver   # only the partition + solve timing
+
+1. Partition + solve time on synthetic instances (random representations, so CKA is real work):
+   30 models x 4 stages, and how the time grows with models and stages.
+2. On two demo targets, with a GMACs budget below the largest zoo model: accuracy of the DeRy assembly
+   vs the best single zoo model within the same budget, both trained by the same loop for the same
+   epochs, 2 seeds; prints both and the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+torch.set_num_threads(2)
+
+from zooforge.reassembly.compose import compose  # noqa: E402
+from zooforge.reassembly.partition import block_graph, partition  # noqa: E402
+from zooforge.reassembly.solve import Candidate, Problem, solve  # noqa: E402
+
+
+def synthetic(models: int, stages: int, blocks: int = 8, probe: int = 256, seed: int = 0) -> tuple[float, float, str]:
+    rng = np.random.default_rng(seed)
+    reps = {f"m{i}": [rng.normal(size=(probe, 32)) for _ in range(blocks)] for i in range(models)}
+    t0 = time.perf_counter()
+    graph = block_graph(reps)
+    part = partition(reps, stages, graph=graph)
+    t_part = time.perf_counter() - t0
+    ids = list(reps)
+    cands = [[Candidate(m, (part.cuts[m][k], part.cuts[m][k + 1]), int(rng.integers(1e5, 5e6)),
+                        float(rng.uniform(0.1, 2.0)), float(rng.normal())) for m in ids] for k in range(stages)]
+    n = len(ids)
+    compat = [rng.uniform(0, 1, (n, n)) for _ in range(stages - 1)]
+    sp = [rng.integers(0, 100_000, (n, n)) for _ in range(stages - 1)]
+    sg = [rng.uniform(0, 0.05, (n, n)) for _ in range(stages - 1)]
+    t0 = time.perf_counter()
+    result = solve(Problem(cands, compat, sp, sg), budget_gmacs=0.6 * stages, budget_params=stages * 2e6, top_k=1)
+    return t_part, time.perf_counter() - t0, result.status
+
+
+def solver_part() -> None:
+    print("partition + solve on synthetic instances (8 blocks per model, 256 probe samples)")
+    print(f"{'models':>6} {'stages':>6} {'partition s':>12} {'solve s':>8} {'total s':>8}  status")
+    for models, stages in ((10, 4), (20, 4), (30, 4), (60, 4), (30, 2), (30, 3), (30, 5), (30, 6)):
+        tp, ts, status = synthetic(models, stages)
+        mark = "  <- target < 2 s" if (models, stages) == (30, 4) else ""
+        print(f"{models:>6} {stages:>6} {tp:>12.3f} {ts:>8.3f} {tp + ts:>8.3f}  {status}{mark}")
+
+
+def accuracy_part(epochs: int, per_class: int) -> None:
+    budget = 0.002          # GMACs; the largest demo model (test_resnet at 32x32) needs about 0.0037
+    print(f"\nDeRy vs best single model within {budget} GMACs: {per_class} images/class, {epochs} epochs "
+          "(+2 stitch-only epochs for DeRy; the single model gets the same total), 3 stages")
+    print(f"{'target':<12} {'seed':>4} {'assembly':<60} {'GMACs':>8} {'acc':>6} {'single':<24} {'acc':>6} {'diff':>7}")
+    diffs = []
+    for task in ("shapes", "textures"):
+        for seed in (0, 1):
+            r = compose("demo", f"demo:{task}?n={per_class}", budget_gmacs=budget, stages=3, epochs=epochs,
+                        stitch_epochs=2, seed=seed)
+            names = " + ".join(s["model"].split("/")[1] for s in r.stages)
+            b = r.baseline
+            diffs.append(r.accuracy - b["accuracy"])
+            print(f"{task:<12} {seed:>4} {names:<60} {r.gmacs:>8.4f} {r.accuracy:>6.3f} "
+                  f"{b['model'].split('/')[1]:<24} {b['accuracy']:>6.3f} {diffs[-1]:>+7.3f}")
+    print(f"mean difference (assembly - single): {np.mean(diffs):+.3f}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--solver", action="store_true")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--per-class", type=int, default=150)
+    a = ap.parse_args()
+    solver_part()
+    if not a.solver:
+        accuracy_part(a.epochs, a.per_class)
