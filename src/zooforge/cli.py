@@ -97,6 +97,7 @@ def rank(
     metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="estimator (repeatable)")] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="write the table: .csv, .json or .parquet")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="draw score vs GMACs with the Pareto front (.png/.svg/.pdf)")] = None,
     budget_gmacs: Annotated[Optional[float], typer.Option(help="mark the best model within this many GMACs")] = None,
     budget_params: Annotated[Optional[float], typer.Option(help="... and this many million parameters")] = None,
     max_per_class: Annotated[Optional[int], typer.Option(help="subsample the dataset per class")] = None,
@@ -123,6 +124,13 @@ def rank(
                       f"(smallest: {table['gmacs'].min():.4g} GMACs, {table['params_m'].min():.4g} M params).")
     if out:
         console.print(f"wrote {write_table(table, out)}")
+    if plot:
+        from zooforge.selection.plot import plot_ranking
+
+        try:
+            console.print(f"wrote {plot_ranking(table, plot, metrics[0], budget_gmacs, f'{catalogue} on {data}')}")
+        except ZooforgeError as exc:
+            _fail(exc)
 
 
 @app.command()

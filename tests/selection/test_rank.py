@@ -71,3 +71,12 @@ def test_cli_rank_models_and_errors(tmp_path):
     assert missing.exit_code == 1 and "not found" in missing.output
     listed = runner.invoke(app, ["models", "demo"])
     assert listed.exit_code == 0 and "demo/vit-glyphs" in listed.output
+
+
+def test_plot_writes_an_image_with_the_front(table, tmp_path):
+    from zooforge.selection.plot import plot_ranking
+
+    out = plot_ranking(table, tmp_path / "r.png", "logme", budget_gmacs=0.002)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5_000
+    with pytest.raises(ZooforgeError, match="no column 'nope'"):
+        plot_ranking(table, tmp_path / "x.png", "nope")
