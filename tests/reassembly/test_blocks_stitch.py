@@ -7,7 +7,7 @@ from torch import nn
 from zooforge.errors import ZooforgeError
 from zooforge.reassembly.blocks import cut
 from zooforge.reassembly.compose import compose
-from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, load_assembly, recipe_for, save_assembly
+from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, load_assembly
 from zooforge.zoo import load_catalogue
 from zooforge.zoo.backbone import Backbone
 

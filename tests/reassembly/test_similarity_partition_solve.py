@@ -2,7 +2,6 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
 from zooforge.reassembly.partition import _best_cuts, block_graph, partition
 from zooforge.reassembly.similarity import cka_matrix, linear_cka, minibatch_cka

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from zooforge.errors import ZooforgeError
 from zooforge.tuning.loop import TrainConfig, train

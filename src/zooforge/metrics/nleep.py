@@ -12,7 +12,6 @@ Shape: ``features`` (N, D); ``labels`` (N,).
 
 from __future__ import annotations
 
-import numpy as np
 
 from zooforge.metrics._validation import canonical_order, check_features, check_labels
 from zooforge.metrics.leep import log_expected_empirical_prediction

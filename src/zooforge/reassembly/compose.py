@@ -154,7 +154,7 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
 
 
 def _assemble(p: dict, solution, num_classes: int) -> tuple[Assembly, list[float], dict]:
-    part, blocks, infos, maps = p["partition"], p["blocks"], p["infos"], p["maps"]
+    blocks, infos, maps = p["blocks"], p["infos"], p["maps"]
     chosen = solution.candidates
     stages = [nn.Sequential(*[blocks[c.model][i] for i in range(*c.blocks)]) for c in chosen]
     first = p["backbones"][chosen[0].model]

@@ -18,7 +18,7 @@ safetensors weights it rebuilds the identical module (:func:`load_assembly`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import torch

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from zooforge.errors import ZooforgeError
-from zooforge.metrics import REGISTRY, get_estimator
+from zooforge.metrics import get_estimator
 
 __all__ = ["rank", "score_featureset", "DEFAULT_METRICS", "pareto_front"]
 

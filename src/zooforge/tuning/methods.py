@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ def _attach_adapters(task: "TaskModel", cfg: MethodConfig) -> None:
         channels = backbone.layer_channels.get(name)
         out_layout, out_dim = _layout(y_out, channels)
         if mode == "serial":
-            in_dim, stride, layout = out_dim, 1, out_layout
+            in_dim, stride = out_dim, 1
         else:
             in_layout, in_dim = _layout(x_in, None if out_layout != "nhwc" else x_in.shape[-1])
             if in_layout != out_layout:
