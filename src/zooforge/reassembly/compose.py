@@ -29,6 +29,7 @@ from zooforge.reassembly.partition import block_graph, partition
 from zooforge.reassembly.solve import Candidate, Problem, SolveResult, solve
 from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, recipe_for, save_assembly
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
+from zooforge.zoo.cache import atomic_write_bytes
 
 __all__ = ["ComposeResult", "compose", "plan"]
 
@@ -235,7 +236,7 @@ def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float
         result.baseline = _baseline(p, train_ds, test_ds, budget_gmacs, budget_params, cfg, stitch_epochs, seed)
     if out_dir is not None:
         save_assembly(model.cpu(), recipe, out_dir)
-        (Path(out_dir) / "result.json").write_text(json.dumps(result.record(), indent=2, default=float))
+        atomic_write_bytes(Path(out_dir) / "result.json", json.dumps(result.record(), indent=2, default=float).encode())
     return result
 
 
@@ -265,7 +266,7 @@ def _baseline(p, train_ds, test_ds, budget_gmacs, budget_params, cfg, extra_epoc
     scored.sort(key=lambda t: -t[0])
     _, mid, b, params, gm = scored[0]
     torch.manual_seed(seed)
-    task = build(Backbone.from_entry(p["entries"][mid]), c, "full")
+    task = build(b, c, "full")          # cut() copied what it took, so b's weights are still pristine
     x_tr, x_te = inputs_for(task.backbone, train_ds), inputs_for(task.backbone, test_ds)
     y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
     train(task, x_tr, y_tr, TrainConfig(**{**cfg.__dict__, "epochs": cfg.epochs + extra_epochs}),

@@ -141,17 +141,14 @@ def recipe_for(entries: list, block_ranges: list[tuple[int, int]], stitches: lis
 
 
 def save_assembly(model: Assembly, recipe: dict, out_dir: str | Path) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from zooforge.zoo.cache import atomic_write_bytes
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = out / "assembly.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(out / "assembly.safetensors")
-    tmp = out / "recipe.json.tmp"
-    tmp.write_text(json.dumps(recipe, indent=2))
-    tmp.replace(out / "recipe.json")
+    atomic_write_bytes(out / "assembly.safetensors", save(state))
+    atomic_write_bytes(out / "recipe.json", json.dumps(recipe, indent=2).encode())
     return out
 
 

@@ -349,16 +349,16 @@ def build(backbone: Backbone, num_classes: int, method: str | MethodConfig = "li
 # ---- saving and re-attaching --------------------------------------------------------------------------
 def save_adapters(task: TaskModel, out_dir: str | Path) -> Path:
     """Write ``adapters.safetensors`` (trainable tensors only) and ``adapters.json`` into ``out_dir``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from zooforge.zoo.cache import atomic_write_bytes
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     record = {"model": task.backbone.id, "num_classes": task.num_classes, "config": _cfg_dict(task.cfg),
               "trainable_params": task.trainable_params, "total_params": task.total_params}
-    tmp = out / "adapters.safetensors.tmp"
-    save_file(task.trainable_state(), str(tmp), metadata={"zooforge": json.dumps(record)})
-    tmp.replace(out / "adapters.safetensors")
-    (out / "adapters.json").write_text(json.dumps(record, indent=2))
+    atomic_write_bytes(out / "adapters.safetensors",
+                       save(task.trainable_state(), metadata={"zooforge": json.dumps(record)}))
+    atomic_write_bytes(out / "adapters.json", json.dumps(record, indent=2).encode())
     return out / "adapters.safetensors"
 
 

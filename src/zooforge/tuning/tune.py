@@ -11,6 +11,7 @@ import torch
 from zooforge.errors import ZooforgeError
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import MethodConfig, TaskModel, build, inputs_for, save_adapters
+from zooforge.zoo.cache import atomic_write_bytes
 
 __all__ = ["TuneResult", "resolve_entry", "tune"]
 
@@ -74,7 +75,5 @@ def tune(model: str, dataset, method: str = "linear", *, catalogue=None, config:
         save_adapters(task, out_dir)
         record = result.record() | {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
                                     "classes": list(ds.classes), "config": asdict(cfg)}
-        tmp = Path(out_dir) / "result.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(Path(out_dir) / "result.json")
+        atomic_write_bytes(Path(out_dir) / "result.json", json.dumps(record, indent=2).encode())
     return result

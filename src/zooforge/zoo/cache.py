@@ -44,7 +44,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a synced temporary file and a rename: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "wb") as fh:
@@ -57,7 +58,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save
 
-    _atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -101,7 +102,7 @@ class FeatureCache:
         tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key[:12]}."))
         _save_arrays(tmp / "data.safetensors", arrays)
         meta = dict(meta, sha256=_sha256(tmp / "data.safetensors"), key=key)
-        _atomic_write_bytes(tmp / "meta.json", json.dumps(meta, indent=1, default=str).encode())
+        atomic_write_bytes(tmp / "meta.json", json.dumps(meta, indent=1, default=str).encode())
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)
         shutil.rmtree(self._partial_dir(key), ignore_errors=True)
@@ -125,7 +126,7 @@ class FeatureCache:
         path = self._partial_dir(key) / f"shard-{index:06d}.safetensors"
         _save_arrays(path, arrays)
         # the checksum is written last: a shard without one is unfinished and is redone
-        _atomic_write_bytes(path.with_suffix(".sha256"), _sha256(path).encode())
+        atomic_write_bytes(path.with_suffix(".sha256"), _sha256(path).encode())
 
     def clear(self) -> None:
         shutil.rmtree(self.root / "features", ignore_errors=True)

@@ -82,18 +82,15 @@ def raw_images(dataset, size: tuple[int, int]) -> torch.Tensor:
 
 
 def save_result(result: AggregateResult, out_dir: str | Path) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from zooforge.zoo.cache import atomic_write_bytes
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if result.model is not None:
         state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-        tmp = out / "model.safetensors.tmp"
-        save_file(state, str(tmp))
-        tmp.replace(out / "model.safetensors")
-    tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(result.record(), indent=2, default=float))
-    tmp.replace(out / "result.json")
+        atomic_write_bytes(out / "model.safetensors", save(state))
+    atomic_write_bytes(out / "result.json", json.dumps(result.record(), indent=2, default=float).encode())
     return out
 
 

@@ -76,22 +76,22 @@ class AggregatedLayer(nn.Module):
             return self.weight
         return torch.einsum("koc,kc...->ko...", self.align, self.weight)
 
+    def biases(self) -> torch.Tensor | None:
+        if self.bias is None or self.align is None:
+            return self.bias
+        return torch.einsum("koc,kc->ko", self.align, self.bias)
+
     def folded(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The kernel and bias for fixed model weights ``g`` (K,)."""
         w = torch.einsum("k,k...->...", g, self.kernels())
-        b = None
-        if self.bias is not None:
-            bias = torch.einsum("koc,kc->ko", self.align, self.bias) if self.align is not None else self.bias
-            b = torch.einsum("k,ko->o", g, bias)
-        return w, b
+        b_k = self.biases()
+        return w, None if b_k is None else torch.einsum("k,ko->o", g, b_k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.gates(x)                                            # (B, K)
         kernels = self.kernels()
-        bias = None
-        if self.bias is not None:
-            b_k = torch.einsum("koc,kc->ko", self.align, self.bias) if self.align is not None else self.bias
-            bias = g @ b_k                                           # (B, out)
+        b_k = self.biases()
+        bias = None if b_k is None else g @ b_k                      # (B, out)
         if self.kind == "linear":
             w = torch.einsum("bk,koi->boi", g, kernels)
             shape = x.shape
