@@ -8,7 +8,9 @@ Reported above LogME in weighted Kendall tau on the 11-model x 11-dataset benchm
 1. Regularised FDA: within-class scatter S_w (prior-weighted class covariances), shrinkage
    lambda = exp(-5 * largest eigenvalue of S_w) towards tr(S)/D I for both S_w and the total
    covariance S_t; S_b = S_t - S_w(lambda); the Fisher directions solve S_b v = w S_w(lambda) v. The
-   class posterior p(y | x) is the softmax of the LDA discriminant in that space.
+   class posterior p(y | x) is the softmax of the LDA discriminant in that space. As the reference
+   keeps all D directions, that discriminant is means S_w(lambda)^-1 x, computed by one Cholesky
+   solve (S_t and S_b drop out; see ``_fisher_posterior``).
 2. ConfMix (self-challenge): each sample moves towards the mean of the other classes' means by its
    softened confidence, x' = p x + (1 - p) mu_{-y}, with p = softmax(p(y | x))_y.
 3. The FDA is refitted on x' with the same lambda; the score is mean_i p(y_i | x'_i) (no log, as in
@@ -45,16 +47,19 @@ def _fisher_posterior(x: np.ndarray, y: np.ndarray, n_classes: int, shrinkage: f
     priors = counts / len(y)
     onehot = np.eye(n_classes)[y]
     means = onehot.T @ x / counts[:, None]                     # (C, D)
-    centred = x - means[y]
-    within = (centred * (priors[y] / counts[y])[:, None]).T @ centred   # sum_c prior_c cov_c (ddof 0)
+    scaled = (x - means[y]) * np.sqrt(priors[y] / counts[y])[:, None]
+    within = scaled.T @ scaled                                 # sum_c prior_c cov_c (ddof 0)
     if shrinkage is None:
-        largest = linalg.eigvalsh(within, subset_by_index=[within.shape[0] - 1] * 2)[0]
+        # S_w = A^T A shares its largest eigenvalue with the smaller of A^T A and A A^T
+        gram = scaled @ scaled.T if scaled.shape[0] < scaled.shape[1] else within
+        largest = linalg.eigvalsh(gram, subset_by_index=[gram.shape[0] - 1] * 2)[0]
         shrinkage = max(float(np.exp(-5.0 * largest)), MIN_SHRINKAGE)
-    total = _shrink(np.cov(x, rowvar=False, bias=True).reshape(x.shape[1], x.shape[1]), shrinkage)
     within = _shrink(within, shrinkage)
-    evals, evecs = linalg.eigh(total - within, within)        # S_b v = w S_w v
-    evecs = evecs[:, np.argsort(evals)[::-1]]
-    coef = means @ evecs @ evecs.T                             # (C, D)
+    # The reference solves S_b v = w S_w v and keeps *every* direction: coef = means V V^T. The
+    # eigenvectors are S_w-orthonormal (V^T S_w V = I), so V V^T = S_w^-1 whatever S_b is, and
+    # coef = means S_w^-1: one Cholesky solve instead of a generalised eigendecomposition (the same
+    # numbers, ~10x faster at D = 1024).
+    coef = linalg.cho_solve(linalg.cho_factor(within), means.T).T          # (C, D)
     intercept = -0.5 * np.einsum("cd,cd->c", means, coef) + np.log(priors)
     return softmax(x @ coef.T + intercept, axis=1), shrinkage
 
