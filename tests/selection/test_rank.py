@@ -80,3 +80,28 @@ def test_plot_writes_an_image_with_the_front(table, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5_000
     with pytest.raises(ZooforgeError, match="no column 'nope'"):
         plot_ranking(table, tmp_path / "x.png", "nope")
+
+
+def test_delete_d_calibration_recovers_the_full_sample_spread():
+    """For the sample mean, subsamples of 80% spread sqrt(1/m - 1/n): half the full mean's standard
+    error. Calibrated, they must spread like the full-sample mean (sigma / sqrt(n)) and centre on it."""
+    from zooforge.selection.rank import _bootstrap_indices, delete_d_calibrate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=4000)
+    labels = np.zeros(4000, dtype=int)
+    idx = _bootstrap_indices(labels, 400, 0)
+    raw = np.array([x[i].mean() for i in idx])
+    assert raw.std() == pytest.approx(np.sqrt(1 / 3200 - 1 / 4000), rel=0.15)
+    cal = delete_d_calibrate(raw, float(x.mean()), idx.shape[1], len(x))
+    assert cal.std() == pytest.approx(1 / np.sqrt(4000), rel=0.15)
+    assert cal.mean() == pytest.approx(x.mean(), abs=1e-12)
+    # a size-dependent estimator (sum instead of mean) is re-centred on its full-data value
+    raw_sum = np.array([x[i].sum() for i in idx]) + 100.0
+    assert delete_d_calibrate(raw_sum, 7.0, idx.shape[1], len(x)).mean() == pytest.approx(7.0)
+
+
+def test_rank_intervals_contain_their_point_estimates(table):
+    for m in ("logme", "leep", "nce"):
+        rows = table.filter(pl.col(m).is_not_null())
+        assert (rows[f"{m}_lo"] <= rows[m]).all() and (rows[m] <= rows[f"{m}_hi"]).all(), m

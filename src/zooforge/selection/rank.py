@@ -1,7 +1,8 @@
 """Rank a catalogue of backbones for a dataset: extract (cached) -> score -> table.
 
-The table has one row per model: each estimator's score, its rank (1 = best), a bootstrap 90%
-interval (over stratified 80% subsamples) and P(top-1) (the share of resamples in which the model scores best; all models
+The table has one row per model: each estimator's score, its rank (1 = best), a 90% interval
+(stratified 80% subsamples, calibrated to the full-data score's spread by the delete-d jackknife,
+see :func:`delete_d_calibrate`) and P(top-1) (the share of resamples in which the model scores best; all models
 share the same resamples, so the comparison is paired), the mean rank across estimators, a z-scored
 ensemble, cost (params, GMACs, measured samples/s), and, given budgets, which models fit and which lie
 on the score-vs-GMACs Pareto front. Estimators a model cannot feed are skipped with the reason.
@@ -18,7 +19,7 @@ import polars as pl
 from zooforge.errors import ZooforgeError
 from zooforge.metrics import get_estimator
 
-__all__ = ["rank", "score_featureset", "DEFAULT_METRICS", "pareto_front"]
+__all__ = ["rank", "score_featureset", "DEFAULT_METRICS", "pareto_front", "delete_d_calibrate"]
 
 # Fast, label-based estimators that work from features or a source head: the default set.
 DEFAULT_METRICS = ("logme", "leep", "nce", "hscore_shrink", "gbc", "transrate", "sfda")
@@ -40,7 +41,8 @@ def score_featureset(fs, metrics: Sequence[str], *, indices: np.ndarray | None =
             score = est(fs.labels, inputs)
             samples = None
             if indices is not None:
-                samples = np.array([_resampled(est, fs, inputs, idx) for idx in indices])
+                raw = np.array([_resampled(est, fs, inputs, idx) for idx in indices])
+                samples = delete_d_calibrate(raw, score, indices.shape[1], len(fs.labels))
             out[name] = {"score": score, "samples": samples, "skipped": None}
         except ValueError as exc:
             out[name] = {"score": None, "samples": None, "skipped": str(exc).splitlines()[0]}
@@ -52,6 +54,22 @@ def _resampled(est, fs, inputs, idx) -> float:
         return est(fs.labels[idx], {k: (v[idx] if v is not None else None) for k, v in inputs.items()})
     except ValueError:
         return float("nan")   # a resample that lost a class: excluded from the interval
+
+
+def delete_d_calibrate(samples: np.ndarray, score: float, m: int, n: int) -> np.ndarray:
+    """Map scores on subsamples of size ``m`` (without replacement) to draws of the full-data score.
+
+    Subsample scores spread too little and sit off-centre: with d = n - m left out, their spread is
+    sqrt(d/m) of the full score's (the delete-d jackknife, Shao & Wu, Ann. Stat. 1989; 1/2 at 80%),
+    and size-dependent estimators (LogME's evidence, OT costs) shift with m. Centring them on their
+    mean and scaling by sqrt(m/d) gives draws around ``score`` with the jackknife's variance.
+    """
+    if n <= m:
+        return samples
+    finite = np.isfinite(samples)
+    if not finite.any():
+        return samples
+    return score + np.sqrt(m / (n - m)) * (samples - samples[finite].mean())
 
 
 # Share of each class kept per resample. Resampling *with* replacement duplicates samples, which
@@ -103,12 +121,12 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
     indices = _bootstrap_indices(ds.labels, bootstrap, seed)
     rows, samples = [], {}
     for entry in entries:
-        row = {"model": entry.id, "params_m": None, "gmacs": None, "samples_per_s": None, "error": None}
+        row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None, "gmacs": None, "samples_per_s": None, "error": None}
         try:
             backbone = Backbone.from_entry(entry)
-            row["params_m"] = backbone.num_params / 1e6
-            row["gmacs"] = backbone.gmacs
             fs = extract(backbone, ds, cache_dir=cache_dir, device=device, batch_size=batch_size, progress=progress)
+            row["params_m"] = backbone.num_params / 1e6        # after extraction: a cache hit knows the cost
+            row["gmacs"] = backbone.gmacs
             row["samples_per_s"] = fs.provenance.get("samples_per_s")
             scores = score_featureset(fs, metrics, indices=indices)
         except (ZooforgeError, ValueError, RuntimeError, OSError) as exc:
@@ -123,7 +141,8 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
         row["skipped"] = "; ".join(skipped) or None
         rows.append(row)
     table = pl.DataFrame(rows, schema_overrides={m: pl.Float64 for m in metrics} | {
-        "params_m": pl.Float64, "gmacs": pl.Float64, "samples_per_s": pl.Float64, "error": pl.Utf8, "skipped": pl.Utf8})
+        "params_m": pl.Float64, "gmacs": pl.Float64, "samples_per_s": pl.Float64, "error": pl.Utf8, "skipped": pl.Utf8,
+        "dataset": pl.Utf8, "dataset_fingerprint": pl.Utf8})
     return _finish(table, metrics, samples, indices is not None, budget_gmacs, budget_params)
 
 

@@ -44,10 +44,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a synced temporary file and a rename: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, _FILE_MODE)                     # mkstemp's 0600 would hide results from other users
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()

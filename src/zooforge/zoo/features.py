@@ -20,6 +20,7 @@ import torch
 
 from zooforge.zoo.backbone import Backbone
 from zooforge.zoo.cache import FeatureCache, cache_key
+from zooforge.zoo.cost import Cost
 from zooforge.zoo.data import Dataset
 
 __all__ = ["FeatureSet", "extract", "pick_device"]
@@ -59,7 +60,7 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     out = {}
     for pkg in _VERSIONED:
         try:
@@ -78,7 +79,7 @@ def _key_parts(backbone: Backbone, dataset: Dataset, layers: Sequence[str]) -> d
         "n": len(dataset),
         "preprocessing": backbone.describe_preprocessing(),
         "layers": sorted(layers),
-        "versions": _versions(),
+        "versions": library_versions(),
     }
 
 
@@ -149,7 +150,11 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
     if use_cache:
         hit = cache.load(key)
         if hit is not None:
-            return _to_featureset(hit[0], dataset, hit[1], cache_hit=True)
+            meta = hit[1]
+            if backbone._cost is None and meta.get("params") is not None:
+                # the key pins weights and input size, so the stored cost is this backbone's
+                backbone._cost = Cost(int(meta["params"]), float(meta["gmacs"]))
+            return _to_featureset(hit[0], dataset, meta, cache_hit=True)
     device = pick_device(device)
     backbone.to(device, channels_last=device.type == "cuda")
     workers = _default_workers(dataset) if num_workers is None else num_workers
@@ -172,7 +177,7 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
     elapsed = time.perf_counter() - start
     arrays = {k: np.concatenate([sh[k] for sh in shards]) for k in shards[0]}
     meta = dict(parts, dataset_name=dataset.name, classes=list(dataset.classes), device=str(device),
-                batch_size=batch_size, seconds=elapsed,
+                batch_size=batch_size, seconds=elapsed, params=backbone.num_params, gmacs=backbone.gmacs,
                 samples_per_s=computed / elapsed if computed and elapsed > 0 else None)
     if use_cache:
         cache.store(key, arrays, meta)
