@@ -98,6 +98,7 @@ def rank(
     model: Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="write the table: .csv, .json or .parquet")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="draw score vs GMACs with the Pareto front (.png/.svg/.pdf)")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="write a report with table, plot and provenance (.html/.md)")] = None,
     budget_gmacs: Annotated[Optional[float], typer.Option(help="mark the best model within this many GMACs")] = None,
     budget_params: Annotated[Optional[float], typer.Option(help="... and this many million parameters")] = None,
     max_per_class: Annotated[Optional[int], typer.Option(help="subsample the dataset per class")] = None,
@@ -131,6 +132,15 @@ def rank(
             console.print(f"wrote {plot_ranking(table, plot, metrics[0], budget_gmacs, f'{catalogue} on {data}')}")
         except ZooforgeError as exc:
             _fail(exc)
+    if report:
+        from zooforge.selection.report import ranking_report
+
+        settings = {"catalogue": catalogue, "dataset": data, "metrics": metrics, "bootstrap": bootstrap,
+                    "max_per_class": max_per_class, "budget_gmacs": budget_gmacs, "budget_params": budget_params}
+        try:
+            console.print(f"wrote {ranking_report(table, report, title=f'{catalogue} on {data}', settings=settings, budget_gmacs=budget_gmacs)}")
+        except ZooforgeError as exc:
+            _fail(exc)
 
 
 @app.command()
@@ -159,25 +169,118 @@ def evaluate(
 
 
 @app.command()
+def audit(
+    plan: Annotated[Path, typer.Argument(help="audit plan (TOML): catalogues, models, datasets, metrics, out")],
+    backend: Annotated[str, typer.Option(help="local (this process) or ray (one task per cell)")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="CPUs of the local Ray instance (default: all)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="audit folder (overrides the plan's `out`)")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="write a report when done (.html/.md)")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="rerun cells that failed before")] = True,
+) -> None:
+    """Score every (model, dataset) cell of a plan into a resumable Parquet dataset."""
+    from zooforge.selection.audit import load_plan, run_audit
+
+    _threads()
+    try:
+        p = load_plan(plan, out=str(out.resolve()) if out else None)
+        s = run_audit(p, backend=backend, address=address, workers=workers, retry_failed=retry_failed)
+    except ZooforgeError as exc:
+        _fail(exc)
+    console.print(f"{s.cells} cell(s): {s.ran} run now, {s.skipped} already finished, {len(s.failed)} failed; "
+                  f"{s.seconds:.1f} s. Table: [bold]{s.out}[/]")
+    for model, dataset, error in s.failed:
+        console.print(f"[red]{model} on {dataset} failed:[/] {error}", soft_wrap=True)
+    _print_audit_best(s.table)
+    if report:
+        from zooforge.selection.report import audit_report
+
+        console.print(f"wrote {audit_report(s.out, report)}")
+
+
+def _print_audit_best(table) -> None:
+    import polars as pl
+
+    from zooforge.selection.audit import audit_tables
+
+    t = Table(title="best model per dataset (mean rank across estimators)", header_style="bold")
+    for col in ("dataset", "best model", "mean rank", "runner-up"):
+        t.add_column(col, no_wrap=col != "runner-up")
+    for dataset, ranking in audit_tables(table).items():
+        ranked = ranking.filter(pl.col("mean_rank").is_not_nan())          # null (failed) rows drop too
+        if ranked.height == 0:
+            t.add_row(dataset, "[red]no model scored[/]", "-", "-")
+            continue
+        t.add_row(dataset, ranked["model"][0], _fmt(ranked["mean_rank"][0], 3),
+                  ranked["model"][1] if ranked.height > 1 else "-")
+    console.print(t)
+
+
+@app.command()
+def report(
+    source: Annotated[Path, typer.Argument(exists=True, help="ranking table (.csv/.json/.parquet) or audit folder")],
+    out: Annotated[Path, typer.Argument(help="report file (.html, or .md with PNGs beside it)")],
+) -> None:
+    """Write a report (tables, score-vs-GMACs plots, provenance) of a ranking or an audit."""
+    from zooforge.selection.report import write_report
+
+    try:
+        console.print(f"wrote {write_report(source, out)}")
+    except ZooforgeError as exc:
+        _fail(exc)
+
+
+@app.command()
 def demo(
     task: Annotated[str, typer.Option(help="demo target task")] = "shapes",
     per_class: Annotated[int, typer.Option(help="target samples per class")] = 100,
+    bootstrap: Annotated[int, typer.Option(help="resampling rounds for the intervals and P(top-1)")] = 50,
     cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache")] = None,
 ) -> None:
-    """Offline end to end: rank the demo zoo on a demo target task."""
+    """Offline end to end: rank the demo zoo on a demo target task; judge it against fine-tuned truth."""
     from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models
 
     _threads()
     spec = f"demo:{task}?n={per_class}"
     console.print(f"Ranking the demo zoo (14 small timm models) on [bold]{spec}[/] ...")
     try:
-        table = rank_models("demo", spec, DEFAULT_METRICS, cache_dir=cache_dir, bootstrap=50)
+        table = rank_models("demo", spec, DEFAULT_METRICS, cache_dir=cache_dir, bootstrap=bootstrap)
     except ZooforgeError as exc:
         _fail(exc)
     print_ranking(table, list(DEFAULT_METRICS), f"demo zoo on {spec}")
     top = table.row(0, named=True)
     console.print(f"Top model by mean rank: [bold]{top['model']}[/] "
                   f"(LogME {_fmt(top['logme'])}, P(top-1 by LogME) {_fmt(top.get('logme_p_top1'), 2)}).")
+    _print_demo_truth(table, task)
+
+
+def _print_demo_truth(table, task: str) -> None:
+    from zooforge.selection.evaluate import evaluate as evaluate_ranking
+    from zooforge.zoo.demo.truth import load_truth
+
+    try:
+        truth = load_truth()
+    except ZooforgeError as exc:
+        console.print(f"[yellow]{exc}[/]")
+        return
+    accuracy = truth["accuracy"].get(task)
+    if not accuracy:
+        console.print(f"[yellow]the demo truth has no fine-tuned accuracies for {task!r}[/]")
+        return
+    p = truth["protocol"]
+    result = evaluate_ranking(table, accuracy)
+    best = max(accuracy, key=accuracy.get)
+    t = Table(title=f"estimators vs fine-tuned accuracy on {task} ({p['method']} fine-tuning, "
+                    f"{len(p['seeds'])} seeds, lr from {p['lrs']} by validation)", header_style="bold")
+    for col in ("estimator", "Kendall τ", "weighted τ", "Pearson r", "top-1 regret", "top-3 hit"):
+        t.add_column(col, justify="left" if col == "estimator" else "right")
+    for row in result.iter_rows(named=True):
+        t.add_row(row["metric"], _fmt(row["kendall_tau"], 3), _fmt(row["weighted_tau"], 3), _fmt(row["pearson_r"], 3),
+                  _fmt(row["top1_regret"], 3), _fmt(row["top3_hit"]))
+    console.print(t)
+    console.print(f"Best fine-tuned model: [bold]{best}[/] ({accuracy[best]:.3f} test accuracy); "
+                  f"the ranking's top model fine-tunes to {accuracy.get(table['model'][0], float('nan')):.3f}.")
+
 
 
 def _train_config(epochs: int, lr: float, batch_size: int, seed: int, device: str | None, out: Path | None):

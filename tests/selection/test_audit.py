@@ -1,0 +1,153 @@
+"""Audits: resumable after kill -9, failing cells recorded, Ray backend equal to local, plan checks."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from html import unescape
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from zooforge.errors import ZooforgeError
+from zooforge.selection.audit import TIMING_COLUMNS, audit_tables, load_plan, read_audit, run_audit
+
+MODELS = ["demo/effnet-*", "demo/resnet-textures", "demo/resnet-random"]     # 5 models
+DATASETS = ["demo:shapes?n=12", "demo:textures?n=12", "demo:counting?n=10"]
+
+
+def _plan(tmp_path, name="plan.toml", *, models=MODELS, datasets=DATASETS, extra=""):
+    text = (f'catalogues = ["demo"]\nmodels = {models!r}\ndatasets = {datasets!r}\n'
+            f'metrics = ["logme", "leep", "nce", "hscore_shrink"]\nout = "{name}.parquet"\nbootstrap = 4\n' + extra)
+    path = tmp_path / name
+    path.write_text(text.replace("'", '"'))
+    return path
+
+
+def _stable(table: pl.DataFrame) -> pl.DataFrame:
+    return table.drop(TIMING_COLUMNS)
+
+
+def test_audit_survives_kill_9_and_resumes_to_the_same_table(tmp_path):
+    plan = _plan(tmp_path, "killed.toml")
+    total = 5 * len(DATASETS)
+    out = tmp_path / "killed.toml.parquet"
+    env = os.environ | {"ZOOFORGE_CACHE_DIR": str(tmp_path / "cache-killed")}
+    cmd = [sys.executable, "-m", "zooforge.cli", "audit", str(plan)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(out.glob("cell-*.parquet"))) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = len(list(out.glob("cell-*.parquet")))
+    assert 2 <= done_at_kill < total, f"the kill missed the middle of the audit ({done_at_kill}/{total} cells)"
+
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"{total - done_at_kill} run now, {done_at_kill} already finished" in " ".join(resumed.stdout.split())
+    assert not list(out.glob(".*"))                            # the killed run's temporary files are gone
+
+    fresh = run_audit(load_plan(plan, out=str(tmp_path / "fresh.parquet")), progress=False)
+    assert fresh.ran == total and not fresh.failed
+    assert_frame_equal(_stable(read_audit(out)), _stable(fresh.table))
+    assert fresh.table.height == total * 4                     # one row per (model, dataset, metric)
+
+
+def test_failing_cells_are_recorded_and_retried(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[model]]\nid = "bad/missing"\nsource = "local"\nname = "test_resnet"\ncheckpoint = "gone.safetensors"\n')
+    plan = tmp_path / "plan.toml"
+    plan.write_text('catalogues = ["demo", "bad.toml"]\nmodels = ["demo/effnet-shapes", "bad/*"]\n'
+                    'datasets = ["demo:shapes?n=8", "no/such/folder"]\nmetrics = ["logme", "leep"]\n')
+    first = run_audit(plan, progress=False)
+    assert first.cells == 4 and first.ran == 4
+    assert sorted((m, d) for m, d, _ in first.failed) == [
+        ("bad/missing", "demo:shapes?n=8"), ("bad/missing", "no/such/folder"), ("demo/effnet-shapes", "no/such/folder")]
+    table = first.table
+    ok = table.filter((pl.col("model") == "demo/effnet-shapes") & (pl.col("dataset") == "demo:shapes?n=8"))
+    assert ok["status"].to_list() == ["ok", "ok"] and ok["score"].is_not_null().all()
+    broken = table.filter(pl.col("model") == "bad/missing")
+    assert broken["status"].unique().to_list() == ["error"]
+    assert all("gone.safetensors" in r for r in broken["reason"])
+    missing = table.filter((pl.col("model") == "demo/effnet-shapes") & (pl.col("dataset") == "no/such/folder"))
+    assert "not found" in missing["reason"][0]
+    # reruns: failed cells are retried by default, kept with retry_failed=False
+    assert run_audit(plan, progress=False, retry_failed=False).ran == 0
+    assert run_audit(plan, progress=False).ran == 3
+    # the per-dataset ranking still ranks what worked and carries the error of what did not
+    tables = audit_tables(table)
+    shapes = tables["demo:shapes?n=8"]
+    assert shapes["model"][0] == "demo/effnet-shapes" and shapes["rank"][0] == 1
+    assert "BackboneLoadError" in shapes.filter(pl.col("model") == "bad/missing")["error"][0]
+
+
+def test_changed_settings_do_not_reuse_cells(tmp_path):
+    plan = _plan(tmp_path, models=["demo/effnet-shapes"], datasets=["demo:shapes?n=8"])
+    assert run_audit(plan, progress=False).ran == 1
+    assert run_audit(plan, progress=False).ran == 0
+    plan.write_text(plan.read_text().replace("bootstrap = 4", "bootstrap = 6"))
+    again = run_audit(plan, progress=False)
+    assert again.ran == 1 and again.table.height == 4         # only the current settings' cells are read
+
+
+def test_ray_backend_gives_the_local_table(tmp_path):
+    pytest.importorskip("ray")
+    models, datasets = ["demo/effnet-shapes", "demo/resnet-textures"], ["demo:shapes?n=8", "demo:textures?n=8"]
+    local = run_audit(_plan(tmp_path, "local.toml", models=models, datasets=datasets), progress=False)
+    ray_run = run_audit(_plan(tmp_path, "ray.toml", models=models, datasets=datasets), backend="ray", workers=2,
+                        progress=False)
+    assert ray_run.ran == 4 and not ray_run.failed
+    assert_frame_equal(_stable(local.table), _stable(ray_run.table))
+
+
+def test_plan_validation(tmp_path):
+    def plan(text):
+        p = tmp_path / "p.toml"
+        p.write_text(text)
+        return p
+
+    with pytest.raises(ZooforgeError, match=r"unknown key\(s\) \['dataset'\]"):
+        load_plan(plan('catalogues = ["demo"]\ndataset = ["demo:shapes"]\n'))
+    with pytest.raises(ZooforgeError, match="`datasets` must be a non-empty list"):
+        load_plan(plan('catalogues = ["demo"]\ndatasets = []\n'))
+    with pytest.raises(ValueError, match="unknown estimator 'logmee'"):
+        load_plan(plan('catalogues = ["demo"]\ndatasets = ["demo:shapes"]\nmetrics = ["logmee"]\n'))
+    with pytest.raises(ZooforgeError, match="`bootstrap` must be an integer >= 0"):
+        load_plan(plan('catalogues = ["demo"]\ndatasets = ["demo:shapes"]\nbootstrap = -1\n'))
+    with pytest.raises(ZooforgeError, match="selects no models"):
+        run_audit(plan('catalogues = ["demo"]\nmodels = ["zzz*"]\ndatasets = ["demo:shapes"]\n'), progress=False)
+    with pytest.raises(ZooforgeError, match="in both demo and demo"):
+        run_audit(plan('catalogues = ["demo", "demo"]\ndatasets = ["demo:shapes"]\n'), progress=False)
+    with pytest.raises(ZooforgeError, match="unknown backend 'spark'"):
+        run_audit(plan('catalogues = ["demo"]\ndatasets = ["demo:shapes"]\n'), backend="spark")
+    with pytest.raises(ZooforgeError, match="not found"):
+        load_plan(tmp_path / "none.toml")
+    default = load_plan(plan('catalogues = ["demo"]\ndatasets = ["demo:shapes", "data/x"]\n'))
+    assert default.out == tmp_path / "p.parquet" and default.resolve_dataset("data/x") == str(tmp_path / "data/x")
+    assert "logme" in default.metrics and "otce_self" in default.metrics    # default: every estimator
+
+
+def test_reports_carry_tables_plots_and_provenance(tmp_path):
+    from zooforge.selection import rank
+    from zooforge.selection.report import audit_report, ranking_report
+
+    summary = run_audit(_plan(tmp_path, models=["demo/effnet-*"], datasets=["demo:shapes?n=8"]), progress=False)
+    html = unescape(audit_report(summary.out, tmp_path / "audit.html").read_text())
+    fingerprint = summary.table["dataset_fingerprint"][0]
+    for needle in ("demo/effnet-glyphs", "Ranking on demo:shapes?n=8", fingerprint, "torch", "timm",
+                   "data:image/png;base64,", '"bootstrap": 4', "hscore_shrink"):
+        assert needle in html, needle
+    md = audit_report(summary.out, tmp_path / "audit.md")
+    assert (tmp_path / "audit_files" / "dataset-0.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](audit_files/dataset-0.png)" in md.read_text()
+
+    table = rank("demo", "demo:shapes?n=8", ["logme"], models=["demo/effnet-*"], bootstrap=5, progress=False)
+    text = ranking_report(table, tmp_path / "rank.html", settings={"bootstrap": 5}).read_text()
+    assert table["dataset_fingerprint"][0] in text and "logme 90%" in text and "<img" in text
+    with pytest.raises(ZooforgeError, match="use .html or .md"):
+        ranking_report(table, tmp_path / "rank.pdf")
