@@ -12,7 +12,7 @@ STAMP := $(VENV)/.zooforge-installed-$(shell cat pyproject.toml Makefile | sha1s
 # pip warns about every local index folder it skips; keep the real messages.
 QUIET_PIP := grep -v -e 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-grid clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -36,6 +36,13 @@ bench: install
 	$(PY) benchmarks/metrics.py
 	$(PY) benchmarks/tuning.py
 	$(PY) benchmarks/compose.py
+	$(PY) benchmarks/rank.py
+	$(PY) benchmarks/rank.py --zoo timm --n-per-class 100
+	$(PY) benchmarks/audit.py
+
+# every estimator over N x D x C (about an hour on 2 cores)
+bench-grid: install
+	$(PY) benchmarks/metrics_grid.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
