@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import ortho_group
 
 from zooforge import metrics as M
@@ -181,3 +182,35 @@ def test_fit_otce_weights_recovers_a_linear_law():
     w = (-0.2, -1.5, 3.0)
     d, t = M.otce_terms(f, y, f + 1.0, y)
     assert M.otce(f, y, f + 1.0, y, weights=w) == pytest.approx(-0.2 * d - 1.5 * t + 3.0)
+
+
+@pytest.mark.parametrize("n, d", [(60, 200), (300, 40)])
+def test_pca_project_matches_the_svd_in_both_regimes(n, d):
+    """N < D goes through the N x N Gram matrix, N >= D through the D x D scatter: both must give
+    the SVD's scores U S (columns up to the documented sign convention)."""
+    from zooforge.metrics._torch import pca_project
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, d)) * np.linspace(3, 0.1, d)
+    got = pca_project(torch.from_numpy(x), 10).numpy()
+    u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    want = u[:, :10] * s[:10]
+    want *= np.sign(want[np.abs(want).argmax(0), np.arange(10)])
+    np.testing.assert_allclose(got, want, atol=1e-8 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("n, d", [(80, 300), (500, 30)])
+def test_shrinkage_hscore_equals_the_pseudo_inverse_formula(n, d):
+    """tr(S_shrunk^+ (1 - a) cov(E[f|y])) computed the slow way, with the same Ledoit-Wolf a."""
+    from zooforge.metrics.hscore import ledoit_wolf_shrinkage, regularized_hscore
+
+    rng = np.random.default_rng(2)
+    y = np.arange(n) % 4
+    x = rng.normal(size=(n, d)) + 0.5 * rng.normal(size=(4, d))[y]
+    xc = x - x.mean(0)
+    a = ledoit_wolf_shrinkage(torch.from_numpy(xc))
+    cov = xc.T @ xc / n
+    shrunk = (1 - a) * cov + a * np.trace(cov) / d * np.eye(d)
+    g = np.stack([xc[y == c].mean(0) for c in range(4)])[y]
+    want = np.trace(np.linalg.pinv(shrunk, hermitian=True) @ ((1 - a) * g.T @ g / n))
+    assert regularized_hscore(x, y) == pytest.approx(want, rel=1e-9)

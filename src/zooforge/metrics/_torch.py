@@ -27,10 +27,23 @@ def onehot(y: np.ndarray, n_classes: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def pca_project(x: torch.Tensor, n_components: int) -> torch.Tensor:
-    """Centred projection onto the top ``n_components`` principal axes (exact, via the DxD
-    covariance's eigendecomposition, so the cost is O(N D^2) and no N x N matrix is formed)."""
+    """Centred projection onto the top ``n_components`` principal axes, exact: from the D x D
+    scatter's eigendecomposition when N >= D, else from the N x N Gram matrix (X X^T = U L U^T
+    gives the scores U sqrt(L) directly), whichever is smaller. Each axis is defined up to its
+    sign; the sign is fixed so that the largest-magnitude score on each axis is positive."""
     centred = x - x.mean(dim=0, keepdim=True)
-    if n_components >= x.shape[1]:
+    n, d = centred.shape
+    if n_components >= d:
         return centred
-    _, vecs = torch.linalg.eigh(centred.T @ centred)      # ascending eigenvalues
-    return centred @ vecs[:, -n_components:].flip(-1)
+    if n >= d:
+        _, vecs = torch.linalg.eigh(centred.T @ centred)          # ascending eigenvalues
+        scores = centred @ vecs[:, -n_components:].flip(-1)
+    else:
+        vals, vecs = torch.linalg.eigh(centred @ centred.T)
+        k = min(n_components, n)
+        scores = vecs[:, -k:].flip(-1) * vals[-k:].flip(-1).clamp(min=0).sqrt()
+        if k < n_components:                                       # rank < n_components: zero axes
+            scores = torch.cat([scores, scores.new_zeros(n, n_components - k)], dim=1)
+    pivot = scores.abs().argmax(dim=0)
+    signs = torch.sign(scores[pivot, torch.arange(scores.shape[1], device=scores.device)])
+    return scores * torch.where(signs == 0, torch.ones_like(signs), signs)

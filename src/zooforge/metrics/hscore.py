@@ -19,6 +19,7 @@ Shape: ``features`` (N, D); ``labels`` (N,).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from zooforge.metrics._torch import feature_tensor, onehot
@@ -78,7 +79,15 @@ def regularized_hscore(features, labels) -> float:
     n, d = x.shape
     cov_f = x.T @ x / n
     shrunk = (1 - a) * cov_f + a * torch.trace(cov_f) / d * torch.eye(d, dtype=x.dtype, device=x.device)
-    g = _class_mean_rows(x, y, n_classes)
-    cov_g = g.T @ g / n                                      # g is centred because x is
-    inv = torch.linalg.pinv(shrunk, hermitian=True)
-    return float(torch.trace(inv @ ((1 - a) * cov_g)))
+    # tr(S^-1 cov_g) with cov_g = sum_c (n_c / n) m_c m_c^T (m_c the centred class means) is
+    # sum_c (n_c / n) m_c^T S^-1 m_c: C solves against one Cholesky factor instead of a D x D
+    # pseudo-inverse and a D x D product. Shrinkage makes S positive definite; without any
+    # (a = 0 and a singular covariance) the pseudo-inverse is the fallback.
+    counts = torch.as_tensor(np.bincount(y, minlength=n_classes), dtype=x.dtype, device=x.device)
+    means = onehot(y, n_classes, x).T @ x / counts[:, None]                 # (C, D)
+    factor, info = torch.linalg.cholesky_ex(shrunk)
+    if int(info) == 0:
+        solved = torch.cholesky_solve(means.T, factor)                      # (D, C)
+    else:
+        solved = torch.linalg.pinv(shrunk, hermitian=True) @ means.T
+    return float((1 - a) * ((means.T * solved).sum(dim=0) * counts).sum() / n)
