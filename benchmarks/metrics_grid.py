@@ -6,7 +6,9 @@
 Each (estimator, N, D, C) runs in its own subprocess, so the peak memory is that run's alone: the
 resident set is sampled every 5 ms and the peak minus the resident set after the inputs were made is
 reported (the inputs themselves, N x D float32, are not counted). A run past ``--timeout`` seconds is
-killed and shown as ``>T``. Growth with N is the exponent k in time ~ N^k fitted between the smallest
+killed and shown as ``>T``. The features are isotropic noise plus class centres: the worst case for
+the estimators that reduce by PCA to a share of the variance (N-LEEP keeps ~80% of D here, where real
+backbone features need far fewer components). Growth with N is the exponent k in time ~ N^k fitted between the smallest
 and largest N that finished, at the largest D and C; the estimators that subsample past a size
 (OTCE's exact transport, PARC's N x N correlations) are printed with their caps.
 """
