@@ -93,6 +93,11 @@ def test_changed_settings_do_not_reuse_cells(tmp_path):
     plan.write_text(plan.read_text().replace("bootstrap = 4", "bootstrap = 6"))
     again = run_audit(plan, progress=False)
     assert again.ran == 1 and again.table.height == 4         # only the current settings' cells are read
+    assert read_audit(again.out).height == 8                  # the earlier cell stays on disk ...
+    from zooforge.selection.report import audit_report
+
+    text = audit_report(again.out, tmp_path / "r.md").read_text()
+    assert "1 cell(s), 4 estimator score(s)" in text          # ... but the report shows the last plan's
 
 
 def test_ray_backend_gives_the_local_table(tmp_path):

@@ -74,3 +74,27 @@ def test_modality_mismatch(backbone, tmp_path):
     (tmp_path / "t.csv").write_text("text,label\na,x\nb,y\n")
     with pytest.raises(ValueError, match="takes image input but dataset .* is text"):
         extract(backbone, load_dataset(tmp_path / "t.csv"), progress=False)
+
+
+def test_dataloader_workers_spawned_by_pickle_give_the_same_features(backbone, tmp_path, monkeypatch):
+    """Folder datasets are decoded in DataLoader workers. Workers started with "spawn" (macOS and
+    Windows; CUDA-safe) receive the collate function by pickle: it must be the small preprocessor,
+    not the backbone, and give exactly the in-process features."""
+    import pickle
+
+    import zooforge.zoo.features as features
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "data" / c / f"{i}.png")
+    ds = load_dataset(tmp_path / "data")
+    assert not ds.in_memory
+    shipped = pickle.dumps(backbone.preprocessor())
+    assert len(shipped) < len(pickle.dumps(backbone.model)) / 10
+    monkeypatch.setattr(features, "_WORKER_CONTEXT", "spawn")
+    workers = extract(backbone, ds, use_cache=False, batch_size=4, num_workers=2, progress=False)
+    inline = extract(backbone, ds, use_cache=False, batch_size=4, num_workers=0, progress=False)
+    np.testing.assert_array_equal(workers.features, inline.features)
+    np.testing.assert_array_equal(workers.source_probs, inline.source_probs)

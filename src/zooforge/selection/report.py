@@ -210,9 +210,12 @@ def audit_report(audit: str | Path, path: str | Path, *, title: str | None = Non
 
     audit = Path(audit)
     table = read_audit(audit)
+    provenance = json.loads((audit / "plan.json").read_text()) if (audit / "plan.json").exists() else {}
+    digest = provenance.get("settings_digest")
+    if digest and table["settings"].n_unique() > 1:      # cells of earlier settings stay on disk: report the last plan's
+        table = table.filter(pl.col("settings") == digest)
     if table.height == 0:
         raise ZooforgeError(f"the audit at {audit} has no finished cells yet.")
-    provenance = json.loads((audit / "plan.json").read_text()) if (audit / "plan.json").exists() else {}
     tables = audit_tables(table)
     doc = _Doc(title or f"zooforge audit: {table['model'].n_unique()} models × {len(tables)} datasets")
     ok = table.filter(pl.col("status") == "ok").height

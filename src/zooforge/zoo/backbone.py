@@ -26,7 +26,7 @@ from zooforge.zoo.catalogue import CatalogueEntry
 from zooforge.zoo.cost import Cost, count_gmacs, count_params
 from zooforge.zoo.transforms import ImageTransform
 
-__all__ = ["Backbone", "load_state_dict_file", "pool"]
+__all__ = ["Backbone", "Preprocessor", "load_state_dict_file", "pool"]
 
 TEXT_MAX_LENGTH = 256      # tokens per text sample (truncated beyond, or the model's own limit)
 TEXT_COST_LENGTH = 128     # sequence length at which text models' GMACs are reported
@@ -80,6 +80,33 @@ def pool(output: Any, channels: int | None = None) -> torch.Tensor:
     if output.ndim == 3:
         return output.mean(dim=1)
     return output.flatten(1)
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Raw samples -> model inputs: uint8 HWC images through the timm transform or the HF image
+    processor, strings through the tokenizer."""
+
+    modality: str
+    transform: Any = None
+    processor: Any = None
+    tokenizer: Any = None
+    max_length: int = 0
+
+    def __call__(self, samples: Sequence[Any] | np.ndarray) -> dict[str, torch.Tensor]:
+        if self.modality == "text":
+            enc = self.tokenizer(list(samples), padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+            return dict(enc)
+        if self.transform is not None:
+            if isinstance(samples, np.ndarray):
+                batch = torch.from_numpy(samples).permute(0, 3, 1, 2)       # (N, 3, H, W) uint8
+                return {"x": self.transform(batch)}
+            return {"x": self.transform.normalize(torch.stack(
+                [self.transform.resize_crop(torch.from_numpy(np.array(s, copy=True)).permute(2, 0, 1))
+                 for s in samples]))}
+        enc = self.processor(images=[np.asarray(s) for s in samples], return_tensors="pt")
+        return {"pixel_values": enc["pixel_values"]}
 
 
 @dataclass
@@ -163,19 +190,13 @@ class Backbone:
     # ---- running ---------------------------------------------------------------------------------
     def prepare(self, samples: Sequence[Any] | np.ndarray) -> dict[str, torch.Tensor]:
         """Model inputs (on CPU) from a batch of raw samples: uint8 HWC images or strings."""
-        if self.modality == "text":
-            enc = self.tokenizer(list(samples), padding=True, truncation=True,
-                                 max_length=self._max_length(), return_tensors="pt")
-            return dict(enc)
-        if self.transform is not None:
-            if isinstance(samples, np.ndarray):
-                batch = torch.from_numpy(samples).permute(0, 3, 1, 2)       # (N, 3, H, W) uint8
-                return {"x": self.transform(batch)}
-            return {"x": self.transform.normalize(torch.stack(
-                [self.transform.resize_crop(torch.from_numpy(np.array(s, copy=True)).permute(2, 0, 1))
-                 for s in samples]))}
-        enc = self.processor(images=[np.asarray(s) for s in samples], return_tensors="pt")
-        return {"pixel_values": enc["pixel_values"]}
+        return self.preprocessor()(samples)
+
+    def preprocessor(self) -> "Preprocessor":
+        """The preprocessing alone, without the model: small and picklable, for DataLoader workers
+        (spawned workers receive it by pickle; a bound ``prepare`` would ship the whole network)."""
+        return Preprocessor(self.modality, self.transform, self.processor, self.tokenizer,
+                            self._max_length() if self.modality == "text" else 0)
 
     def forward(self, inputs: dict[str, torch.Tensor], layers: Sequence[str] = ()) -> dict[str, torch.Tensor]:
         """One pass: {"features": (B, D), "logits": (B, Z) if a head, "layer:<name>": (B, C_l)}."""

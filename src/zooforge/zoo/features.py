@@ -110,6 +110,11 @@ def _default_workers(dataset: Dataset) -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+# DataLoader worker start method: None = the platform default (fork on Linux); "spawn" is what macOS
+# and Windows use, and what the tests force to prove that workers get everything they need by pickle.
+_WORKER_CONTEXT: str | None = os.environ.get("ZOOFORGE_WORKER_START_METHOD") or None
+
+
 def _run_shard(backbone, dataset, indices, layers, device, batch_size, num_workers, amp, advance):
     chunks: dict[str, list[np.ndarray]] = {}
     if dataset.in_memory:
@@ -118,7 +123,8 @@ def _run_shard(backbone, dataset, indices, layers, device, batch_size, num_worke
     else:
         loader = torch.utils.data.DataLoader(
             _Batches(dataset, indices), batch_size=batch_size, num_workers=num_workers,
-            collate_fn=backbone.prepare, pin_memory=device.type == "cuda")
+            collate_fn=backbone.preprocessor(), pin_memory=device.type == "cuda",
+            multiprocessing_context=_WORKER_CONTEXT if num_workers else None)
         batches = ((b, next(iter(b.values())).shape[0]) for b in loader)
     with torch.inference_mode(), _autocast(device, amp):
         for inputs, size in batches:
