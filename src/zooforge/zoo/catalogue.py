@@ -23,6 +23,7 @@ MODALITIES = ("image", "text")
 _DEMO_DIR = Path(__file__).parent / "demo"
 BUILTIN_CATALOGUES = {
     "demo": _DEMO_DIR / "catalogue.toml",
+    "text-demo": _DEMO_DIR / "text.toml",        # needs the text-demo extra (real all-MiniLM-L6-v2)
 }
 
 

@@ -8,7 +8,8 @@ Accepted specs (CLI and API alike):
   ``split`` column is honoured;
 * an ``.npz`` with ``images`` (N x H x W [x C] uint8) and ``labels``;
 * ``sklearn:digits`` (the 8 x 8 digits scikit-learn ships);
-* ``demo:<task>`` for the procedural tasks, with options ``demo:shapes?n=200&seed=1``.
+* ``demo:<task>`` for the procedural tasks, with options ``demo:shapes?n=200&seed=1`` (images; the
+  text tasks ``demo:topics`` and ``demo:intent`` give sentences).
 
 Labels of any type are mapped to 0..C-1 with the original names kept in ``classes``. Images are
 decoded lazily and converted to RGB (grayscale replicated, alpha dropped).
@@ -242,9 +243,11 @@ def _pick_split(train: Dataset, test: Dataset, split: str, name: str) -> Dataset
 def _from_demo(rest: str, split: str | None) -> Dataset:
     from zooforge.zoo.demo.tasks import GENERATOR_VERSION, TASKS, generate
 
+    from zooforge.zoo.demo.text import TEXT_TASKS, generate_text
+
     task, _, query = rest.partition("?")
-    if task not in TASKS:
-        raise DatasetError(f"unknown demo task {task!r}; available: {', '.join(TASKS)}.")
+    if task not in TASKS and task not in TEXT_TASKS:
+        raise DatasetError(f"unknown demo task {task!r}; available: {', '.join([*TASKS, *TEXT_TASKS])}.")
     options = dict(parse_qsl(query))
     unknown = set(options) - {"n", "seed"}
     if unknown:
@@ -260,10 +263,11 @@ def _from_demo(rest: str, split: str | None) -> Dataset:
         seed += _DEMO_TEST_SEED_OFFSET
     elif split not in (None, "train"):
         raise DatasetError(f"demo:{task}: unknown split {split!r}; use train, val or test.")
-    images, labels, classes = generate(task, n, seed)
+    modality = "text" if task in TEXT_TASKS else "image"
+    items, labels, classes = (generate_text if modality == "text" else generate)(task, n, seed)
     name = f"demo:{task}" + (f"[{split}]" if split else "")
     fingerprint = hashlib.sha256(f"demo:{task}:{n}:{seed}:v{GENERATOR_VERSION}".encode()).hexdigest()
-    return Dataset(name, "image", images, labels, tuple(classes), fingerprint, {"task": task, "n": n, "seed": seed})
+    return Dataset(name, modality, items, labels, tuple(classes), fingerprint, {"task": task, "n": n, "seed": seed})
 
 
 def load_dataset(spec: str | Path, split: str | None = None, *, max_per_class: int | None = None,
