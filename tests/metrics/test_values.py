@@ -214,3 +214,16 @@ def test_shrinkage_hscore_equals_the_pseudo_inverse_formula(n, d):
     g = np.stack([xc[y == c].mean(0) for c in range(4)])[y]
     want = np.trace(np.linalg.pinv(shrunk, hermitian=True) @ ((1 - a) * g.T @ g / n))
     assert regularized_hscore(x, y) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("n, d", [(40, 120), (300, 30)])
+def test_hscore_equals_the_pseudo_inverse_formula_in_both_regimes(n, d):
+    """N < D goes through a thin SVD of the features, N >= D through pinv of the covariance."""
+    rng = np.random.default_rng(3)
+    y = np.arange(n) % 3
+    x = rng.normal(size=(n, d)) * np.linspace(2, 0.5, d) + rng.normal(size=(3, d))[y]
+    x[:, 0] = 1.0                                              # a constant direction: no variance
+    cov = np.cov(x, rowvar=False)
+    g = np.stack([x[y == c].mean(0) for c in range(3)])[y]
+    want = np.trace(np.linalg.pinv(cov, hermitian=True) @ np.cov(g, rowvar=False))
+    assert M.hscore(x, y) == pytest.approx(want, rel=1e-8)

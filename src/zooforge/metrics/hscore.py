@@ -47,6 +47,18 @@ def hscore(features, labels) -> float:
     x = feature_tensor(features, n_samples=len(y))
     if x.shape[0] < 2:
         raise ValueError("`features` needs at least 2 samples for a covariance.")
+    n, d = x.shape
+    if n < d:
+        # Fewer samples than dimensions: with X_c = U S V^T (thin SVD), cov_f^+ = (N-1) V S^-2 V^T, so
+        # tr(cov_f^+ cov_g) = |G_c V S^-1|_F^2 with G_c the centred class-mean rows: an N x D SVD
+        # instead of a D x D pseudo-inverse. Same cutoff as pinv's (eigenvalues below D * eps of the
+        # largest are dropped; eigenvalues are s^2 / (N-1)).
+        centred = x - x.mean(dim=0, keepdim=True)
+        _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+        keep = s.square() > d * torch.finfo(x.dtype).eps * s[0].square()
+        g = _class_mean_rows(x, y, n_classes)
+        projected = (g - g.mean(dim=0, keepdim=True)) @ vh[keep].T / s[keep]
+        return float(projected.square().sum())
     cov_f = _cov(x)
     cov_g = _cov(_class_mean_rows(x, y, n_classes))
     # Default cutoff (max(N, D) * eps relative): directions with no variance are ignored, as pinv should.
