@@ -19,7 +19,6 @@ Shape: ``features`` (N, D); ``labels`` (N,).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from zooforge.metrics._torch import feature_tensor, onehot
@@ -29,10 +28,15 @@ from zooforge.metrics.registry import register
 __all__ = ["hscore", "regularized_hscore", "ledoit_wolf_shrinkage"]
 
 
-def _class_mean_rows(x: torch.Tensor, y, n_classes: int) -> torch.Tensor:
+def _class_means(x: torch.Tensor, y, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class means (C, D), class counts (C,)) in ``x``'s dtype and device."""
     member = onehot(y, n_classes, x)
-    means = member.T @ x / member.sum(dim=0)[:, None]
-    return means[torch.as_tensor(y, device=x.device)]       # E[f | y_i] for every sample
+    counts = member.sum(dim=0)
+    return member.T @ x / counts[:, None], counts
+
+
+def _class_mean_rows(x: torch.Tensor, y, n_classes: int) -> torch.Tensor:
+    return _class_means(x, y, n_classes)[0][torch.as_tensor(y, device=x.device)]   # E[f | y_i] per sample
 
 
 def _cov(x: torch.Tensor, ddof: int = 1) -> torch.Tensor:
@@ -95,8 +99,7 @@ def regularized_hscore(features, labels) -> float:
     # sum_c (n_c / n) m_c^T S^-1 m_c: C solves against one Cholesky factor instead of a D x D
     # pseudo-inverse and a D x D product. Shrinkage makes S positive definite; without any
     # (a = 0 and a singular covariance) the pseudo-inverse is the fallback.
-    counts = torch.as_tensor(np.bincount(y, minlength=n_classes), dtype=x.dtype, device=x.device)
-    means = onehot(y, n_classes, x).T @ x / counts[:, None]                 # (C, D)
+    means, counts = _class_means(x, y, n_classes)                          # (C, D), (C,)
     factor, info = torch.linalg.cholesky_ex(shrunk)
     if int(info) == 0:
         solved = torch.cholesky_solve(means.T, factor)                      # (D, C)

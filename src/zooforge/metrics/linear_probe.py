@@ -23,10 +23,10 @@ def linear_probe(features, labels, *, folds: int = 5, inverse_reg: float = 1.0, 
     """Mean held-out accuracy over ``folds`` stratified folds (fewer if a class is smaller)."""
     import warnings
 
+    from sklearn.decomposition import PCA
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.decomposition import PCA
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

@@ -121,7 +121,8 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
     indices = _bootstrap_indices(ds.labels, bootstrap, seed)
     rows, samples = [], {}
     for entry in entries:
-        row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None, "gmacs": None, "samples_per_s": None, "error": None}
+        row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None,
+               "gmacs": None, "samples_per_s": None, "error": None}
         try:
             backbone = Backbone.from_entry(entry)
             fs = extract(backbone, ds, cache_dir=cache_dir, device=device, batch_size=batch_size, progress=progress)

@@ -163,6 +163,12 @@ class Backbone:
             self._cost = Cost(count_params(self.model), count_gmacs(self.model, **example))
         return self._cost
 
+    def adopt_cost(self, cost: Cost) -> None:
+        """Take a cost measured earlier for these exact weights and input size (a feature-cache
+        hit), so that asking for params/GMACs does not run the FLOP counter again."""
+        if self._cost is None:
+            self._cost = cost
+
     @property
     def weights_hash(self) -> str:
         """Digest of the loaded parameters and buffers: identifies exactly which weights ran."""

@@ -157,9 +157,8 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
         hit = cache.load(key)
         if hit is not None:
             meta = hit[1]
-            if backbone._cost is None and meta.get("params") is not None:
-                # the key pins weights and input size, so the stored cost is this backbone's
-                backbone._cost = Cost(int(meta["params"]), float(meta["gmacs"]))
+            if meta.get("params") is not None:     # the key pins weights and input size
+                backbone.adopt_cost(Cost(int(meta["params"]), float(meta["gmacs"])))
             return _to_featureset(hit[0], dataset, meta, cache_hit=True)
     device = pick_device(device)
     backbone.to(device, channels_last=device.type == "cuda")

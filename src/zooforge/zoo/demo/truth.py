@@ -71,12 +71,14 @@ def fine_tune_accuracy(entry, task: str, seed: int, protocol: Protocol = PROTOCO
     data = load_dataset(f"demo:{task}?n={protocol.train_per_class}")
     test = load_dataset(f"demo:{task}?n={protocol.test_per_class}", "test")
     fit, val = data.split(1 - protocol.val_fraction, seed)
-    best = None
+    best, inputs = None, None
     for lr in protocol.lrs:
         backbone = Backbone.from_entry(entry)          # fresh weights: full fine-tuning changes them in place
+        if inputs is None:                             # preprocessing does not depend on the weights
+            inputs = [inputs_for(backbone, d) for d in (fit, val, test)]
+        x_fit, x_val, x_test = inputs
         torch.manual_seed(seed)
         model = build(backbone, data.num_classes, protocol.method)
-        x_fit, x_val, x_test = (inputs_for(backbone, d) for d in (fit, val, test))
         cfg = TrainConfig(epochs=protocol.epochs, batch_size=protocol.batch_size, lr=lr, seed=seed,
                           device="cpu", progress=False)
         train(model, x_fit, torch.as_tensor(fit.labels), cfg)
