@@ -227,3 +227,45 @@ def test_hscore_equals_the_pseudo_inverse_formula_in_both_regimes(n, d):
     g = np.stack([x[y == c].mean(0) for c in range(3)])[y]
     want = np.trace(np.linalg.pinv(cov, hermitian=True) @ np.cov(g, rowvar=False))
     assert M.hscore(x, y) == pytest.approx(want, rel=1e-8)
+
+
+@pytest.mark.parametrize("n, d", [(90, 400), (300, 20)])
+def test_linear_probe_equals_a_converged_standard_pipeline(n, d):
+    """Same folds, same L2 logistic regression: the N < D route (rotation onto the training rows'
+    span + Newton-CG) and the N >= D route (lbfgs) must give the probabilities of scikit-learn's
+    StandardScaler + LogisticRegression solved to a tight tolerance, hence the same accuracy."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from zooforge.metrics._validation import canonical_order
+    from zooforge.metrics.linear_probe import _fold_accuracy
+
+    rng = np.random.default_rng(4)
+    y = np.arange(n) % 3
+    x = rng.normal(size=(n, d)) * np.linspace(2, 0.2, d) + 0.4 * rng.normal(size=(3, d))[y]
+    x[:, 1] = 5.0                                             # a constant column, as dead ReLU units give
+    order = canonical_order(x)
+    xs, ys = x[order], y[order]
+    accs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(xs, ys):
+            ref = make_pipeline(StandardScaler(), LogisticRegression(max_iter=20000, tol=1e-10)).fit(xs[tr], ys[tr])
+            accs.append(ref.score(xs[te], ys[te]))
+            assert _fold_accuracy(xs[tr], ys[tr], xs[te], ys[te], inverse_reg=1.0, max_iter=300) == accs[-1]
+    assert M.linear_probe(x, y) == pytest.approx(np.mean(accs), abs=1e-12)
+
+
+def test_row_span_basis_is_orthonormal_and_spans_the_rows():
+    from zooforge.metrics.linear_probe import _row_span_basis
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(12, 3)) @ rng.normal(size=(3, 50))     # rank 3
+    q = _row_span_basis(a)
+    assert q.shape == (50, 3)
+    np.testing.assert_allclose(q.T @ q, np.eye(3), atol=1e-10)
+    np.testing.assert_allclose(a @ q @ q.T, a, atol=1e-9 * np.abs(a).max())
