@@ -154,3 +154,32 @@ def test_hf_image_and_text_models_take_every_method(tiny_vit_folder, tiny_bert_f
             assert 0 < task.trainable_ratio <= 1
             if method in ("adapter", "adaptformer"):
                 assert any(isinstance(m, Adapter) for m in task.body.modules())
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_merge_and_unmerge_on_hugging_face_models(tiny_vit_folder, tiny_bert_folder, method):
+    """PEFT's LoRA/IA3 on HF ViT and BERT layers: folding the update into the base weights and taking
+    it out again changes no output, and a merged model really has the update in its base weights."""
+    for folder, sample in ((tiny_vit_folder, np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), np.uint8)),
+                           (tiny_bert_folder, ["hello world", "zoo forge"])):
+        torch.manual_seed(0)
+        b = Backbone.from_entry(CatalogueEntry(id="hf/x", source="hf", name=str(folder)))
+        inputs = b.prepare(sample)
+        x = inputs["input_ids"] if b.modality == "text" else inputs["pixel_values"]
+        task = build(b, 3, method)
+        with torch.no_grad():
+            for p in task.body.parameters():
+                if p.requires_grad:
+                    p.add_(0.1 * torch.randn_like(p))
+        task.eval()
+        frozen = {n: p.detach().clone() for n, p in task.body.named_parameters() if not p.requires_grad}
+        with torch.no_grad():
+            ref = task(x)
+            merged = task.merge()
+            torch.testing.assert_close(merged(x), ref, rtol=1e-4, atol=1e-5)
+            changed = [n for n, p in task.body.named_parameters() if n in frozen and not torch.equal(p, frozen[n])]
+            assert changed, "merging must write the update into the base weights"
+            torch.testing.assert_close(task.unmerge()(x), ref, rtol=1e-4, atol=1e-5)
+            for n, p in task.body.named_parameters():
+                if n in frozen:
+                    torch.testing.assert_close(p, frozen[n], rtol=1e-5, atol=1e-6)
