@@ -367,9 +367,11 @@ def compose(
     stages: Annotated[int, typer.Option(help="stages K of the assembly")] = 4,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")] = None,
     epochs: Annotated[int, typer.Option(help="epochs of end-to-end training")] = 10,
-    stitch_epochs: Annotated[int, typer.Option(help="epochs training only stitches and head first")] = 2,
+    stitch_epochs: Annotated[int, typer.Option(help="epochs training only stitches and head first")] = 0,
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
     top_k: Annotated[int, typer.Option(help="distinct assemblies to list")] = 3,
+    screen: Annotated[int, typer.Option(help="assemblies trained briefly to pick the best (<= 1: trust the solver)")] = 4,
+    screen_epochs: Annotated[int, typer.Option(help="epochs of each screening run")] = 2,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
     baseline: Annotated[bool, typer.Option(help="also fine-tune the best single model within budget")] = True,
     device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu")] = None,
@@ -385,10 +387,19 @@ def compose(
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
             r = compose_model(catalogue, data, budget_gmacs, None if budget_params is None else budget_params * 1e6,
                               stages=stages, models=model, epochs=epochs, stitch_epochs=stitch_epochs, lr=lr,
-                              top_k=top_k, seed=seed, baseline=baseline, out_dir=out, device=device)
+                              top_k=top_k, screen=screen, screen_epochs=screen_epochs, seed=seed, baseline=baseline,
+                              out_dir=out, device=device)
     except (ZooforgeError, ValueError) as exc:
         _fail(exc)
     console.print(f"solver: {r.explanation}; within-stage CKA {r.within_stage_similarity:.3f}")
+    if r.screened:
+        t = Table(title=f"screening ({screen_epochs} epochs each on 80% of the training split)", header_style="bold")
+        for col in ("assembly", "GMACs", "proxy", "val accuracy"):
+            t.add_column(col, justify="left" if col == "assembly" else "right")
+        for row in r.screened:
+            t.add_row(" + ".join(f"{m}[{a}-{b - 1}]" for m, (a, b) in zip(row["models"], row["blocks"])),
+                      _fmt(row["gmacs"]), _fmt(row["objective"]), _fmt(row["val_accuracy"]))
+        console.print(t)
     t = Table(title="chosen assembly", header_style="bold")
     for col in ("stage", "model", "blocks", "params", "GMACs", "LogME at stage end"):
         t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")

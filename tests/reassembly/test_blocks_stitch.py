@@ -1,5 +1,7 @@
 import itertools
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -28,26 +30,47 @@ def zoo():
 
 @pytest.mark.parametrize("mid", ARCHS)
 def test_chained_blocks_reproduce_the_model(zoo, mid):
+    """Chained end to end, a model's blocks give its own pre-logits features (CNNs: stages that
+    feature_info leaves out, conv heads and head norms/MLPs included via the tail), and for a ViT its
+    final-normed patch tokens."""
     _, b, blocks, infos = zoo[mid]
     x = torch.randn(2, 3, 32, 32)
-    seen = {}
-    last = infos[-1].modules[-1]
-    h = b.model.get_submodule(last).register_forward_hook(lambda _m, _i, o: seen.__setitem__("o", o))
     with torch.no_grad():
-        b.model.forward_features(x)
-        h.remove()
+        features = b.model.forward_features(x)
         y = x
         for blk, info in zip(blocks, infos):
             y = blk(y)
             assert tuple(y.shape[1:]) == info.out_shape
-    ref = seen["o"]
-    if infos[-1].layout == "tokens":      # compare patch tokens only: blocks after 0 drop the class token
-        assert y.shape[1] == ref.shape[-1]
+    if infos[-1].layout == "tokens":
+        # Blocks after 0 drop the class token, so later patch tokens differ from the model's; the tail
+        # must still apply the model's final norm to the tokens the last block's body returns.
+        assert blocks[-1].tail is not None and blocks[-1].tail.names == ["norm"]
+        last, tail = blocks[-1], blocks[-1].tail
+        with torch.no_grad():
+            h = x
+            for blk in blocks[:-1]:
+                h = blk(h)
+            last.tail = None
+            try:
+                raw = last(h)                                  # (B, C, H, W) patch tokens, not normed
+            finally:
+                last.tail = tail
+            want = b.model.norm(raw.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(raw.shape)
+        torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-6)
     else:
-        ref = ref.permute(0, 3, 1, 2) if infos[-1].layout == "nhwc" else ref
+        ref = b.model.forward_head(features, pre_logits=True)[:, :, None, None]
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
     assert sum(i.params for i in infos) <= b.num_params
     assert all(i.gmacs > 0 for i in infos)
+
+
+def test_the_tail_keeps_stages_that_feature_info_leaves_out(zoo):
+    """test_byobnet's feature_info skips its last stage; the blocks must still run it (and count it)."""
+    _, b, blocks, infos = zoo["demo/byobnet-counting"]
+    assert "stages.3" in blocks[-1].tail.names
+    head = sum(p.numel() for n, p in b.model.named_parameters() if n.startswith("head.fc."))
+    assert sum(i.params for i in infos) == b.num_params - head
+    assert sum(i.gmacs for i in infos) == pytest.approx(b.gmacs, rel=0.02)
 
 
 def test_prefix_is_pruned_to_what_it_runs(zoo):
@@ -110,3 +133,72 @@ def test_compose_says_plainly_when_the_budget_is_too_small():
 def test_load_assembly_names_missing_files(tmp_path):
     with pytest.raises(ZooforgeError, match="recipe.json"):
         load_assembly(tmp_path)
+
+
+def _plan(**kw):
+    import importlib
+
+    compose_module = importlib.import_module("zooforge.reassembly.compose")
+    return compose_module, compose_module.plan("demo", "demo:shapes?n=16", 0.002, stages=3, probe=32,
+                                               models=["demo/byobnet-counting", "demo/resnet-colour",
+                                                       "demo/convnext-shapes"], **kw)
+
+
+def test_a_single_model_assembly_is_that_model():
+    cm, p = _plan()
+    sol = cm._single_model_solution(p, "demo/byobnet-counting")
+    assert [c.model for c in sol.candidates] == ["demo/byobnet-counting"] * 3
+    model, r2, _ = cm._assemble(p, sol, 4)
+    b = p["backbones"]["demo/byobnet-counting"]
+    x = torch.randn(3, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        want = b.model.forward_head(b.model.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(model.features(x).flatten(1), want, rtol=1e-4, atol=1e-5)
+    assert r2 == []                                          # no stitch between a model's own stages
+
+
+def test_training_an_assembly_leaves_the_planned_blocks_untouched():
+    from zooforge.tuning.loop import TrainConfig, train
+
+    cm, p = _plan()
+    before = {m: [{k: v.clone() for k, v in blk.state_dict().items()} for blk in bl] for m, bl in p["blocks"].items()}
+    sol = p["solved"].solutions[0]
+    model, _, _ = cm._assemble(p, sol, 4)
+    train(model, torch.randn(8, 3, 32, 32), torch.arange(8) % 4, TrainConfig(epochs=1, batch_size=4, lr=1e-2))
+    for m, bl in p["blocks"].items():
+        for blk, state in zip(bl, before[m]):
+            for k, v in blk.state_dict().items():
+                assert torch.equal(v, state[k]), (m, k)
+
+
+def test_compat_reward_is_counted_in_units_of_the_stage_score_spread():
+    cm, p = _plan(compat_weight=2.0)
+    rows = p["problem"].stages
+    spread = float(np.median([np.std([c.score for c in row]) for row in rows]))
+    assert p["problem"].compat_weight == pytest.approx(2.0 * spread)
+
+
+def test_screening_keeps_the_best_validated_candidate_and_tries_the_best_single_model():
+    r = compose("demo", "demo:shapes?n=20", budget_gmacs=0.002, stages=3, epochs=1, screen=3, screen_epochs=1,
+                models=["demo/byobnet-counting", "demo/resnet-colour", "demo/convnext-shapes"], baseline=False)
+    assert 2 <= len(r.screened) <= 4
+    singles = [s for s in r.screened if len(set(s["models"])) == 1]
+    assert singles, "the LogME-best single model within budget must be screened"
+    assert all(s["gmacs"] <= 0.002 for s in r.screened)
+    accs = [s["val_accuracy"] for s in r.screened]
+    kept = r.screened[int(np.argmax(accs))]                   # first maximum: ties keep the solver's order
+    assert [row["model"] for row in r.stages] == kept["models"]
+
+
+def test_compose_cli_prints_the_screen_and_both_accuracies():
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    result = CliRunner().invoke(app, ["compose", "demo", "demo:shapes?n=12", "--budget-gmacs", "0.002", "--stages", "2",
+                                      "--epochs", "1", "--screen", "2", "--screen-epochs", "1",
+                                      "--model", "demo/convnext-shapes", "--model", "demo/byobnet-counting"])
+    assert result.exit_code == 0, result.output
+    assert "screening" in result.output and "val accuracy" in result.output
+    assert "held-out accuracy" in result.output and "assembly − single" in result.output

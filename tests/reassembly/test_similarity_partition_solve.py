@@ -100,6 +100,27 @@ def test_cp_sat_optimum_equals_brute_force_and_respects_the_budget(seed):
         assert problem.evaluate(s.choice)[3]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_distinct_last_gives_the_best_assembly_per_final_block(seed):
+    """distinct="last": the n-th solution is the brute-force optimum among assemblies whose final block
+    is none of the earlier solutions' final blocks."""
+    import itertools
+
+    rng = np.random.default_rng(100 + seed)
+    problem = _random_problem(rng, 4, 3)
+    budget_g = float(rng.uniform(0.03, 0.12))
+    result = solve(problem, budget_g, top_k=3, distinct="last")
+    used = []
+    for sol in result.solutions:
+        best = max((problem.evaluate(c)[0], c) for c in itertools.product(range(4), repeat=3)
+                   if c[-1] not in used and problem.evaluate(c)[3]
+                   and problem.evaluate(c)[2] <= int(np.floor(budget_g * 1e6 + 1e-9)))
+        assert problem.evaluate(sol.choice)[0] == best[0]
+        assert sol.choice[-1] not in used
+        used.append(sol.choice[-1])
+    assert len(used) == min(3, len(result.solutions)) and result.solutions
+
+
 def test_infeasible_budget_names_the_smallest_feasible_one():
     rng = np.random.default_rng(7)
     problem = _random_problem(rng, 4, 3)

@@ -6,8 +6,16 @@ consecutive ``feature_info`` modules that feed each other directly (module i+1's
 checked on a probe pass). Everything before that run (stem, max-pool, patch embedding, position
 embedding, class token) becomes a *prefix* that belongs to block 0; it runs the model's own
 ``forward_features`` and stops at the first module of the run, and modules the prefix never executes
-are pruned from its copy so its parameter count is honest. Whatever follows the last block (final
-norm, a conv head even when feature_info lists it, classifier) is dropped: an assembly brings its own head.
+are pruned from its copy so its parameter count is honest.
+
+Everything the model does after the run (stages that ``feature_info`` leaves out, a final conv or norm,
+and for map-shaped models the pre-logits part of ``forward_head``: pooling, head norm, pre-logits MLP)
+becomes a *tail* that belongs to the last block, found by recording which modules run after the run's
+last module and checked on the probe pass. So the blocks of one model chained end to end give exactly
+the features the model itself gives (a pooled (B, D, 1, 1) map for CNNs; normed patch tokens for
+transformers, which an assembly average-pools), and an assembly built from one model is that model.
+Only the classifier is left out: an assembly brings its own head. A tail that does not reproduce the
+model (non-module code between the modules) is left out, as a block is then the honest unit.
 
 Between blocks, every tensor is a channels-first map (B, C, H, W). The reshape is explicit at the edges
 of each block: a transformer block group turns the map into tokens (B, H·W, C) on the way in and back
@@ -36,6 +44,28 @@ class _Stop(Exception):
         self.value = value
 
 
+def _modules_run(model: nn.Module, call) -> set[str]:
+    """Names of the submodules of ``model`` that ``call()`` enters (eval mode, no grad)."""
+    ran: set[str] = set()
+    handles = [m.register_forward_pre_hook(lambda _m, _a, name=n: ran.add(name))
+               for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model.eval()
+            call()
+    finally:
+        for h in handles:
+            h.remove()
+    return ran
+
+
+def _prune(model: nn.Module, keep) -> None:
+    """Replace every submodule whose name ``keep`` rejects by nn.Identity (deepest first)."""
+    for name, _ in sorted(list(model.named_modules()), key=lambda t: -t[0].count(".")):
+        if name and not keep(name):
+            _set(model, name, nn.Identity())
+
+
 class Prefix(nn.Module):
     """The model's ``forward_features`` up to the input of module ``stop``; unused modules pruned."""
 
@@ -43,21 +73,10 @@ class Prefix(nn.Module):
         super().__init__()
         self.model = copy.deepcopy(model)
         self.stop = stop
-        ran: set[str] = set()
-        handles = [m.register_forward_pre_hook(lambda _m, _a, name=n: ran.add(name))
-                   for n, m in self.model.named_modules() if n]
-        try:
-            with torch.no_grad():
-                self.model.eval()
-                self(example)
-        finally:
-            for h in handles:
-                h.remove()
+        ran = _modules_run(self.model, lambda: self(example))
         # prune every module that did not run (later stages, final norm, head); keep the stop module
         # as an empty stand-in so the hook has somewhere to sit
-        for name, _ in sorted(list(self.model.named_modules()), key=lambda t: -t[0].count(".")):
-            if name and name not in ran and not _is_ancestor(name, stop):
-                _set(self.model, name, nn.Identity())
+        _prune(self.model, lambda name: name in ran or _is_ancestor(name, stop))
         _set(self.model, stop, _Probe())
 
     def forward(self, x):
@@ -69,6 +88,80 @@ class Prefix(nn.Module):
         finally:
             handle.remove()
         raise ZooforgeError(f"the prefix never reached module {self.stop!r}.")
+
+
+class Tail(nn.Module):
+    """The modules ``names`` (run in turn on the last block's native output) and, with ``head``, the
+    model's ``forward_head(..., pre_logits=True)``, returned as a pooled (B, D, 1, 1) map. Holds a copy
+    of the model pruned to what the tail runs, so its parameter count is honest."""
+
+    def __init__(self, model: nn.Module, names: list[str], head: bool, example: torch.Tensor):
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        self.names, self.head = list(names), head
+        ran = _modules_run(self.model, lambda: self(example))
+        keep = {a for n in ran for a in _ancestors(n)} | ran          # containers of what runs stay
+        _prune(self.model, lambda name: name in keep)
+
+    @property
+    def pooled(self) -> bool:
+        return self.head
+
+    def forward(self, x):
+        for n in self.names:
+            x = self.model.get_submodule(n)(x)
+        if self.head:
+            return self.model.forward_head(x, pre_logits=True)[:, :, None, None]
+        return x
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _modules_after(model: nn.Module, last: str, example: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    """The outermost modules that forward_features enters after module ``last`` returns, in call order,
+    and forward_features' output."""
+    state = {"after": False}
+    entered: list[str] = []
+
+    def pre(_m, _a, name):
+        if state["after"]:
+            entered.append(name)
+
+    handles = [m.register_forward_pre_hook(lambda m_, a_, name=n: pre(m_, a_, name))
+               for n, m in model.named_modules() if n and not _is_ancestor(n, last)]
+    handles.append(model.get_submodule(last).register_forward_hook(lambda *_: state.__setitem__("after", True)))
+    try:
+        with torch.no_grad():
+            model.eval()
+            out = model.forward_features(example)
+    finally:
+        for h in handles:
+            h.remove()
+    outer = [n for n in entered if not any(a in entered for a in _ancestors(n))]
+    return outer, out
+
+
+def _tail(model: nn.Module, last: str, last_out: torch.Tensor, example: torch.Tensor, layout: str) -> Tail | None:
+    names, features = _modules_after(model, last, example)
+    with torch.no_grad():
+        h = last_out
+        for n in names:
+            h = model.get_submodule(n)(h)
+        if h.shape != features.shape or not torch.allclose(h, features, rtol=1e-5, atol=1e-6):
+            return None
+        # the pre-logits head only for maps: a token model's head pools with a class token that
+        # blocks fed by a stitch do not have, and it may read parameters that live on the model itself
+        head = (layout != "tokens" and hasattr(model, "forward_head")
+                and not any(True for _ in model.named_parameters(recurse=False)))
+        if head:
+            pooled = model.forward_head(features, pre_logits=True)
+            head = pooled.dim() == 2
+        if not names and not head:
+            return None
+    return Tail(model, names, head, last_out)
 
 
 class _Probe(nn.Module):
@@ -109,10 +202,11 @@ class Block(nn.Module):
     """One runnable block: canonical map in, canonical map out (block 0 takes the normalised image)."""
 
     def __init__(self, body: nn.Module, layout: str, prefix: nn.Module | None = None, prefix_tokens: int = 0,
-                 grid: tuple[int, int] | None = None):
+                 grid: tuple[int, int] | None = None, tail: Tail | None = None):
         super().__init__()
         self.prefix, self.body, self.layout = prefix, body, layout
         self.prefix_tokens, self.grid = prefix_tokens, grid
+        self.tail = tail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.prefix is not None:
@@ -124,6 +218,10 @@ class Block(nn.Module):
         y = self.body(x)
         if isinstance(y, (tuple, list)):
             y = y[0]
+        if self.tail is not None:
+            y = self.tail(y)
+            if self.tail.pooled:
+                return y
         return _to_map(y, self.layout, self.prefix_tokens if self.prefix is not None else 0, self.grid)
 
 
@@ -208,7 +306,8 @@ def cut(backbone: Backbone, max_blocks: int | None = None) -> tuple[list[Block],
         body_modules = [copy.deepcopy(model.get_submodule(n)) for n in group]
         body = body_modules[0] if len(body_modules) == 1 else nn.Sequential(*body_modules)
         prefix = Prefix(model, group[0], example) if i == 0 else None
-        block = Block(body, layout, prefix, prefix_tokens if layout == "tokens" else 0, grid).eval()
+        tail = _tail(model, group[-1], out_native, example, layout) if i == len(groups) - 1 else None
+        block = Block(body, layout, prefix, prefix_tokens if layout == "tokens" else 0, grid, tail).eval()
         with torch.no_grad():
             y = block(x)
         in_shape = tuple(x.shape[1:])

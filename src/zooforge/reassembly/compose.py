@@ -4,15 +4,27 @@
    training split, keeping each block's pooled output;
 2. partition every model into K stages (:mod:`.partition`);
 3. score each (model, stage) by LogME at the stage's output on the target labels, and each
-   transition by CKA; solve the CP-SAT program under the budget (:mod:`.solve`);
-4. build the best assembly, initialise its stitches by least squares on probe maps (:mod:`.stitch`),
-   train stitches and head first with the blocks frozen, then everything, with the one loop;
-5. fine-tune the best single zoo model within the same budget (LogME-best among those that fit) with
+   transition by CKA; solve the CP-SAT program under the budget (:mod:`.solve`). The CKA reward is
+   counted in units of the typical spread of the stage scores (the median over stages of their
+   standard deviation across models), so ``compat_weight`` = 1 means "a perfectly compatible
+   transition is worth one standard deviation of LogME", whatever the scale of LogME on this data;
+4. screen: the solver's best assembly for each of the ``screen`` best final blocks (a structurally
+   diverse short list; the plain top-k mostly differs in early stages whose LogME is noise), and the
+   LogME-best single model within budget
+   (an assembly of one model: blocks chained end to end give the model's own features), are each
+   built, stitched by least squares and trained for ``screen_epochs`` on 80% of the training split;
+   the one with the best accuracy on the other 20% is kept. A training-free proxy orders candidates
+   but cannot see how well a stitch will train; a short run does, and with the single model among
+   the candidates the result does not fall below it by more than the screen's noise;
+5. train the kept assembly on the whole training split with the one loop (optionally stitches and
+   head first, blocks frozen, for ``stitch_epochs``);
+6. fine-tune the best single zoo model within the same budget (LogME-best among those that fit) with
    the same loop and epochs, and report both on the held-out split.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,7 +38,7 @@ from zooforge.errors import ZooforgeError
 from zooforge.metrics.logme import logme
 from zooforge.reassembly.blocks import cut
 from zooforge.reassembly.partition import block_graph, partition
-from zooforge.reassembly.solve import Candidate, Problem, SolveResult, solve
+from zooforge.reassembly.solve import Candidate, Problem, Solution, SolveResult, solve
 from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, recipe_for, save_assembly
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.zoo.cache import atomic_write_bytes
@@ -46,6 +58,7 @@ class ComposeResult:
     alternatives: list[dict] = field(default_factory=list)
     within_stage_similarity: float | None = None
     stitch_r2: list[float] = field(default_factory=list)
+    screened: list[dict] = field(default_factory=list)   # candidates tried briefly, with val accuracy
     seconds: dict = field(default_factory=dict)
     model: Assembly | None = field(default=None, repr=False)
     recipe: dict | None = field(default=None, repr=False)
@@ -71,8 +84,8 @@ def _run_blocks(blocks, x: torch.Tensor, batch_size: int = 128) -> list[torch.Te
 
 
 def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | None = None, *, stages: int = 4,
-         models=None, max_blocks: int | None = 8, probe: int = 256, top_k: int = 3, compat_weight: float = 0.1,
-         seed: int = 0, time_limit: float = 10.0) -> dict:
+         models=None, max_blocks: int | None = 8, probe: int = 256, top_k: int = 3, compat_weight: float = 1.0,
+         seed: int = 0, time_limit: float = 10.0, screen: int = 0) -> dict:
     """Steps 1–3: blocks, partition, proxy scores and the CP-SAT solution (no training)."""
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
     from zooforge.zoo.backbone import Backbone
@@ -145,19 +158,25 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
         compat.append(c)
         sp.append(p)
         sg.append(g)
-    problem = Problem(cands, compat, sp, sg, compat_weight=compat_weight)
+    spreads = [float(np.std([c.score for c in row])) for row in cands]
+    spread = float(np.median(spreads)) or 1.0
+    problem = Problem(cands, compat, sp, sg, compat_weight=compat_weight * spread)
     solved = solve(problem, budget_gmacs, None if budget_params is None else budget_params, top_k=top_k,
                    time_limit=time_limit, seed=seed)
+    diverse = solve(problem, budget_gmacs, None if budget_params is None else budget_params, top_k=screen,
+                    time_limit=time_limit, seed=seed, distinct="last").solutions if screen > 1 else []
     timings["solve"] = time.perf_counter() - t0
     return {"dataset": ds, "entries": {e.id: e for e in entries}, "backbones": backbones, "blocks": blocks,
             "infos": infos, "maps": maps, "partition": part, "problem": problem, "solved": solved,
-            "skipped": skipped, "probe_index": idx, "max_blocks": max_blocks, "seconds": timings}
+            "skipped": skipped, "probe_index": idx, "max_blocks": max_blocks, "seconds": timings,
+            "diverse": diverse}
 
 
 def _assemble(p: dict, solution, num_classes: int) -> tuple[Assembly, list[float], dict]:
     blocks, infos, maps = p["blocks"], p["infos"], p["maps"]
     chosen = solution.candidates
-    stages = [nn.Sequential(*[blocks[c.model][i] for i in range(*c.blocks)]) for c in chosen]
+    # copies: training one assembly must not change the blocks the next one is built from
+    stages = [nn.Sequential(*[copy.deepcopy(blocks[c.model][i]) for i in range(*c.blocks)]) for c in chosen]
     first = p["backbones"][chosen[0].model]
     x = _images(p["dataset"], first, p["probe_index"])
     stitches, r2 = [], []
@@ -199,35 +218,43 @@ def _fit(model: nn.Module, x_tr, y_tr, x_te, y_te, cfg: TrainConfig, frozen_firs
 
 
 def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float | None = None, *, stages: int = 4,
-            models=None, epochs: int = 10, stitch_epochs: int = 2, lr: float = 1e-3, batch_size: int = 64,
-            split: float = 0.8, seed: int = 0, top_k: int = 3, max_blocks: int | None = 8, probe: int = 256,
-            compat_weight: float = 0.1, baseline: bool = True, out_dir: str | Path | None = None, progress: bool = False,
-            device: str | None = None) -> ComposeResult:
-    """The whole DeRy pipeline (module docstring); ``budget_params`` in parameters."""
+            models=None, epochs: int = 10, stitch_epochs: int = 0, lr: float = 1e-3, batch_size: int = 64,
+            split: float = 0.8, seed: int = 0, top_k: int = 3, screen: int = 4, screen_epochs: int = 2,
+            max_blocks: int | None = 8, probe: int = 256, compat_weight: float = 1.0, baseline: bool = True,
+            out_dir: str | Path | None = None, progress: bool = False, device: str | None = None) -> ComposeResult:
+    """The whole DeRy pipeline (module docstring); ``budget_params`` in parameters. ``screen`` <= 1
+    keeps the solver's best assembly without screening."""
     from zooforge.tuning.methods import inputs_for
     from zooforge.zoo import load_dataset
 
+    if epochs < 1 or stitch_epochs < 0 or screen_epochs < 1:
+        raise ValueError(f"`epochs` and `screen_epochs` must be >= 1 and `stitch_epochs` >= 0; got "
+                         f"{epochs}, {screen_epochs}, {stitch_epochs}.")
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
     train_ds, test_ds = ds.split(split, seed)
     p = plan(catalogue, train_ds, budget_gmacs, budget_params, stages=stages, models=models, max_blocks=max_blocks,
-             probe=probe, top_k=top_k, compat_weight=compat_weight, seed=seed)
+             probe=probe, top_k=top_k, compat_weight=compat_weight, seed=seed, screen=screen)
     solved: SolveResult = p["solved"]
     if not solved.solutions:
         raise ZooforgeError(f"cannot compose within the budget: {solved.explain()}.")
-    best = solved.solutions[0]
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress, device=device)
+    best, screened = solved.solutions[0], []
+    if screen > 1:
+        best, screened = _screen(p, _screen_candidates(p, p["diverse"], budget_gmacs, budget_params),
+                                 train_ds, cfg, screen_epochs, seed)
     rows = [{"stage": k, "model": c.model, "blocks": f"{c.blocks[0]}-{c.blocks[1] - 1}", "params": c.params,
              "gmacs": c.gmacs, "score": c.score} for k, c in enumerate(best.candidates)]
     alternatives = [{"models": [c.model for c in s.candidates], "objective": s.objective, "params": s.params,
-                     "gmacs": s.gmacs} for s in solved.solutions]
+                     "gmacs": s.gmacs} for s in solved.solutions[:top_k]]
     result = ComposeResult(solved.status, solved.explain(), rows, best.params, best.gmacs, alternatives=alternatives,
-                           within_stage_similarity=p["partition"].similarity, seconds=dict(p["seconds"]))
+                           within_stage_similarity=p["partition"].similarity, seconds=dict(p["seconds"]),
+                           screened=screened)
     torch.manual_seed(seed)
     model, r2, recipe = _assemble(p, best, ds.num_classes)
     result.stitch_r2, result.model, result.recipe = r2, model, recipe
     first = p["backbones"][best.candidates[0].model]
     x_tr, x_te = inputs_for(first, train_ds), inputs_for(first, test_ds)
     y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress, device=device)
     t0 = time.perf_counter()
     _fit(model, x_tr, y_tr, x_te, y_te, cfg, stitch_epochs)
     result.accuracy = evaluate_accuracy(model, x_te, y_te)
@@ -238,6 +265,57 @@ def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float
         save_assembly(model.cpu(), recipe, out_dir)
         atomic_write_bytes(Path(out_dir) / "result.json", json.dumps(result.record(), indent=2, default=float).encode())
     return result
+
+
+def _single_model_solution(p: dict, model: str) -> Solution:
+    """Model ``model`` as an assembly: its own candidate at every stage (no stitches)."""
+    problem: Problem = p["problem"]
+    choice = tuple(next(i for i, c in enumerate(row) if c.model == model) for row in problem.stages)
+    cands = [row[i] for row, i in zip(problem.stages, choice)]
+    objective = sum(c.score for c in cands) + problem.compat_weight * (len(cands) - 1)
+    return Solution(choice, cands, objective, problem.fixed_params + sum(c.params for c in cands),
+                    problem.fixed_gmacs + sum(c.gmacs for c in cands))
+
+
+def _screen_candidates(p: dict, solutions: list[Solution], budget_gmacs, budget_params) -> list[Solution]:
+    """The solver's best assemblies plus the LogME-best single model that fits the budget (its last
+    stage's score is LogME on the model's own features), unless the solver already proposed it."""
+    fits = [s for s in (_single_model_solution(p, m) for m in p["backbones"])
+            if (budget_gmacs is None or s.gmacs <= budget_gmacs) and (budget_params is None or s.params <= budget_params)]
+    out = list(solutions)
+    if fits:
+        single = max(fits, key=lambda s: s.candidates[-1].score)
+        if all(s.choice != single.choice for s in out):
+            out.append(single)
+    return out
+
+
+def _screen(p: dict, candidates: list[Solution], train_ds, cfg: TrainConfig, epochs: int, seed: int):
+    """Train each candidate briefly on 80% of ``train_ds``; keep the best on the other 20% (ties: the
+    solver's order). Returns the kept solution and one record per candidate."""
+    from zooforge.tuning.methods import inputs_for
+
+    fit_ds, val_ds = train_ds.split(0.8, seed + 1)
+    short = TrainConfig(**{**cfg.__dict__, "epochs": epochs, "checkpoint_dir": None, "progress": False})
+    records, best, best_acc = [], candidates[0], -1.0
+    inputs = {}
+    for sol in candidates:
+        first = p["backbones"][sol.candidates[0].model]
+        key = id(first.transform)
+        if key not in inputs:
+            inputs[key] = (inputs_for(first, fit_ds), inputs_for(first, val_ds))
+        (x_fit, x_val) = inputs[key]
+        torch.manual_seed(seed)
+        model, _, _ = _assemble(p, sol, train_ds.num_classes)
+        t0 = time.perf_counter()
+        train(model, x_fit, torch.as_tensor(fit_ds.labels), short)
+        acc = evaluate_accuracy(model, x_val, torch.as_tensor(val_ds.labels))
+        records.append({"models": [c.model for c in sol.candidates], "blocks": [list(c.blocks) for c in sol.candidates],
+                        "objective": sol.objective, "params": sol.params, "gmacs": sol.gmacs,
+                        "val_accuracy": acc, "seconds": time.perf_counter() - t0})
+        if acc > best_acc:
+            best, best_acc = sol, acc
+    return best, records
 
 
 def _baseline(p, train_ds, test_ds, budget_gmacs, budget_params, cfg, extra_epochs, seed) -> dict | None:

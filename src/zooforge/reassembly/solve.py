@@ -178,8 +178,15 @@ def _solver(time_limit: float, seed: int):
 
 
 def solve(problem: Problem, budget_gmacs: float | None = None, budget_params: float | None = None, *,
-          top_k: int = 1, time_limit: float = 10.0, seed: int = 0) -> SolveResult:
-    """Best ``top_k`` distinct assemblies within the budgets (``budget_params`` in parameters)."""
+          top_k: int = 1, time_limit: float = 10.0, seed: int = 0, distinct: str = "assembly") -> SolveResult:
+    """Best ``top_k`` distinct assemblies within the budgets (``budget_params`` in parameters).
+
+    ``distinct="assembly"``: each next solution differs from all earlier ones somewhere (the usual
+    top-k). ``distinct="last"``: each ends in a last-stage block no earlier solution ended in, i.e.
+    the best assembly for each of the ``top_k`` best final blocks, a structurally diverse short list
+    (the plain top-k often differs only in an early stage whose score is noise)."""
+    if distinct not in ("assembly", "last"):
+        raise ValueError(f"`distinct` must be 'assembly' or 'last'; got {distinct!r}.")
     import time
 
     from ortools.sat.python import cp_model
@@ -203,7 +210,10 @@ def solve(problem: Problem, budget_gmacs: float | None = None, budget_params: fl
         obj, params, kmacs, _ = problem.evaluate(choice)
         result.solutions.append(Solution(choice, [problem.stages[k][i] for k, i in enumerate(choice)],
                                          obj / SCORE_SCALE, params, kmacs / KMACS))
-        model.Add(sum(x[k][i] for k, i in enumerate(choice)) <= len(choice) - 1)   # no-good cut
+        if distinct == "last":
+            model.Add(x[-1][choice[-1]] == 0)
+        else:
+            model.Add(sum(x[k][i] for k, i in enumerate(choice)) <= len(choice) - 1)   # no-good cut
     if result.status == "INFEASIBLE":
         for objective in ("gmacs", "params"):
             m, xs = _model(problem, p_budget if objective == "gmacs" else None,

@@ -29,7 +29,7 @@ from zooforge.errors import ZooforgeError
 
 __all__ = ["Stitch", "Assembly", "init_stitch", "save_assembly", "load_assembly", "RECIPE_VERSION"]
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2        # 2: the last block carries its model's tail (see blocks.py)
 
 
 class Stitch(nn.Module):
