@@ -330,6 +330,8 @@ def aggregate(
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
+    strength: Annotated[Optional[float], typer.Option(help="B-Tuning: weight of the Bayesian regulariser (reference 100)")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="B-Tuning: softmax temperature on LogME (reference 0.1)")] = None,
     device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu")] = None,
     out: Annotated[Optional[Path], typer.Option(help="write model.safetensors and result.json here")] = None,
 ) -> None:
@@ -343,6 +345,10 @@ def aggregate(
         cfg = _train_config(epochs, lr, batch_size, seed, device, None)
         kwargs = {"models": model, "config": cfg, "seed": seed}
         kwargs |= {"candidates": None if model else max(top_k, 2), "top_k": 2} if method == "hubpathway" else {"top_k": top_k}
+        btuning_only = {k: v for k, v in (("strength", strength), ("temperature", temperature)) if v is not None}
+        if btuning_only and method != "btuning":
+            raise ZooforgeError(f"--{' and --'.join(btuning_only)} only apply to --method btuning.")
+        kwargs |= btuning_only
         r = METHODS[method](catalogue, data, **kwargs)
     except (ZooforgeError, ValueError) as exc:
         _fail(exc)

@@ -91,3 +91,25 @@ def test_hubpathway_heterogeneous_routing_sums_to_one():
 def test_load_balance_term():
     assert cv_squared(torch.tensor([2.0, 2.0, 2.0])).item() == pytest.approx(0.0)
     assert cv_squared(torch.tensor([6.0, 0.0, 0.0])).item() == pytest.approx(2.0)   # var 8 / mean² 4
+
+
+def test_btuning_strength_zero_is_plain_fine_tuning_of_the_student():
+    """λ = 0 removes the regulariser: the same student, data, seed and loop as a plain full fine-tune."""
+    from zooforge.tuning.tune import tune
+
+    r = btuning("demo", DATA, top_k=2, config=CFG, strength=0.0)
+    plain = tune(r.extra["student"], DATA, "full", catalogue="demo", config=CFG)
+    assert r.accuracy == pytest.approx(plain.accuracy, abs=1e-9)
+
+
+def test_aggregate_cli_passes_strength_to_btuning_only():
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["aggregate", "demo", DATA, "--method", "btuning", "--top-k", "2", "--epochs", "1",
+                             "--strength", "1.5", "--temperature", "0.5"])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["aggregate", "demo", DATA, "--method", "hubpathway", "--strength", "1"])
+    assert bad.exit_code != 0 and "only apply to --method btuning" in bad.output

@@ -198,6 +198,7 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
     skip = set(classifier if isinstance(classifier, (list, tuple)) else [classifier] if classifier else [])
     _check_same_architecture([m.model for m in members], [m.id for m in members], skip)
     with Timer() as timer:
+        torch.manual_seed(seed)            # gates, alignment and head inits: reproducible whatever ran before
         body = aggregate_models([m.model for m in members], skip, align=align, lead=lead)
         base = replace(members[0], model=body, _cost=None, _weights_hash=None)
         model = ZooTuned(base, ds.num_classes, MethodConfig("full"))
