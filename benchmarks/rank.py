@@ -21,7 +21,7 @@ import time
 import torch
 
 from zooforge.metrics import REGISTRY
-from zooforge.selection.rank import DEFAULT_METRICS, _bootstrap_indices, rank, score_featureset
+from zooforge.selection.rank import DEFAULT_METRICS, bootstrap_indices, rank, score_featureset
 from zooforge.zoo import CatalogueEntry, load_catalogue, load_dataset
 from zooforge.zoo.backbone import Backbone
 from zooforge.zoo.features import extract
@@ -64,7 +64,7 @@ def main():
         t_score_all = time.perf_counter() - t0
         t0 = time.perf_counter()
         for fs in featuresets:
-            score_featureset(fs, metrics, indices=_bootstrap_indices(fs.labels, args.rounds, 0))
+            score_featureset(fs, metrics, indices=bootstrap_indices(fs.labels, args.rounds, 0))
         t_boot = time.perf_counter() - t0
     print(f"{len(entries)} {args.zoo} models on demo:{args.task} ({len(ds)} images, {ds.num_classes} classes), "
           f"{len(metrics)} default estimators, 2 threads")

@@ -175,7 +175,7 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
     the error instead. ``backbone``/``dataset`` may be passed in when already loaded."""
     import numpy as np
 
-    from zooforge.selection.rank import _bootstrap_indices, score_featureset
+    from zooforge.selection.rank import bootstrap_indices, score_featureset
     from zooforge.zoo import load_dataset
     from zooforge.zoo.backbone import Backbone
     from zooforge.zoo.features import extract
@@ -193,7 +193,7 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
                      progress=progress)
         info |= {"feature_dim": int(fs.features.shape[1]), "samples_per_s": fs.provenance.get("samples_per_s"),
                  "params_m": backbone.num_params / 1e6, "gmacs": float(backbone.gmacs)}   # known on a cache hit
-        indices = _bootstrap_indices(fs.labels, plan.bootstrap, plan.seed)
+        indices = bootstrap_indices(fs.labels, plan.bootstrap, plan.seed)
         scores = score_featureset(fs, sorted(plan.metrics), indices=indices)
     except Exception as exc:       # noqa: BLE001 - a cell records any failure (OOM included) and the audit goes on
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

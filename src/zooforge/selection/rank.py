@@ -19,7 +19,8 @@ import polars as pl
 from zooforge.errors import ZooforgeError
 from zooforge.metrics import get_estimator
 
-__all__ = ["rank", "score_featureset", "DEFAULT_METRICS", "pareto_front", "delete_d_calibrate"]
+__all__ = ["rank", "score_featureset", "DEFAULT_METRICS", "pareto_front", "delete_d_calibrate",
+           "bootstrap_indices"]
 
 # Fast, label-based estimators that work from features or a source head: the default set.
 DEFAULT_METRICS = ("logme", "leep", "nce", "hscore_shrink", "gbc", "transrate", "sfda")
@@ -78,7 +79,7 @@ def delete_d_calibrate(samples: np.ndarray, score: float, m: int, n: int) -> np.
 SUBSAMPLE_FRACTION = 0.8
 
 
-def _bootstrap_indices(labels: np.ndarray, rounds: int, seed: int) -> np.ndarray | None:
+def bootstrap_indices(labels: np.ndarray, rounds: int, seed: int) -> np.ndarray | None:
     """Stratified subsamples without replacement (every class keeps 80% of its samples)."""
     if rounds <= 0:
         return None
@@ -118,7 +119,7 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
     if not entries:
         raise ZooforgeError("the catalogue has no models" + (f" matching {list(models)}" if models else "") + ".")
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, split, max_per_class=max_per_class, seed=seed)
-    indices = _bootstrap_indices(ds.labels, bootstrap, seed)
+    indices = bootstrap_indices(ds.labels, bootstrap, seed)
     rows, samples = [], {}
     for entry in entries:
         row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None,
