@@ -27,10 +27,10 @@ def _row_span_basis(train: np.ndarray) -> np.ndarray:
 
 def _fold_accuracy(x_train, y_train, x_test, y_test, *, inverse_reg: float, max_iter: int) -> float:
     from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    std[std == 0] = 1.0                                           # constant columns stay zero, as in StandardScaler
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    scaler = StandardScaler().fit(x_train)
+    x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
     solver = "lbfgs"
     if len(x_train) < x_train.shape[1]:
         # Fewer samples than dimensions. The L2-penalised solution lies in the span of the training

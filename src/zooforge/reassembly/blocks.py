@@ -91,26 +91,22 @@ class Prefix(nn.Module):
 
 
 class Tail(nn.Module):
-    """The modules ``names`` (run in turn on the last block's native output) and, with ``head``, the
+    """The modules ``names`` (run in turn on the last block's native output) and, when ``pooled``, the
     model's ``forward_head(..., pre_logits=True)``, returned as a pooled (B, D, 1, 1) map. Holds a copy
     of the model pruned to what the tail runs, so its parameter count is honest."""
 
-    def __init__(self, model: nn.Module, names: list[str], head: bool, example: torch.Tensor):
+    def __init__(self, model: nn.Module, names: list[str], pooled: bool, example: torch.Tensor):
         super().__init__()
         self.model = copy.deepcopy(model)
-        self.names, self.head = list(names), head
+        self.names, self.pooled = list(names), pooled
         ran = _modules_run(self.model, lambda: self(example))
         keep = {a for n in ran for a in _ancestors(n)} | ran          # containers of what runs stay
         _prune(self.model, lambda name: name in keep)
 
-    @property
-    def pooled(self) -> bool:
-        return self.head
-
     def forward(self, x):
         for n in self.names:
             x = self.model.get_submodule(n)(x)
-        if self.head:
+        if self.pooled:
             return self.model.forward_head(x, pre_logits=True)[:, :, None, None]
         return x
 

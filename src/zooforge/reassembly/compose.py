@@ -245,7 +245,7 @@ def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float
     rows = [{"stage": k, "model": c.model, "blocks": f"{c.blocks[0]}-{c.blocks[1] - 1}", "params": c.params,
              "gmacs": c.gmacs, "score": c.score} for k, c in enumerate(best.candidates)]
     alternatives = [{"models": [c.model for c in s.candidates], "objective": s.objective, "params": s.params,
-                     "gmacs": s.gmacs} for s in solved.solutions[:top_k]]
+                     "gmacs": s.gmacs} for s in solved.solutions]
     result = ComposeResult(solved.status, solved.explain(), rows, best.params, best.gmacs, alternatives=alternatives,
                            within_stage_similarity=p["partition"].similarity, seconds=dict(p["seconds"]),
                            screened=screened)
