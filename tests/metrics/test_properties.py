@@ -104,3 +104,29 @@ def test_registry_is_read_only_and_rejects_duplicates():
 def test_unknown_estimator_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown estimator 'logmee'.*valid estimators: .*logme"):
         M.get_estimator("logmee")
+
+
+def test_registry_calls_run_blas_single_threaded_beside_a_multithreaded_torch():
+    """Two spinning thread pools on the same cores slow scoring several-fold: an estimator called
+    through the registry sees one BLAS thread while torch has more, and the limit is lifted after."""
+    from threadpoolctl import threadpool_info
+
+    seen = []
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    est = M.Estimator("probe", lambda labels, features: seen.append(blas_threads()) or 0.0,
+                      frozenset({"features"}), "records the BLAS pools' threads")
+    before, threads = blas_threads(), torch.get_num_threads()
+    if not before or max(before) == 1:
+        pytest.skip("BLAS already runs one thread here: nothing to limit")
+    try:
+        torch.set_num_threads(2)
+        est(np.arange(4) % 2, {"features": np.eye(4)})
+        torch.set_num_threads(1)
+        est(np.arange(4) % 2, {"features": np.eye(4)})
+    finally:
+        torch.set_num_threads(threads)
+    assert seen[0] and all(n == 1 for n in seen[0])
+    assert seen[1] == before and blas_threads() == before

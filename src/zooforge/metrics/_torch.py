@@ -9,7 +9,7 @@ import torch
 
 from zooforge.metrics._validation import check_features
 
-__all__ = ["feature_tensor", "onehot", "pca_project"]
+__all__ = ["feature_tensor", "onehot", "pca_project", "shrunk_solve"]
 
 
 def feature_tensor(features: Any, name: str = "features", *, n_samples: int | None = None) -> torch.Tensor:
@@ -47,3 +47,29 @@ def pca_project(x: torch.Tensor, n_components: int) -> torch.Tensor:
     pivot = scores.abs().argmax(dim=0)
     signs = torch.sign(scores[pivot, torch.arange(scores.shape[1], device=scores.device)])
     return scores * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+def shrunk_solve(a: torch.Tensor, scale: float, ridge: float, rhs: torch.Tensor) -> torch.Tensor:
+    """(scale A^T A + ridge I)^-1 rhs for A (N, D) and rhs (D, K), without forming a D x D matrix
+    when N < D.
+
+    Shrinkage estimators (Ledoit-Wolf H-score, SFDA's regularised LDA) solve against a scatter
+    matrix of rank <= N plus a multiple of the identity. When N < D the Woodbury identity
+    (ridge I + scale A^T A)^-1 = (I - A^T (ridge/scale I + A A^T)^-1 A) / ridge
+    needs one N x N Cholesky factor: O(N^2 D) instead of O(N D^2 + D^3), about D/N times less work
+    (6x at N = 320, D = 2048). With ``ridge`` = 0 (no shrinkage) the matrix may be singular and the
+    pseudo-inverse is used, as for any matrix that is not numerically positive definite.
+    """
+    n, d = a.shape
+    if ridge > 0 and scale > 0 and n < d:
+        inner = a @ a.T
+        inner.diagonal().add_(ridge / scale)
+        factor, info = torch.linalg.cholesky_ex(inner)
+        if int(info) == 0:
+            return (rhs - a.T @ torch.cholesky_solve(a @ rhs, factor)) / ridge
+    matrix = scale * (a.T @ a)
+    matrix.diagonal().add_(ridge)
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if int(info) == 0:
+        return torch.cholesky_solve(rhs, factor)
+    return torch.linalg.pinv(matrix, hermitian=True) @ rhs

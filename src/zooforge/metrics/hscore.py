@@ -19,9 +19,11 @@ Shape: ``features`` (N, D); ``labels`` (N,).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from zooforge.metrics._torch import feature_tensor, onehot
+from zooforge.metrics._torch import feature_tensor, onehot, shrunk_solve
 from zooforge.metrics._validation import check_labels
 from zooforge.metrics.registry import register
 
@@ -77,7 +79,8 @@ def ledoit_wolf_shrinkage(x: torch.Tensor) -> float:
     sq = x.square()
     trace_terms = sq.sum(dim=0) / n                          # diag(S)
     mu = trace_terms.sum() / d
-    frob_s = (x.T @ x).square().sum() / n**2                 # |S|_F^2
+    gram = x @ x.T if n < d else x.T @ x                       # |X^T X|_F = |X X^T|_F: the smaller one
+    frob_s = gram.square().sum() / n**2                      # |S|_F^2
     spread = sq.sum(dim=1).square().sum()                    # sum_i |x_i|^4
     beta = (spread / n - frob_s) / (d * n)
     delta = (frob_s - 2 * mu * trace_terms.sum() + d * mu**2) / d   # |S - mu I|_F^2 / d
@@ -93,16 +96,10 @@ def regularized_hscore(features, labels) -> float:
     x = x - x.mean(dim=0, keepdim=True)
     a = ledoit_wolf_shrinkage(x)
     n, d = x.shape
-    cov_f = x.T @ x / n
-    shrunk = (1 - a) * cov_f + a * torch.trace(cov_f) / d * torch.eye(d, dtype=x.dtype, device=x.device)
-    # tr(S^-1 cov_g) with cov_g = sum_c (n_c / n) m_c m_c^T (m_c the centred class means) is
-    # sum_c (n_c / n) m_c^T S^-1 m_c: C solves against one Cholesky factor instead of a D x D
-    # pseudo-inverse and a D x D product. Shrinkage makes S positive definite; without any
-    # (a = 0 and a singular covariance) the pseudo-inverse is the fallback.
+    # S = (1 - a) X^T X / n + a tr(S)/d I. tr(S^-1 cov_g) with cov_g = sum_c (n_c / n) m_c m_c^T
+    # (m_c the centred class means) is sum_c (n_c / n) m_c^T S^-1 m_c: C solves against S
+    # (through the N x N side when N < D) instead of a D x D pseudo-inverse and a D x D product.
     means, counts = _class_means(x, y, n_classes)                          # (C, D), (C,)
-    factor, info = torch.linalg.cholesky_ex(shrunk)
-    if int(info) == 0:
-        solved = torch.cholesky_solve(means.T, factor)                      # (D, C)
-    else:
-        solved = torch.linalg.pinv(shrunk, hermitian=True) @ means.T
+    ridge = a * float(x.square().sum()) / (n * d)
+    solved = shrunk_solve(x / math.sqrt(n), 1 - a, ridge, means.T)         # (D, C)
     return float((1 - a) * ((means.T * solved).sum(dim=0) * counts).sum() / n)

@@ -4,11 +4,18 @@ After timm's ``register_model``: the decorator records and returns the function 
 timm, registering a name twice raises, so two modules cannot silently shadow each other. Callers ask
 an estimator what it ``needs`` and skip it when a model cannot feed it (no classifier head means no
 ``source_probs``; no source dataset means no ``source_features``).
+
+Threads. Estimators mix torch (OpenMP pool) and numpy/scipy/scikit-learn (OpenBLAS pool). When both
+pools have several threads, each spins on the cores the other needs: on 2 cores SFDA took 276 ms
+instead of 69 ms, and all 14 estimators 2.7 s instead of 1.5 s (N = 400, D = 2048). A call through
+the registry therefore runs BLAS single-threaded while torch's pool is multi-threaded; torch keeps
+its threads, and the heavy linear algebra goes through torch where it matters.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -43,9 +50,28 @@ class Estimator:
             kwargs[key] = inputs[key]
         if "source_features" in self.needs:
             kwargs["source_labels"] = inputs["source_labels"]
-        return self.fn(**kwargs, **options)
+        with _blas_beside_torch():
+            return self.fn(**kwargs, **options)
 
 
+@contextmanager
+def _blas_beside_torch():
+    """BLAS limited to one thread for the duration, when torch's intra-op pool has more than one."""
+    import torch
+
+    if torch.get_num_threads() <= 1:
+        yield
+        return
+    from threadpoolctl import ThreadpoolController
+
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    with _CONTROLLER.limit(limits=1, user_api="blas"):
+        yield
+
+
+_CONTROLLER = None
 _REGISTRY: dict[str, Estimator] = {}
 REGISTRY: Mapping[str, Estimator] = MappingProxyType(_REGISTRY)  # read-only view
 
