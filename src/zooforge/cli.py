@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zooforge.errors import ZooforgeError
+from zooforge.formatting import format_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Rank, reassemble and tune models from a zoo of pretrained backbones.")
@@ -29,14 +30,6 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=1)
 
 
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
 def print_ranking(table, metrics, title: str) -> None:
     t = Table(title=title, header_style="bold")
     first = metrics[0] if metrics else None
@@ -44,14 +37,14 @@ def print_ranking(table, metrics, title: str) -> None:
         t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for row in table.iter_rows(named=True):
         cells = [str(row["rank"]), row["model"] + (" *" if row.get("best_within_budget") else ""),
-                 _fmt(row["params_m"], 3), _fmt(row["gmacs"], 3)]
+                 format_value(row["params_m"], 3), format_value(row["gmacs"], 3)]
         for m in metrics:
             score = row[m]
             lo, hi = row.get(f"{m}_lo"), row.get(f"{m}_hi")
             shown = m == first and lo is not None and score is not None   # one interval keeps it narrow
-            cells.append(_fmt(score) + (f" [dim][{_fmt(lo, 3)}, {_fmt(hi, 3)}][/]" if shown else ""))
-        cells.append(_fmt(row.get(f"{first}_p_top1"), 2))
-        cells.append(_fmt(row["mean_rank"], 3))
+            cells.append(format_value(score) + (f" [dim][{format_value(lo, 3)}, {format_value(hi, 3)}][/]" if shown else ""))
+        cells.append(format_value(row.get(f"{first}_p_top1"), 2))
+        cells.append(format_value(row["mean_rank"], 3))
         t.add_row(*cells)
     console.print(t)
     for row in table.iter_rows(named=True):
@@ -164,7 +157,7 @@ def evaluate(
     for col in result.columns:
         t.add_column(col, justify="left" if col == "metric" else "right")
     for row in result.iter_rows():
-        t.add_row(*[_fmt(v, 3) for v in row])
+        t.add_row(*[format_value(v, 3) for v in row])
     console.print(t)
 
 
@@ -211,7 +204,7 @@ def _print_audit_best(table) -> None:
         if ranked.height == 0:
             t.add_row(dataset, "[red]no model scored[/]", "-", "-")
             continue
-        t.add_row(dataset, ranked["model"][0], _fmt(ranked["mean_rank"][0], 3),
+        t.add_row(dataset, ranked["model"][0], format_value(ranked["mean_rank"][0], 3),
                   ranked["model"][1] if ranked.height > 1 else "-")
     console.print(t)
 
@@ -250,7 +243,7 @@ def demo(
     print_ranking(table, list(DEFAULT_METRICS), f"demo zoo on {spec}")
     top = table.row(0, named=True)
     console.print(f"Top model by mean rank: [bold]{top['model']}[/] "
-                  f"(LogME {_fmt(top['logme'])}, P(top-1 by LogME) {_fmt(top.get('logme_p_top1'), 2)}).")
+                  f"(LogME {format_value(top['logme'])}, P(top-1 by LogME) {format_value(top.get('logme_p_top1'), 2)}).")
     _print_demo_truth(table, task)
 
 
@@ -275,8 +268,8 @@ def _print_demo_truth(table, task: str) -> None:
     for col in ("estimator", "Kendall τ", "weighted τ", "Pearson r", "top-1 regret", "top-3 hit"):
         t.add_column(col, justify="left" if col == "estimator" else "right")
     for row in result.iter_rows(named=True):
-        t.add_row(row["metric"], _fmt(row["kendall_tau"], 3), _fmt(row["weighted_tau"], 3), _fmt(row["pearson_r"], 3),
-                  _fmt(row["top1_regret"], 3), _fmt(row["top3_hit"]))
+        t.add_row(row["metric"], format_value(row["kendall_tau"], 3), format_value(row["weighted_tau"], 3), format_value(row["pearson_r"], 3),
+                  format_value(row["top1_regret"], 3), format_value(row["top3_hit"]))
     console.print(t)
     console.print(f"Best fine-tuned model: [bold]{best}[/] ({accuracy[best]:.3f} test accuracy); "
                   f"the ranking's top model fine-tunes to {accuracy.get(table['model'][0], float('nan')):.3f}.")
@@ -404,14 +397,14 @@ def compose(
             t.add_column(col, justify="left" if col == "assembly" else "right")
         for row in r.screened:
             t.add_row(" + ".join(f"{m}[{a}-{b - 1}]" for m, (a, b) in zip(row["models"], row["blocks"])),
-                      _fmt(row["gmacs"]), _fmt(row["objective"]), _fmt(row["val_accuracy"]))
+                      format_value(row["gmacs"]), format_value(row["objective"]), format_value(row["val_accuracy"]))
         console.print(t)
     t = Table(title="chosen assembly", header_style="bold")
     for col in ("stage", "model", "blocks", "params", "GMACs", "LogME at stage end"):
         t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for row in r.stages:
-        t.add_row(str(row["stage"]), row["model"], row["blocks"], f"{row['params']:,}", _fmt(row["gmacs"]),
-                  _fmt(row["score"]))
+        t.add_row(str(row["stage"]), row["model"], row["blocks"], f"{row['params']:,}", format_value(row["gmacs"]),
+                  format_value(row["score"]))
     console.print(t)
     console.print(f"assembly: {r.params / 1e6:.4g} M params (stitches and head included), {r.gmacs:.4g} GMACs, "
                   f"held-out accuracy [bold]{r.accuracy:.4f}[/]")

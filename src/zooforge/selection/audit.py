@@ -175,10 +175,9 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
     the error instead. ``backbone``/``dataset`` may be passed in when already loaded."""
     import numpy as np
 
-    from zooforge.selection.rank import bootstrap_indices, score_featureset
+    from zooforge.selection.rank import bootstrap_indices, score_model
     from zooforge.zoo import load_dataset
     from zooforge.zoo.backbone import Backbone
-    from zooforge.zoo.features import extract
 
     start = time.perf_counter()
     info: dict[str, Any] = {}
@@ -189,12 +188,12 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
             dataset = load_dataset(cell.dataset_path, max_per_class=plan.max_per_class, seed=plan.seed)
         info |= {"n_samples": len(dataset), "num_classes": dataset.num_classes,
                  "dataset_fingerprint": dataset.fingerprint}
-        fs = extract(backbone, dataset, cache_dir=plan.cache_dir, device=plan.device, batch_size=plan.batch_size,
-                     progress=progress)
-        info |= {"feature_dim": int(fs.features.shape[1]), "samples_per_s": fs.provenance.get("samples_per_s"),
-                 "params_m": backbone.num_params / 1e6, "gmacs": float(backbone.gmacs)}   # known on a cache hit
-        indices = bootstrap_indices(fs.labels, plan.bootstrap, plan.seed)
-        scores = score_featureset(fs, sorted(plan.metrics), indices=indices)
+        result = score_model(backbone, dataset, sorted(plan.metrics),
+                             indices=bootstrap_indices(dataset.labels, plan.bootstrap, plan.seed),
+                             cache_dir=plan.cache_dir, device=plan.device, batch_size=plan.batch_size,
+                             progress=progress)
+        scores = result.pop("scores")
+        info |= result
     except Exception as exc:       # noqa: BLE001 - a cell records any failure (OOM included) and the audit goes on
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return _rows(cell, plan, status="error", reason=message, seconds=time.perf_counter() - start, **info)

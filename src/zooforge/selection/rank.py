@@ -19,7 +19,7 @@ import polars as pl
 from zooforge.errors import ZooforgeError
 from zooforge.metrics import get_estimator
 
-__all__ = ["rank", "score_featureset", "DEFAULT_METRICS", "pareto_front", "delete_d_calibrate",
+__all__ = ["rank", "score_model", "score_featureset", "DEFAULT_METRICS", "pareto_front", "delete_d_calibrate",
            "bootstrap_indices"]
 
 # Fast, label-based estimators that work from features or a source head: the default set.
@@ -48,6 +48,20 @@ def score_featureset(fs, metrics: Sequence[str], *, indices: np.ndarray | None =
         except ValueError as exc:
             out[name] = {"score": None, "samples": None, "skipped": str(exc).splitlines()[0]}
     return out
+
+
+def score_model(backbone, dataset, metrics: Sequence[str], *, indices: np.ndarray | None = None, cache_dir=None,
+                device=None, batch_size: int = 128, progress: bool = False) -> dict:
+    """Extract (cached) and score one model on one dataset: the step ``rank`` runs per model and an
+    audit per cell. Returns the cost (``params_m``, ``gmacs``, measured ``samples_per_s``; a cache hit
+    knows them too), ``feature_dim`` and ``scores`` from :func:`score_featureset`. Model and data
+    problems raise; the callers decide what a failure means for their table."""
+    from zooforge.zoo.features import extract
+
+    fs = extract(backbone, dataset, cache_dir=cache_dir, device=device, batch_size=batch_size, progress=progress)
+    return {"params_m": backbone.num_params / 1e6, "gmacs": float(backbone.gmacs),
+            "samples_per_s": fs.provenance.get("samples_per_s"), "feature_dim": int(fs.features.shape[1]),
+            "scores": score_featureset(fs, metrics, indices=indices)}
 
 
 def _resampled(est, fs, inputs, idx) -> float:
@@ -109,7 +123,6 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
     Dataset). ``budget_params`` is in millions of parameters. See the module docstring."""
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
     from zooforge.zoo.backbone import Backbone
-    from zooforge.zoo.features import extract
 
     metrics = list(metrics or DEFAULT_METRICS)
     for name in metrics:
@@ -125,12 +138,10 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
         row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None,
                "gmacs": None, "samples_per_s": None, "error": None}
         try:
-            backbone = Backbone.from_entry(entry)
-            fs = extract(backbone, ds, cache_dir=cache_dir, device=device, batch_size=batch_size, progress=progress)
-            row["params_m"] = backbone.num_params / 1e6        # after extraction: a cache hit knows the cost
-            row["gmacs"] = backbone.gmacs
-            row["samples_per_s"] = fs.provenance.get("samples_per_s")
-            scores = score_featureset(fs, metrics, indices=indices)
+            result = score_model(Backbone.from_entry(entry), ds, metrics, indices=indices, cache_dir=cache_dir,
+                                 device=device, batch_size=batch_size, progress=progress)
+            scores = result.pop("scores")
+            row |= {k: result[k] for k in ("params_m", "gmacs", "samples_per_s")}
         except (ZooforgeError, ValueError, RuntimeError, OSError) as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             scores = {m: {"score": None, "samples": None, "skipped": "model failed"} for m in metrics}

@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from zooforge.errors import ZooforgeError
+from zooforge.formatting import format_value
 
 __all__ = ["write_report", "ranking_report", "audit_report"]
 
@@ -25,16 +26,6 @@ _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72e
 table{border-collapse:collapse;margin:.6em 0 1.4em}th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}tr.best td{background:#eef8ee}.err{color:#b00}.dim{color:#777}
 img{max-width:100%}code{background:#f5f5f5;padding:0 .2em}"""
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else ""
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 def _metrics_of(table: pl.DataFrame) -> list[str]:
@@ -134,14 +125,14 @@ def _ranking_section(doc: _Doc, table: pl.DataFrame, title: str, budget_gmacs: f
     header += ["mean rank", "ensemble z", "Pareto"] + (["P(top-1)"] if metrics and f"{metrics[0]}_p_top1" in table.columns else [])
     rows, best = [], []
     for r in table.iter_rows(named=True):
-        cells = [_fmt(r["rank"]), r["model"], _fmt(r["params_m"], 3), _fmt(r["gmacs"], 3)]
+        cells = [format_value(r["rank"]), r["model"], format_value(r["params_m"], 3), format_value(r["gmacs"], 3)]
         for m in metrics:
-            cells.append(_fmt(r[m]))
+            cells.append(format_value(r[m]))
             if f"{m}_lo" in table.columns:
-                cells.append(f"[{_fmt(r[f'{m}_lo'], 3)}, {_fmt(r[f'{m}_hi'], 3)}]" if r[f"{m}_lo"] is not None else "–")
-        cells += [_fmt(r["mean_rank"], 3), _fmt(r["ensemble_z"], 3), _fmt(r.get("pareto"))]
+                cells.append(f"[{format_value(r[f'{m}_lo'], 3)}, {format_value(r[f'{m}_hi'], 3)}]" if r[f"{m}_lo"] is not None else "–")
+        cells += [format_value(r["mean_rank"], 3), format_value(r["ensemble_z"], 3), format_value(r.get("pareto"))]
         if header[-1] == "P(top-1)":
-            cells.append(_fmt(r.get(f"{metrics[0]}_p_top1"), 2))
+            cells.append(format_value(r.get(f"{metrics[0]}_p_top1"), 2))
         rows.append(cells)
         best.append(bool(r.get("best_within_budget")))
     doc.table(header, rows, best)
@@ -230,7 +221,7 @@ def audit_report(audit: str | Path, path: str | Path, *, title: str | None = Non
         ranks = [t.filter(pl.col("model") == m)["mean_rank"].to_list() for t in tables.values()]
         values = [r[0] if r and r[0] is not None and r[0] == r[0] else None for r in ranks]
         finite = [v for v in values if v is not None]
-        rows.append([m, *[_fmt(v, 3) for v in values], _fmt(sum(finite) / len(finite), 3) if finite else "–"])
+        rows.append([m, *[format_value(v, 3) for v in values], format_value(sum(finite) / len(finite), 3) if finite else "–"])
     doc.table(header, rows)
     if failed.height:
         doc.heading("Failed cells")
