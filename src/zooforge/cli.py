@@ -323,7 +323,8 @@ def aggregate(
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
-    strength: Annotated[Optional[float], typer.Option(help="B-Tuning: weight of the Bayesian regulariser (reference 100)")] = None,
+    strength: Annotated[Optional[str], typer.Option(
+        help="B-Tuning: weight of the Bayesian regulariser (reference 100), or 'auto' to choose it by validation")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="B-Tuning: softmax temperature on LogME (reference 0.1)")] = None,
     device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu")] = None,
     out: Annotated[Optional[Path], typer.Option(help="write model.safetensors and result.json here")] = None,
@@ -338,6 +339,11 @@ def aggregate(
         cfg = _train_config(epochs, lr, batch_size, seed, device, None)
         kwargs = {"models": model, "config": cfg, "seed": seed}
         kwargs |= {"candidates": None if model else max(top_k, 2), "top_k": 2} if method == "hubpathway" else {"top_k": top_k}
+        if strength is not None and strength != "auto":
+            try:
+                strength = float(strength)
+            except ValueError:
+                raise ZooforgeError(f"--strength must be a number or 'auto'; got {strength!r}.") from None
         btuning_only = {k: v for k, v in (("strength", strength), ("temperature", temperature)) if v is not None}
         if btuning_only and method != "btuning":
             raise ZooforgeError(f"--{' and --'.join(btuning_only)} only apply to --method btuning.")
@@ -351,6 +357,10 @@ def aggregate(
     for m, w in zip(r.members, r.weights):
         t.add_row(m, f"{w:.3f}")
     console.print(t)
+    if r.extra.get("strength_trials"):
+        console.print("strength by validation (80/20 of the training split): " + ", ".join(
+            f"λ={trial['strength']:g} {trial['val_accuracy']:.3f}" for trial in r.extra["strength_trials"])
+            + f"; chose λ={r.extra['strength']:g}")
     console.print(f"held-out accuracy [bold]{r.accuracy:.4f}[/], trainable {r.trainable_params:,} of "
                   f"{r.total_params:,} params, {r.seconds:.1f} s")
     if out:

@@ -111,5 +111,28 @@ def test_aggregate_cli_passes_strength_to_btuning_only():
     ok = runner.invoke(app, ["aggregate", "demo", DATA, "--method", "btuning", "--top-k", "2", "--epochs", "1",
                              "--strength", "1.5", "--temperature", "0.5"])
     assert ok.exit_code == 0, ok.output
+    auto = runner.invoke(app, ["aggregate", "demo", DATA, "--method", "btuning", "--top-k", "2", "--epochs", "1",
+                               "--strength", "auto"])
+    assert auto.exit_code == 0, auto.output
+    assert "strength by validation" in auto.output and "chose λ=" in auto.output
+    word = runner.invoke(app, ["aggregate", "demo", DATA, "--strength", "lots"])
+    assert word.exit_code != 0 and "number or 'auto'" in word.output
     bad = runner.invoke(app, ["aggregate", "demo", DATA, "--method", "hubpathway", "--strength", "1"])
     assert bad.exit_code != 0 and "only apply to --method btuning" in bad.output
+
+
+def test_btuning_auto_strength_picks_the_best_validated_value_and_matches_a_run_with_it():
+    """Each λ is tried on 80/20 of the training split; the chosen one (ties: the larger) is then
+    trained on the whole split, exactly as if it had been given: the trials train copies, so they
+    leave the student's weights untouched."""
+    auto = btuning("demo", DATA, top_k=2, config=CFG, strength="auto", strength_grid=(0.0, 5.0))
+    trials = auto.extra["strength_trials"]
+    assert [t["strength"] for t in trials] == [0.0, 5.0]
+    best = max(trials, key=lambda t: (t["val_accuracy"], t["strength"]))["strength"]
+    assert auto.extra["strength"] == best
+    given = btuning("demo", DATA, top_k=2, config=CFG, strength=best)
+    assert auto.accuracy == pytest.approx(given.accuracy, abs=1e-9)
+    for a, b in zip(auto.model.state_dict().values(), given.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="number or 'auto'"):
+        btuning("demo", DATA, top_k=2, config=CFG, strength="high")

@@ -78,7 +78,12 @@ class Dataset:
 
     def split(self, fraction: float = DEFAULT_SPLIT_FRACTION, seed: int = 0) -> tuple["Dataset", "Dataset"]:
         """Stratified (train, held-out) split; every class keeps at least one sample on each side
-        when it has two or more."""
+        when it has two or more. The rows are :meth:`split_indices`."""
+        first_idx, rest = self.split_indices(fraction, seed)
+        return self.subset(first_idx, f"split{fraction}:{seed}:a"), self.subset(rest, f"split{fraction}:{seed}:b")
+
+    def split_indices(self, fraction: float = DEFAULT_SPLIT_FRACTION, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The sorted row indices of :meth:`split`'s two sides, for slicing arrays aligned with this dataset."""
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"`fraction` must be in (0, 1); got {fraction}.")
         rng = np.random.default_rng(seed)
@@ -89,8 +94,7 @@ class Dataset:
             take = min(max(take, 1), idx.size - 1) if idx.size > 1 else idx.size
             first.append(idx[:take])
         first_idx = np.sort(np.concatenate(first))
-        rest = np.setdiff1d(np.arange(len(self)), first_idx)
-        return self.subset(first_idx, f"split{fraction}:{seed}:a"), self.subset(rest, f"split{fraction}:{seed}:b")
+        return first_idx, np.setdiff1d(np.arange(len(self)), first_idx)
 
     def subsample(self, max_per_class: int, seed: int = 0) -> "Dataset":
         """At most ``max_per_class`` samples of each class, drawn reproducibly."""

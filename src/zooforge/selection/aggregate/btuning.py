@@ -22,6 +22,8 @@ is therefore exposed; the default stays the reference's.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -63,38 +65,88 @@ class BTuningStudent(nn.Module):
         return self.task.head(feats)
 
 
-def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: float = 0.1, strength: float = 100.0,
-            method: str = "full", config: TrainConfig | None = None, split: float = 0.8, seed: int = 0,
-            cache_dir=None, progress: bool = False) -> AggregateResult:
-    """B-Tuning of the top-ranked model with the top-``top_k`` teachers (see the module docstring)."""
+# The strengths ``strength="auto"`` chooses from: none, the scale at which the regulariser matches
+# the cross-entropy on the demo zoo, and the reference's 100.
+STRENGTH_GRID = (0.0, 1.0, 10.0, 100.0)
+
+
+def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: float = 0.1,
+            strength: float | str = 100.0, strength_grid=STRENGTH_GRID, method: str = "full",
+            config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, cache_dir=None,
+            progress: bool = False) -> AggregateResult:
+    """B-Tuning of the top-ranked model with the top-``top_k`` teachers (see the module docstring).
+
+    ``strength="auto"`` chooses λ from ``strength_grid`` by validation: the whole procedure (LogME
+    fits, teacher weights, student, training with the same config) is run on 80% of the training
+    split for each λ and judged on the other 20%; the best λ (ties: the larger, which keeps more of
+    the teachers) is then used on the whole training split. It costs one training per grid value
+    more; the held-out split is never seen before the final evaluation."""
     from zooforge.zoo.features import extract
 
+    if isinstance(strength, str) and strength != "auto":
+        raise ValueError(f"`strength` must be a number or 'auto'; got {strength!r}.")
+    if not isinstance(strength, str) and strength < 0:
+        raise ValueError(f"`strength` must be >= 0; got {strength}.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
-    members, scores = load_members(catalogue, models, top_k, train_ds, progress=progress)
+    members, _ = load_members(catalogue, models, top_k, train_ds, progress=progress)
+    cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
     with Timer() as timer:
-        targets, logme_scores = {}, []
-        for b in members:
-            fs_tr = extract(b, train_ds, cache_dir=cache_dir, progress=progress)
-            fs_te = extract(b, test_ds, cache_dir=cache_dir, progress=progress)
-            fit = logme_fit(fs_tr.features, fs_tr.labels)
-            logme_scores.append(fit.score)
-            targets[b.id] = (fs_tr.features @ fit.weights.T, fs_te.features @ fit.weights.T)
-        pi = teacher_weights(logme_scores, temperature)
-        t_train = torch.as_tensor(sum(p * targets[b.id][0] for p, b in zip(pi, members)), dtype=torch.float32)
-        t_test = torch.as_tensor(sum(p * targets[b.id][1] for p, b in zip(pi, members)), dtype=torch.float32)
-        student = members[int(np.argmax(logme_scores))]
-        student_fit = logme_fit(extract(student, train_ds, cache_dir=cache_dir, progress=False).features,
-                                train_ds.labels)
-        torch.manual_seed(seed)            # the new head's init, as in `tune`: reproducible whatever ran before
-        task = build(student, ds.num_classes, method)
-        model = BTuningStudent(task, student_fit.weights, strength)
-        x_tr, x_te = inputs_for(student, train_ds), inputs_for(student, test_ds)
-        y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
-        cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
-        result = train(model, (x_tr, t_train), y_tr, cfg, val_x=(x_te, t_test), val_y=y_te)
-        model.eval()
+        feats = {b.id: (extract(b, train_ds, cache_dir=cache_dir, progress=progress).features,
+                        extract(b, test_ds, cache_dir=cache_dir, progress=progress).features) for b in members}
+        inputs: dict[str, tuple] = {}
+
+        def inputs_of(b):
+            if b.id not in inputs:
+                inputs[b.id] = (inputs_for(b, train_ds), inputs_for(b, test_ds))
+            return inputs[b.id]
+
+        trials = []
+        if strength == "auto":
+            fit_rows, val_rows = train_ds.split_indices(0.8, seed + 1)
+            quiet = TrainConfig(**{**cfg.__dict__, "checkpoint_dir": None, "progress": False})
+            for value in strength_grid:
+                plan = _plan(members, feats, train_ds.labels, fit_rows, temperature)
+                x = inputs_of(plan["student"])[0]
+                model, _, _ = _fit_student(plan, value, method, ds.num_classes, x[fit_rows],
+                                           plan["targets"][0][fit_rows], train_ds.labels[fit_rows], quiet, seed,
+                                           trial=True)
+                acc = evaluate_accuracy(model, x[val_rows], torch.as_tensor(train_ds.labels[val_rows]))
+                trials.append({"strength": float(value), "val_accuracy": acc})
+            strength = max(trials, key=lambda t: (t["val_accuracy"], t["strength"]))["strength"]
+        plan = _plan(members, feats, train_ds.labels, np.arange(len(train_ds)), temperature)
+        x_tr, x_te = inputs_of(plan["student"])
+        y_te = torch.as_tensor(test_ds.labels)
+        model, task, result = _fit_student(plan, strength, method, ds.num_classes, x_tr, plan["targets"][0],
+                                           train_ds.labels, cfg, seed, val=((x_te, plan["targets"][1]), y_te))
         accuracy = evaluate_accuracy(model, x_te, y_te)
-    return AggregateResult("btuning", [b.id for b in members], [float(p) for p in pi], accuracy,
+    ids = [b.id for b in members]
+    return AggregateResult("btuning", ids, [float(p) for p in plan["pi"]], accuracy,
                            task.trainable_params, task.total_params, timer.seconds, result.history,
-                           {"student": student.id, "logme": dict(zip([b.id for b in members], logme_scores)),
-                            "temperature": temperature, "strength": strength, "method": method}, model)
+                           {"student": plan["student"].id, "logme": dict(zip(ids, plan["logme"])),
+                            "temperature": temperature, "strength": strength, "strength_trials": trials,
+                            "method": method}, model)
+
+
+def _plan(members, feats, labels, rows, temperature) -> dict:
+    """LogME fits of every member on the training ``rows``: their scores, π, the student (the best),
+    its weights m_s, and the teachers' mixture Σ π_k f_k m_kᵀ on every train and test row."""
+    fits = [logme_fit(feats[b.id][0][rows], labels[rows]) for b in members]
+    scores = [f.score for f in fits]
+    pi = teacher_weights(scores, temperature)
+    mix = [torch.as_tensor(sum(p * (feats[b.id][side] @ f.weights.T) for p, b, f in zip(pi, members, fits)),
+                           dtype=torch.float32) for side in (0, 1)]
+    best = int(np.argmax(scores))
+    return {"logme": scores, "pi": pi, "student": members[best], "weights": fits[best].weights,
+            "targets": tuple(mix)}
+
+
+def _fit_student(plan, strength, method, num_classes, x, targets, labels, cfg, seed, val=None, trial=False):
+    """Build (in place, or on a copy for a ``trial``: methods train the backbone's own weights) and train."""
+    torch.manual_seed(seed)            # the new head's init, as in `tune`: reproducible whatever ran before
+    student = copy.deepcopy(plan["student"]) if trial else plan["student"]
+    task = build(student, num_classes, method)
+    model = BTuningStudent(task, plan["weights"], strength)
+    val_x, val_y = val if val is not None else (None, None)
+    result = train(model, (x, targets), torch.as_tensor(labels), cfg, val_x=val_x, val_y=val_y)
+    model.eval()
+    return model, task, result
