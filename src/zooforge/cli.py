@@ -17,6 +17,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Rank, reassemble and tune models from a zoo of pretrained backbones.")
 console = Console()
 
+# Options shared by several commands: one spelling and one help text each.
+ModelGlobs = Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: best available)")]
+Epochs = Annotated[int, typer.Option(help="training epochs")]
+PeakLr = Annotated[float, typer.Option(help="peak learning rate")]
+BatchSize = Annotated[int, typer.Option(help="batch size")]
+Seed = Annotated[int, typer.Option(help="seed")]
+
 
 def _threads() -> None:
     import torch
@@ -88,7 +96,7 @@ def rank(
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
     data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task>")],
     metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="estimator (repeatable)")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")] = None,
+    model: ModelGlobs = None,
     out: Annotated[Optional[Path], typer.Option(help="write the table: .csv, .json or .parquet")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="draw score vs GMACs with the Pareto front (.png/.svg/.pdf)")] = None,
     report: Annotated[Optional[Path], typer.Option(help="write a report with table, plot and provenance (.html/.md)")] = None,
@@ -97,7 +105,7 @@ def rank(
     max_per_class: Annotated[Optional[int], typer.Option(help="subsample the dataset per class")] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the intervals (0: none)")] = 100,
     cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $ZOOFORGE_CACHE_DIR)")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: best available)")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Rank a catalogue of backbones for a dataset without fine-tuning them."""
     from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models, write_table
@@ -289,11 +297,11 @@ def tune(
     data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task>")],
     method: Annotated[str, typer.Option(help="linear|full|bitfit|adapter|adaptformer|lora|ia3")] = "linear",
     catalogue: Annotated[Optional[str], typer.Option(help="catalogue holding MODEL")] = None,
-    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
-    lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
+    epochs: Epochs = 10,
+    lr: PeakLr = 1e-3,
+    batch_size: BatchSize = 64,
     seed: Annotated[int, typer.Option(help="seed for the split, the initialisation and the order")] = 0,
-    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: best available)")] = None,
+    device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write adapters.safetensors, result.json here")] = None,
 ) -> None:
     """Fine-tune one model with one method; print held-out accuracy, trainable params and time."""
@@ -319,14 +327,14 @@ def aggregate(
     method: Annotated[str, typer.Option(help="btuning|zootuning|hubpathway")] = "btuning",
     top_k: Annotated[int, typer.Option(help="models taken from the LogME ranking (Hub-Pathway: routed per input)")] = 3,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="explicit members (globs, repeatable)")] = None,
-    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
-    lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(help="batch size")] = 64,
-    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    epochs: Epochs = 10,
+    lr: PeakLr = 1e-3,
+    batch_size: BatchSize = 64,
+    seed: Seed = 0,
     strength: Annotated[Optional[str], typer.Option(
         help="B-Tuning: weight of the Bayesian regulariser (reference 100), or 'auto' to choose it by validation")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="B-Tuning: softmax temperature on LogME (reference 0.1)")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu")] = None,
+    device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write model.safetensors and result.json here")] = None,
 ) -> None:
     """Combine several zoo models (B-Tuning, Zoo-Tuning, Hub-Pathway); print accuracy and cost."""
@@ -374,16 +382,18 @@ def compose(
     budget_gmacs: Annotated[Optional[float], typer.Option(help="GMACs budget at the input size")] = None,
     budget_params: Annotated[Optional[float], typer.Option(help="parameter budget, in millions")] = None,
     stages: Annotated[int, typer.Option(help="stages K of the assembly")] = 4,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")] = None,
+    model: ModelGlobs = None,
     epochs: Annotated[int, typer.Option(help="epochs of end-to-end training")] = 10,
     stitch_epochs: Annotated[int, typer.Option(help="epochs training only stitches and head first")] = 0,
-    lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
+    lr: PeakLr = 1e-3,
     top_k: Annotated[int, typer.Option(help="distinct assemblies to list")] = 3,
     screen: Annotated[int, typer.Option(help="assemblies trained briefly to pick the best (<= 1: trust the solver)")] = 4,
     screen_epochs: Annotated[int, typer.Option(help="epochs of each screening run")] = 2,
-    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    compat: Annotated[str, typer.Option(help="transition score: cka (CKA of the cut points) or stitch (R² of the "
+                                        "least-squares stitch)")] = "cka",
+    seed: Seed = 0,
     baseline: Annotated[bool, typer.Option(help="also fine-tune the best single model within budget")] = True,
-    device: Annotated[Optional[str], typer.Option(help="cuda, mps or cpu")] = None,
+    device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write assembly.safetensors, recipe.json, result.json")] = None,
 ) -> None:
     """DeRy: assemble blocks of several zoo models into one network within a budget, and train it."""
@@ -396,18 +406,19 @@ def compose(
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
             r = compose_model(catalogue, data, budget_gmacs, None if budget_params is None else budget_params * 1e6,
                               stages=stages, models=model, epochs=epochs, stitch_epochs=stitch_epochs, lr=lr,
-                              top_k=top_k, screen=screen, screen_epochs=screen_epochs, seed=seed, baseline=baseline,
-                              out_dir=out, device=device)
+                              top_k=top_k, screen=screen, screen_epochs=screen_epochs, compat=compat, seed=seed,
+                              baseline=baseline, out_dir=out, device=device)
     except (ZooforgeError, ValueError) as exc:
         _fail(exc)
     console.print(f"solver: {r.explanation}; within-stage CKA {r.within_stage_similarity:.3f}")
     if r.screened:
         t = Table(title=f"screening ({screen_epochs} epochs each on 80% of the training split)", header_style="bold")
-        for col in ("assembly", "GMACs", "proxy", "val accuracy"):
+        for col in ("assembly", "GMACs", "solver objective", "assembly LogME", "val accuracy"):
             t.add_column(col, justify="left" if col == "assembly" else "right")
         for row in r.screened:
             t.add_row(" + ".join(f"{m}[{a}-{b - 1}]" for m, (a, b) in zip(row["models"], row["blocks"])),
-                      format_value(row["gmacs"]), format_value(row["objective"]), format_value(row["val_accuracy"]))
+                      format_value(row["gmacs"]), format_value(row["objective"]), format_value(row["assembly_logme"]),
+                      format_value(row["val_accuracy"]))
         console.print(t)
     t = Table(title="chosen assembly", header_style="bold")
     for col in ("stage", "model", "blocks", "params", "GMACs", "LogME at stage end"):

@@ -179,10 +179,67 @@ def test_compat_reward_is_counted_in_units_of_the_stage_score_spread():
     assert p["problem"].compat_weight == pytest.approx(2.0 * spread)
 
 
+def test_stitch_fit_is_one_for_a_linear_image_of_the_map_and_near_zero_for_noise():
+    from zooforge.reassembly.compose import stitch_fit
+
+    g = torch.Generator().manual_seed(0)
+    source = torch.randn(16, 6, 8, 8, generator=g)
+    target = torch.einsum("nchw,cd->ndhw", source, torch.randn(6, 5, generator=g)) + 3.0
+    assert stitch_fit(source, target) == pytest.approx(1.0, abs=1e-4)
+    assert stitch_fit(source, torch.randn(16, 5, 8, 8, generator=g)) < 0.02
+    # a map at twice the resolution is pooled to the target's grid first
+    up = torch.nn.functional.interpolate(source, scale_factor=2, mode="nearest")
+    assert stitch_fit(up, target) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_stitch_compat_scores_each_transition_by_its_least_squares_stitch():
+    cm, p = _plan(compat="stitch")
+    ids, part, maps = list(p["backbones"]), p["partition"], p["maps"]
+    for k, matrix in enumerate(p["problem"].compat):
+        for i, a in enumerate(ids):
+            for j, b in enumerate(ids):
+                ca, cb = part.cuts[a][k + 1], part.cuts[b][k + 1]
+                want = 1.0 if a == b else max(0.0, cm.stitch_fit(maps[a][ca - 1][:cm.COMPAT_PROBE],
+                                                                 maps[b][cb - 1][:cm.COMPAT_PROBE]))
+                assert matrix[i, j] == pytest.approx(want, abs=1e-9), (k, a, b)
+    with pytest.raises(ValueError, match="'stitch' or 'cka'"):
+        _plan(compat="cosine")
+
+
+def test_a_single_model_assembly_logme_is_logme_of_the_model_features():
+    from zooforge.metrics import logme
+    from zooforge.reassembly.compose import _images
+
+    cm, p = _plan()
+    sol = cm._single_model_solution(p, "demo/resnet-colour")
+    b = p["backbones"]["demo/resnet-colour"]
+    x = _images(p["dataset"], b, p["probe_index"])
+    with torch.no_grad():
+        feats = b.model.forward_head(b.model.forward_features(x), pre_logits=True)
+    want = logme(feats.double().numpy(), p["dataset"].labels[p["probe_index"]])
+    assert cm.assembly_logme(p, sol) == pytest.approx(want, rel=1e-4)
+
+
+def test_screen_shortlist_orders_by_assembly_logme_and_keeps_the_single_model():
+    cm, p = _plan(screen=3)
+    shortlist = cm._screen_candidates(p, p["diverse"] + p["solved"].solutions, 0.002, None, keep=3)
+    assert len(shortlist) <= 3
+    *mixed, (single, _) = shortlist
+    assert len({c.model for c in single.candidates}) == 1
+    scores = [score for _, score in mixed]
+    assert scores == sorted(scores, reverse=True)
+    pool = {s.choice for s in p["diverse"] + p["solved"].solutions} - {single.choice}
+    assert all(s.choice in pool for s, _ in mixed)
+    dropped = [cm.assembly_logme(p, s) for s in p["diverse"] + p["solved"].solutions
+               if s.choice in pool - {m.choice for m, _ in mixed}]
+    assert all(d <= min(scores) + 1e-12 for d in dropped)
+
+
 def test_screening_keeps_the_best_validated_candidate_and_tries_the_best_single_model():
     r = compose("demo", "demo:shapes?n=20", budget_gmacs=0.002, stages=3, epochs=1, screen=3, screen_epochs=1,
                 models=["demo/byobnet-counting", "demo/resnet-colour", "demo/convnext-shapes"], baseline=False)
-    assert 2 <= len(r.screened) <= 4
+    assert 2 <= len(r.screened) <= 3
+    assert all(np.isfinite(s["assembly_logme"]) for s in r.screened)
     singles = [s for s in r.screened if len(set(s["models"])) == 1]
     assert singles, "the LogME-best single model within budget must be screened"
     assert all(s["gmacs"] <= 0.002 for s in r.screened)

@@ -4,18 +4,25 @@
    training split, keeping each block's pooled output;
 2. partition every model into K stages (:mod:`.partition`);
 3. score each (model, stage) by LogME at the stage's output on the target labels, and each
-   transition by CKA; solve the CP-SAT program under the budget (:mod:`.solve`). The CKA reward is
+   transition by CKA between the two cut points (``compat="cka"``) or by the R² of the least-squares
+   stitch between them (``compat="stitch"``: how much of what the next block expects a linear stitch
+   can give it); solve the CP-SAT program under the budget (:mod:`.solve`). The transition reward is
    counted in units of the typical spread of the stage scores (the median over stages of their
    standard deviation across models), so ``compat_weight`` = 1 means "a perfectly compatible
    transition is worth one standard deviation of LogME", whatever the scale of LogME on this data;
-4. screen: the solver's best assembly for each of the ``screen`` best final blocks (a structurally
-   diverse short list; the plain top-k mostly differs in early stages whose LogME is noise), and the
-   LogME-best single model within budget
-   (an assembly of one model: blocks chained end to end give the model's own features), are each
-   built, stitched by least squares and trained for ``screen_epochs`` on 80% of the training split;
-   the one with the best accuracy on the other 20% is kept. A training-free proxy orders candidates
-   but cannot see how well a stitch will train; a short run does, and with the single model among
-   the candidates the result does not fall below it by more than the screen's noise;
+4. screen: the solver's best assembly for each of the 3 x ``screen`` best final blocks and its plain
+   top-k (a structurally diverse pool; the plain top-k mostly differs in early stages whose LogME is
+   noise) are built and stitched by least squares, and ordered by their *assembly LogME*: LogME of
+   the untrained assembly's own features, which sees what a block gives when fed a stitched
+   imitation of its usual input, not what it gives inside its own model. The best ``screen`` - 1 of
+   them and the LogME-best single model within budget (an assembly of one model: blocks chained end
+   to end give the model's own features) are trained for ``screen_epochs`` on 80% of the training
+   split; the one with the best accuracy on the other 20% is kept. Training-free proxies order
+   candidates but cannot see how well a stitch will train; a short run does, and with the single
+   model among the candidates the result does not fall below it by more than the screen's noise.
+   On the demo zoo no mix has yet beaten the single model this way (see benchmarks/compose.py): the
+   additive stage LogME favours mixes whose stitches fit poorly (R² 0.3), and their assembly LogME
+   and short-run accuracy are both below the single model's;
 5. train the kept assembly on the whole training split with the one loop (optionally stitches and
    head first, blocks frozen, for ``stitch_epochs``);
 6. fine-tune the best single zoo model within the same budget (LogME-best among those that fit) with
@@ -85,8 +92,12 @@ def _run_blocks(blocks, x: torch.Tensor, batch_size: int = 128) -> list[torch.Te
 
 def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | None = None, *, stages: int = 4,
          models=None, max_blocks: int | None = 8, probe: int = 256, top_k: int = 3, compat_weight: float = 1.0,
-         seed: int = 0, time_limit: float = 10.0, screen: int = 0) -> dict:
-    """Steps 1–3: blocks, partition, proxy scores and the CP-SAT solution (no training)."""
+         compat: str = "cka", seed: int = 0, time_limit: float = 10.0, screen: int = 0) -> dict:
+    """Steps 1–3: blocks, partition, proxy scores and the CP-SAT solution (no training). ``compat``:
+    how a transition between two models is scored, "stitch" (R² of the least-squares stitch) or
+    "cka" (CKA between the two cut points' pooled outputs)."""
+    if compat not in ("stitch", "cka"):
+        raise ValueError(f"`compat` must be 'stitch' or 'cka'; got {compat!r}.")
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
     from zooforge.zoo.backbone import Backbone
 
@@ -139,7 +150,7 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
                 gm += (c_out * num_classes) / 1e9
             row.append(Candidate(m, (s, e), params, gm, float(score[m, e])))
         cands.append(row)
-    compat, sp, sg = [], [], []
+    compats, sp, sg = [], [], []
     for k in range(stages - 1):
         n = len(ids)
         c = np.ones((n, n))
@@ -150,26 +161,44 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
                 if a == b:
                     continue
                 ca, cb = part.cuts[a][k + 1], part.cuts[b][k + 1]
-                c[i, j] = graph.edges[(a, ca), (b, cb)]["weight"]
                 c_in = infos[a][ca - 1].out_shape[0]
                 c_out, h, w = infos[b][cb].in_shape
+                if compat == "cka":
+                    c[i, j] = graph.edges[(a, ca), (b, cb)]["weight"]
+                else:
+                    c[i, j] = max(0.0, stitch_fit(maps[a][ca - 1][:COMPAT_PROBE], maps[b][cb - 1][:COMPAT_PROBE]))
                 p[i, j] = c_in * c_out + c_out
                 g[i, j] = c_in * c_out * h * w / 1e9
-        compat.append(c)
+        compats.append(c)
         sp.append(p)
         sg.append(g)
     spreads = [float(np.std([c.score for c in row])) for row in cands]
     spread = float(np.median(spreads)) or 1.0
-    problem = Problem(cands, compat, sp, sg, compat_weight=compat_weight * spread)
+    problem = Problem(cands, compats, sp, sg, compat_weight=compat_weight * spread)
     solved = solve(problem, budget_gmacs, None if budget_params is None else budget_params, top_k=top_k,
                    time_limit=time_limit, seed=seed)
-    diverse = solve(problem, budget_gmacs, None if budget_params is None else budget_params, top_k=screen,
-                    time_limit=time_limit, seed=seed, distinct="last").solutions if screen > 1 else []
+    diverse = solve(problem, budget_gmacs, None if budget_params is None else budget_params,
+                    top_k=SCREEN_POOL * screen, time_limit=time_limit, seed=seed,
+                    distinct="last").solutions if screen > 1 else []
     timings["solve"] = time.perf_counter() - t0
     return {"dataset": ds, "entries": {e.id: e for e in entries}, "backbones": backbones, "blocks": blocks,
             "infos": infos, "maps": maps, "partition": part, "problem": problem, "solved": solved,
             "skipped": skipped, "probe_index": idx, "max_blocks": max_blocks, "seconds": timings,
             "diverse": diverse}
+
+
+# Screening draws from SCREEN_POOL x ``screen`` assemblies, ordered by the LogME of their own
+# least-squares-stitched features (no training) before the best ``screen`` are trained briefly.
+SCREEN_POOL = 3
+# Probe images whose maps fit each candidate stitch when scoring transitions (pixels are the rows).
+COMPAT_PROBE = 64
+
+
+def stitch_fit(source: torch.Tensor, target: torch.Tensor) -> float:
+    """R² of the least-squares stitch from ``source`` maps (N, C_a, H_a, W_a) to ``target`` maps
+    (N, C_b, H_b, W_b): how much of what the next block expects a linear stitch can give it."""
+    stitch = Stitch(source.shape[1], target.shape[1], tuple(source.shape[-2:]), tuple(target.shape[-2:]))
+    return init_stitch(stitch, source, target)
 
 
 def _assemble(p: dict, solution, num_classes: int) -> tuple[Assembly, list[float], dict]:
@@ -220,7 +249,8 @@ def _fit(model: nn.Module, x_tr, y_tr, x_te, y_te, cfg: TrainConfig, frozen_firs
 def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float | None = None, *, stages: int = 4,
             models=None, epochs: int = 10, stitch_epochs: int = 0, lr: float = 1e-3, batch_size: int = 64,
             split: float = 0.8, seed: int = 0, top_k: int = 3, screen: int = 4, screen_epochs: int = 2,
-            max_blocks: int | None = 8, probe: int = 256, compat_weight: float = 1.0, baseline: bool = True,
+            max_blocks: int | None = 8, probe: int = 256, compat_weight: float = 1.0, compat: str = "cka",
+            baseline: bool = True,
             out_dir: str | Path | None = None, progress: bool = False, device: str | None = None) -> ComposeResult:
     """The whole DeRy pipeline (module docstring); ``budget_params`` in parameters. ``screen`` <= 1
     keeps the solver's best assembly without screening."""
@@ -233,14 +263,15 @@ def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
     train_ds, test_ds = ds.split(split, seed)
     p = plan(catalogue, train_ds, budget_gmacs, budget_params, stages=stages, models=models, max_blocks=max_blocks,
-             probe=probe, top_k=top_k, compat_weight=compat_weight, seed=seed, screen=screen)
+             probe=probe, top_k=top_k, compat_weight=compat_weight, compat=compat, seed=seed, screen=screen)
     solved: SolveResult = p["solved"]
     if not solved.solutions:
         raise ZooforgeError(f"cannot compose within the budget: {solved.explain()}.")
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=progress, device=device)
     best, screened = solved.solutions[0], []
     if screen > 1:
-        best, screened = _screen(p, _screen_candidates(p, p["diverse"], budget_gmacs, budget_params),
+        pool = p["diverse"] + [s for s in solved.solutions if all(s.choice != d.choice for d in p["diverse"])]
+        best, screened = _screen(p, _screen_candidates(p, pool, budget_gmacs, budget_params, screen),
                                  train_ds, cfg, screen_epochs, seed)
     rows = [{"stage": k, "model": c.model, "blocks": f"{c.blocks[0]}-{c.blocks[1] - 1}", "params": c.params,
              "gmacs": c.gmacs, "score": c.score} for k, c in enumerate(best.candidates)]
@@ -277,29 +308,41 @@ def _single_model_solution(p: dict, model: str) -> Solution:
                     problem.fixed_gmacs + sum(c.gmacs for c in cands))
 
 
-def _screen_candidates(p: dict, solutions: list[Solution], budget_gmacs, budget_params) -> list[Solution]:
-    """The solver's best assemblies plus the LogME-best single model that fits the budget (its last
-    stage's score is LogME on the model's own features), unless the solver already proposed it."""
+@torch.no_grad()
+def assembly_logme(p: dict, solution: Solution) -> float:
+    """LogME of an untrained assembly's pooled features on the probe images: its blocks chained with
+    least-squares stitches, so a block fed a poor imitation of its usual input scores what it
+    really gives, not what it gives in its own model."""
+    model, _, _ = _assemble(p, solution, p["dataset"].num_classes)
+    x = _images(p["dataset"], p["backbones"][solution.candidates[0].model], p["probe_index"])
+    feats = torch.cat([model.features(x[i:i + 128]).mean(dim=(2, 3)) for i in range(0, len(x), 128)])
+    return logme(feats.double().numpy(), p["dataset"].labels[p["probe_index"]])
+
+
+def _screen_candidates(p: dict, solutions: list[Solution], budget_gmacs, budget_params,
+                       keep: int) -> list[tuple[Solution, float]]:
+    """What the screen trains, each with its assembly LogME: the ``keep`` best of the solver's
+    ``solutions`` by :func:`assembly_logme`, with the LogME-best single model that fits the budget
+    (its last stage's score is LogME on the model's own features) always among them."""
     fits = [s for s in (_single_model_solution(p, m) for m in p["backbones"])
             if (budget_gmacs is None or s.gmacs <= budget_gmacs) and (budget_params is None or s.params <= budget_params)]
-    out = list(solutions)
-    if fits:
-        single = max(fits, key=lambda s: s.candidates[-1].score)
-        if all(s.choice != single.choice for s in out):
-            out.append(single)
-    return out
+    single = max(fits, key=lambda s: s.candidates[-1].score) if fits else None
+    pool = [s for s in solutions if single is None or s.choice != single.choice]
+    scored = sorted(((s, assembly_logme(p, s)) for s in pool), key=lambda t: -t[1])
+    scored = scored[:keep - 1 if single is not None else keep]
+    return scored + ([(single, assembly_logme(p, single))] if single is not None else [])
 
 
-def _screen(p: dict, candidates: list[Solution], train_ds, cfg: TrainConfig, epochs: int, seed: int):
-    """Train each candidate briefly on 80% of ``train_ds``; keep the best on the other 20% (ties: the
-    solver's order). Returns the kept solution and one record per candidate."""
+def _screen(p: dict, candidates: list[tuple[Solution, float]], train_ds, cfg: TrainConfig, epochs: int, seed: int):
+    """Train each (candidate, assembly LogME) briefly on 80% of ``train_ds``; keep the best on the
+    other 20% (ties: the shortlist's order). Returns the kept solution and one record per candidate."""
     from zooforge.tuning.methods import inputs_for
 
     fit_ds, val_ds = train_ds.split(0.8, seed + 1)
     short = TrainConfig(**{**cfg.__dict__, "epochs": epochs, "checkpoint_dir": None, "progress": False})
-    records, best, best_acc = [], candidates[0], -1.0
+    records, best, best_acc = [], candidates[0][0], -1.0
     inputs = {}
-    for sol in candidates:
+    for sol, proxy in candidates:
         first = p["backbones"][sol.candidates[0].model]
         key = id(first.transform)
         if key not in inputs:
@@ -311,8 +354,8 @@ def _screen(p: dict, candidates: list[Solution], train_ds, cfg: TrainConfig, epo
         train(model, x_fit, torch.as_tensor(fit_ds.labels), short)
         acc = evaluate_accuracy(model, x_val, torch.as_tensor(val_ds.labels))
         records.append({"models": [c.model for c in sol.candidates], "blocks": [list(c.blocks) for c in sol.candidates],
-                        "objective": sol.objective, "params": sol.params, "gmacs": sol.gmacs,
-                        "val_accuracy": acc, "seconds": time.perf_counter() - t0})
+                        "objective": sol.objective, "assembly_logme": proxy, "params": sol.params,
+                        "gmacs": sol.gmacs, "val_accuracy": acc, "seconds": time.perf_counter() - t0})
         if acc > best_acc:
             best, best_acc = sol, acc
     return best, records
