@@ -57,6 +57,7 @@ def aggregation_table(targets, epochs, per_class):
               f"{single.trainable_params:>10,} {single.total_params:>10,} {single.seconds:>6.1f}")
         runs = [("btuning (top-3)", lambda: btuning("demo", data, top_k=3, config=cfg)),
                 ("btuning (top-3, λ=1)", lambda: btuning("demo", data, top_k=3, config=cfg, strength=1.0)),
+                ("btuning (top-3, λ auto)", lambda: btuning("demo", data, top_k=3, config=cfg, strength="auto")),
                 ("zootuning (convnext)", lambda: zootuning("demo", data, models=["demo/convnext-*"], config=cfg)),
                 ("hubpathway (top-4, k=2)", lambda: hubpathway("demo", data, candidates=4, top_k=2, config=cfg))]
         for name, run in runs:
