@@ -107,9 +107,9 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
         if strength == "auto":
             fit_rows, val_rows = train_ds.split_indices(0.8, seed + 1)
             quiet = TrainConfig(**{**cfg.__dict__, "checkpoint_dir": None, "progress": False})
+            plan = _plan(members, feats, train_ds.labels, fit_rows, temperature)
+            x = inputs_of(plan["student"])[0]
             for value in strength_grid:
-                plan = _plan(members, feats, train_ds.labels, fit_rows, temperature)
-                x = inputs_of(plan["student"])[0]
                 model, _, _ = _fit_student(plan, value, method, ds.num_classes, x[fit_rows],
                                            plan["targets"][0][fit_rows], train_ds.labels[fit_rows], quiet, seed,
                                            trial=True)
