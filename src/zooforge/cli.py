@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from zooforge.errors import ZooforgeError
+from zooforge.errors import ZooforgeError, first_line
 from zooforge.formatting import format_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -85,7 +85,7 @@ def models(catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or
                       f"{b.gmacs:.4f}", size)
         except ZooforgeError as exc:
             failures += 1
-            t.add_row(e.id, e.source, e.name, "-", "-", "-", f"[red]{str(exc).splitlines()[0]}[/]")
+            t.add_row(e.id, e.source, e.name, "-", "-", "-", f"[red]{first_line(exc)}[/]")
     console.print(t)
     if failures:
         raise typer.Exit(code=1)

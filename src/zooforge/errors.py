@@ -11,7 +11,20 @@ __all__ = [
     "DatasetError",
     "BackboneLoadError",
     "CacheError",
+    "first_line",
+    "describe",
 ]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ('' when it has none): short enough for a table cell."""
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message``, as tables and audit rows record a failure."""
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 class ZooforgeError(ValueError):

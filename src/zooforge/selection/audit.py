@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 
 import polars as pl
 
-from zooforge.errors import ZooforgeError
+from zooforge.errors import ZooforgeError, describe
 from zooforge.zoo.cache import atomic_write_bytes
 
 __all__ = ["Plan", "Cell", "load_plan", "plan_cells", "run_audit", "read_audit", "audit_tables", "AuditSummary",
@@ -195,8 +195,7 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
         scores = result.pop("scores")
         info |= result
     except Exception as exc:       # noqa: BLE001 - a cell records any failure (OOM included) and the audit goes on
-        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        return _rows(cell, plan, status="error", reason=message, seconds=time.perf_counter() - start, **info)
+        return _rows(cell, plan, status="error", reason=describe(exc), seconds=time.perf_counter() - start, **info)
     rows = _rows(cell, plan, seconds=time.perf_counter() - start, **info)
     for row in rows:
         s = scores[row["metric"]]
@@ -330,8 +329,7 @@ def _run_ray(todo: list[Cell], plan: Plan, finish, bar: "_Progress", address: st
             try:
                 rows = ray.get(ready[0])
             except Exception as exc:     # noqa: BLE001 - a crashed worker (OOM kill) fails its cell only
-                message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                rows = _rows(cell, plan, status="error", reason=message)
+                rows = _rows(cell, plan, status="error", reason=describe(exc))
             finish(cell, rows)
             bar.step()
             bar.show(f"{cell.entry.id} on {cell.dataset} done")

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
-from zooforge.errors import ZooforgeError
+from zooforge.errors import ZooforgeError, describe, first_line
 from zooforge.metrics import get_estimator
 
 __all__ = ["rank", "score_model", "score_featureset", "DEFAULT_METRICS", "pareto_front", "delete_d_calibrate",
@@ -46,7 +46,7 @@ def score_featureset(fs, metrics: Sequence[str], *, indices: np.ndarray | None =
                 samples = delete_d_calibrate(raw, score, indices.shape[1], len(fs.labels))
             out[name] = {"score": score, "samples": samples, "skipped": None}
         except ValueError as exc:
-            out[name] = {"score": None, "samples": None, "skipped": str(exc).splitlines()[0]}
+            out[name] = {"score": None, "samples": None, "skipped": first_line(exc)}
     return out
 
 
@@ -143,7 +143,7 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
             scores = result.pop("scores")
             row |= {k: result[k] for k in ("params_m", "gmacs", "samples_per_s")}
         except (ZooforgeError, ValueError, RuntimeError, OSError) as exc:
-            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            row["error"] = describe(exc)
             scores = {m: {"score": None, "samples": None, "skipped": "model failed"} for m in metrics}
         skipped = []
         for m in metrics:

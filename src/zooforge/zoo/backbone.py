@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zooforge.errors import BackboneLoadError
+from zooforge.errors import BackboneLoadError, describe
 from zooforge.zoo.catalogue import CatalogueEntry
 from zooforge.zoo.cost import Cost, count_gmacs, count_params
 from zooforge.zoo.transforms import ImageTransform
@@ -34,8 +34,7 @@ TEXT_COST_LENGTH = 128     # sequence length at which text models' GMACs are rep
 
 def _offline_hint(entry: CatalogueEntry, exc: Exception) -> BackboneLoadError:
     return BackboneLoadError(
-        f"cannot load weights for model {entry.id!r} ({entry.source} {entry.name!r}): {type(exc).__name__}: "
-        f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+        f"cannot load weights for model {entry.id!r} ({entry.source} {entry.name!r}): {describe(exc)}\n"
         "The weights are not in the local cache and the hub cannot be reached (offline?). Either give the "
         "entry a local `checkpoint = \"path/to/weights.safetensors\"`, set `pretrained = false` for random "
         "weights, or download them once on a connected machine into the Hugging Face cache (HF_HOME) "
