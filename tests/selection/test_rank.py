@@ -105,3 +105,11 @@ def test_rank_intervals_contain_their_point_estimates(table):
     for m in ("logme", "leep", "nce"):
         rows = table.filter(pl.col(m).is_not_null())
         assert (rows[f"{m}_lo"] <= rows[m]).all() and (rows[m] <= rows[f"{m}_hi"]).all(), m
+
+
+def test_failures_are_described_by_type_and_first_line_even_without_a_message():
+    from zooforge.errors import describe, first_line
+
+    assert describe(RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")) == "RuntimeError: CUDA out of memory"
+    assert describe(RuntimeError()) == "RuntimeError: "
+    assert first_line(ValueError("")) == ""
