@@ -68,6 +68,58 @@ def test_early_stopping_keeps_the_best_epoch():
         assert len(vals) < 30 and vals.index(max(vals)) == len(vals) - 3
 
 
+class _Recorder(nn.Module):
+    """Remembers which rows (column 0 carries the row id) it saw in training and in evaluation."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.trained_on, self.evaluated_on = _model(), set(), set()
+
+    def forward(self, x):
+        (self.trained_on if self.training else self.evaluated_on).update(x[:, 0].long().tolist())
+        return self.inner(x[:, 1:])
+
+
+def test_early_stopping_without_a_validation_set_holds_out_training_rows():
+    x, y = _data()
+    ids = torch.arange(len(y), dtype=torch.float32)[:, None]
+    model = _Recorder()
+    result = train(model, torch.cat([ids, x], 1), y,
+                   TrainConfig(epochs=4, patience=2, val_fraction=0.25, seed=5, progress=False))
+    held = model.evaluated_on
+    assert held and not held & model.trained_on                         # never trained on
+    assert held | model.trained_on == set(range(len(y)))
+    for c in (0, 1):                                                    # stratified: 25% of each class
+        in_class = int((y == c).sum())
+        assert sum(int(y[i]) == c for i in held) == round(0.25 * in_class)
+    assert all("val_accuracy" in r for r in result.history)
+    again = _Recorder()
+    train(again, torch.cat([ids, x], 1), y, TrainConfig(epochs=1, patience=2, val_fraction=0.25, seed=5,
+                                                        progress=False))
+    assert again.evaluated_on == held                                   # seeded by the config
+
+
+def test_tune_never_hands_the_held_out_split_to_the_loop(monkeypatch):
+    import importlib
+
+    tune_module = importlib.import_module("zooforge.tuning.tune")    # the package re-exports the function
+    seen = {}
+    real = tune_module.train
+
+    def spy(model, x, y, cfg, val_x=None, val_y=None):
+        seen.update(n=len(y), val_x=val_x)
+        return real(model, x, y, cfg, val_x=val_x, val_y=val_y)
+
+    monkeypatch.setattr(tune_module, "train", spy)
+    from zooforge.zoo import load_dataset
+
+    ds = load_dataset("demo:shapes?n=12")
+    r = tune_module.tune("demo/resnet-textures", ds, "linear", catalogue="demo",
+                         config=TrainConfig(epochs=2, patience=1, progress=False))
+    assert seen["val_x"] is None and seen["n"] == len(ds.split(0.8, 0)[0])
+    assert 0.0 <= r.accuracy <= 1.0 and "val_accuracy" in r.history[0]
+
+
 def test_gradient_accumulation_matches_one_big_batch():
     x, y = _data()
     a, b = _model(), _model()

@@ -232,7 +232,7 @@ def _assemble(p: dict, solution, num_classes: int) -> tuple[Assembly, list[float
     return model, r2, recipe
 
 
-def _fit(model: nn.Module, x_tr, y_tr, x_te, y_te, cfg: TrainConfig, frozen_first: int):
+def _fit(model: nn.Module, x_tr, y_tr, cfg: TrainConfig, frozen_first: int):
     """Stitches and head first (``frozen_first`` epochs, blocks frozen), then everything."""
     history = []
     if frozen_first and isinstance(model, Assembly):
@@ -242,7 +242,7 @@ def _fit(model: nn.Module, x_tr, y_tr, x_te, y_te, cfg: TrainConfig, frozen_firs
         history += r.history
         for p_ in model.stages.parameters():
             p_.requires_grad_(True)
-    r = train(model, x_tr, y_tr, cfg, val_x=x_te, val_y=y_te)
+    r = train(model, x_tr, y_tr, cfg)
     return history + r.history
 
 
@@ -287,7 +287,7 @@ def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float
     x_tr, x_te = inputs_for(first, train_ds), inputs_for(first, test_ds)
     y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
     t0 = time.perf_counter()
-    _fit(model, x_tr, y_tr, x_te, y_te, cfg, stitch_epochs)
+    _fit(model, x_tr, y_tr, cfg, stitch_epochs)
     result.accuracy = evaluate_accuracy(model, x_te, y_te)
     result.seconds["train"] = time.perf_counter() - t0
     if baseline:
@@ -390,6 +390,5 @@ def _baseline(p, train_ds, test_ds, budget_gmacs, budget_params, cfg, extra_epoc
     task = build(b, c, "full")          # cut() copied what it took, so b's weights are still pristine
     x_tr, x_te = inputs_for(task.backbone, train_ds), inputs_for(task.backbone, test_ds)
     y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
-    train(task, x_tr, y_tr, TrainConfig(**{**cfg.__dict__, "epochs": cfg.epochs + extra_epochs}),
-          val_x=x_te, val_y=y_te)
+    train(task, x_tr, y_tr, TrainConfig(**{**cfg.__dict__, "epochs": cfg.epochs + extra_epochs}))
     return {"model": mid, "params": task.total_params, "gmacs": gm, "accuracy": evaluate_accuracy(task, x_te, y_te)}

@@ -2,7 +2,7 @@
 
 After nanoGPT's ``train.py``: a pure learning-rate schedule (linear warm-up, cosine decay), AdamW with
 weight decay only on matrices, gradient accumulation, autocast on GPU, early stopping on a validation
-split, and a checkpoint after every epoch holding everything needed to continue exactly (model,
+split carved from the training data (never the test data), and a checkpoint after every epoch holding everything needed to continue exactly (model,
 optimiser, epoch, RNG states, history). Resuming from a checkpoint of the same config and seed gives
 the same final weights as an uninterrupted run on CPU.
 
@@ -38,6 +38,8 @@ class TrainConfig:
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW decay on >=2-D parameters"})
     label_smoothing: float = 0.0
     patience: int | None = field(default=None, metadata={"help": "epochs without val improvement before stopping"})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "with patience and no validation set given: the stratified share of the training rows held out"})
     seed: int = 0
     device: str | None = None
     amp: bool = field(default=True, metadata={"help": "bf16/fp16 autocast on GPU (ignored on CPU)"})
@@ -56,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"`min_lr_ratio` must be in [0, 1]; got {self.min_lr_ratio}.")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"`patience` must be at least 1 (or None); got {self.patience}.")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"`val_fraction` must be in (0, 1); got {self.val_fraction}.")
 
 
 @dataclass
@@ -97,6 +101,10 @@ def _take(x: Inputs, idx, device) -> tuple[torch.Tensor, ...]:
     return tuple(p[idx].to(device, non_blocking=True) for p in parts)
 
 
+def _rows(x: Inputs, idx) -> Inputs:
+    return tuple(p[idx] for p in x) if isinstance(x, tuple) else x[idx]
+
+
 def _length(x: Inputs) -> int:
     return len(x[0]) if isinstance(x, tuple) else len(x)
 
@@ -116,9 +124,24 @@ def evaluate_accuracy(model: nn.Module, x: Inputs, y: torch.Tensor, batch_size: 
 
 def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainConfig,
           val_x: Inputs | None = None, val_y: torch.Tensor | None = None) -> TrainResult:
-    """Train ``model`` (logits = model(x)) on in-memory tensors with cross-entropy; see module doc."""
+    """Train ``model`` (logits = model(x)) on in-memory tensors with cross-entropy; see module doc.
+
+    ``val_x``/``val_y`` are the validation set: accuracy on it is recorded each epoch and, with
+    ``cfg.patience``, decides when to stop and which epoch's weights to keep. Never pass the data you
+    will report on: that selects on it. With ``cfg.patience`` and no validation set, a stratified
+    ``cfg.val_fraction`` of the training rows is held out (seeded by ``cfg.seed``) and not trained on.
+    """
     if _length(train_x) != len(train_y) or len(train_y) == 0:
         raise ValueError(f"train_x has {_length(train_x)} samples and train_y {len(train_y)}; need equal, non-zero.")
+    if cfg.patience is not None and val_x is None:
+        from zooforge.zoo.data import stratified_split_indices
+
+        fit, held = (torch.as_tensor(i) for i in stratified_split_indices(train_y.cpu().numpy(), 1 - cfg.val_fraction,
+                                                                            cfg.seed))
+        if len(held) == 0:
+            raise ValueError("early stopping needs a validation set, and every class has a single training "
+                             "sample; pass val_x/val_y or leave `patience` unset.")
+        train_x, train_y, val_x, val_y = _rows(train_x, fit), train_y[fit], _rows(train_x, held), train_y[held]
     device = torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     model.to(device)

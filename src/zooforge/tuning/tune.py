@@ -68,7 +68,7 @@ def tune(model: str, dataset, method: str = "linear", *, catalogue=None, config:
     x_tr, x_te = inputs_for(backbone, train_ds), inputs_for(backbone, test_ds)
     y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
     cfg = config or TrainConfig(seed=seed)
-    res = train(task, x_tr, y_tr, cfg, val_x=x_te, val_y=y_te)
+    res = train(task, x_tr, y_tr, cfg)   # the held-out split is only scored, never selected on
     result = TuneResult(backbone.id, method, evaluate_accuracy(task, x_te, y_te), task.trainable_params,
                         task.total_params, res.peak_memory_mb, res.seconds, res.history, task)
     if out_dir is not None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from zooforge.errors import DatasetError
 
-__all__ = ["Dataset", "load_dataset", "IMAGE_SUFFIXES"]
+__all__ = ["Dataset", "load_dataset", "stratified_split_indices", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 DEFAULT_SPLIT_FRACTION = 0.8   # train share when a dataset has no split of its own
@@ -84,17 +84,7 @@ class Dataset:
 
     def split_indices(self, fraction: float = DEFAULT_SPLIT_FRACTION, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The sorted row indices of :meth:`split`'s two sides, for slicing arrays aligned with this dataset."""
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(f"`fraction` must be in (0, 1); got {fraction}.")
-        rng = np.random.default_rng(seed)
-        first = []
-        for c in range(self.num_classes):
-            idx = rng.permutation(np.flatnonzero(self.labels == c))
-            take = int(round(fraction * idx.size))
-            take = min(max(take, 1), idx.size - 1) if idx.size > 1 else idx.size
-            first.append(idx[:take])
-        first_idx = np.sort(np.concatenate(first))
-        return first_idx, np.setdiff1d(np.arange(len(self)), first_idx)
+        return stratified_split_indices(self.labels, fraction, seed)
 
     def subsample(self, max_per_class: int, seed: int = 0) -> "Dataset":
         """At most ``max_per_class`` samples of each class, drawn reproducibly."""
@@ -103,6 +93,23 @@ class Dataset:
         rng = np.random.default_rng(seed)
         keep = [rng.permutation(np.flatnonzero(self.labels == c))[:max_per_class] for c in range(self.num_classes)]
         return self.subset(np.sort(np.concatenate(keep)), f"max{max_per_class}:{seed}")
+
+
+def stratified_split_indices(labels, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted row indices of a stratified split of ``labels``: about ``fraction`` of each class in the
+    first part, and every class with two or more rows keeps at least one on each side."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"`fraction` must be in (0, 1); got {fraction}.")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    first = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        take = int(round(fraction * idx.size))
+        take = min(max(take, 1), idx.size - 1) if idx.size > 1 else idx.size
+        first.append(idx[:take])
+    first_idx = np.sort(np.concatenate(first)) if first else np.zeros(0, dtype=np.int64)
+    return first_idx, np.setdiff1d(np.arange(len(labels)), first_idx)
 
 
 def _read_image(path: str | Path) -> np.ndarray:

@@ -34,8 +34,10 @@ class AggregateResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
-def load_members(catalogue, models=None, top_k: int | None = None, dataset=None, *, progress: bool = False):
-    """Backbones for ``models`` (ids or globs) or, with ``top_k``, the top-k of ``catalogue`` by LogME."""
+def load_members(catalogue, models=None, top_k: int | None = None, dataset=None, *, cache_dir=None,
+                 progress: bool = False):
+    """Backbones for ``models`` (ids or globs) or, with ``top_k``, the top-k of ``catalogue`` by LogME
+    (features extracted through the cache at ``cache_dir``, where a caller that reuses them will look)."""
     from zooforge.selection.rank import rank
     from zooforge.zoo import filter_entries, load_catalogue
     from zooforge.zoo.backbone import Backbone
@@ -48,7 +50,7 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"`top_k` must be at least 1; got {top_k}.")
-        table = rank(entries, dataset, metrics=["logme"], bootstrap=0, progress=progress)
+        table = rank(entries, dataset, metrics=["logme"], bootstrap=0, cache_dir=cache_dir, progress=progress)
         table = table.filter(table["error"].is_null() & table["logme"].is_not_null()).sort("logme", descending=True)
         if table.height == 0:
             raise ZooforgeError("no model could be scored with LogME; see `zooforge rank` for the errors.")

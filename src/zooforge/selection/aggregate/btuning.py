@@ -91,11 +91,10 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
     if not isinstance(strength, str) and strength < 0:
         raise ValueError(f"`strength` must be >= 0; got {strength}.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
-    members, _ = load_members(catalogue, models, top_k, train_ds, progress=progress)
+    members, _ = load_members(catalogue, models, top_k, train_ds, cache_dir=cache_dir, progress=progress)
     cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
     with Timer() as timer:
-        feats = {b.id: (extract(b, train_ds, cache_dir=cache_dir, progress=progress).features,
-                        extract(b, test_ds, cache_dir=cache_dir, progress=progress).features) for b in members}
+        feats = {b.id: extract(b, train_ds, cache_dir=cache_dir, progress=progress).features for b in members}
         inputs: dict[str, tuple] = {}
 
         def inputs_of(b):
@@ -111,7 +110,7 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
             x = inputs_of(plan["student"])[0]
             for value in strength_grid:
                 model, _, _ = _fit_student(plan, value, method, ds.num_classes, x[fit_rows],
-                                           plan["targets"][0][fit_rows], train_ds.labels[fit_rows], quiet, seed,
+                                           plan["targets"][fit_rows], train_ds.labels[fit_rows], quiet, seed,
                                            trial=True)
                 acc = evaluate_accuracy(model, x[val_rows], torch.as_tensor(train_ds.labels[val_rows]))
                 trials.append({"strength": float(value), "val_accuracy": acc})
@@ -119,8 +118,8 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
         plan = _plan(members, feats, train_ds.labels, np.arange(len(train_ds)), temperature)
         x_tr, x_te = inputs_of(plan["student"])
         y_te = torch.as_tensor(test_ds.labels)
-        model, task, result = _fit_student(plan, strength, method, ds.num_classes, x_tr, plan["targets"][0],
-                                           train_ds.labels, cfg, seed, val=((x_te, plan["targets"][1]), y_te))
+        model, task, result = _fit_student(plan, strength, method, ds.num_classes, x_tr, plan["targets"],
+                                           train_ds.labels, cfg, seed)
         accuracy = evaluate_accuracy(model, x_te, y_te)
     ids = [b.id for b in members]
     return AggregateResult("btuning", ids, [float(p) for p in plan["pi"]], accuracy,
@@ -132,24 +131,22 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
 
 def _plan(members, feats, labels, rows, temperature) -> dict:
     """LogME fits of every member on the training ``rows``: their scores, π, the student (the best),
-    its weights m_s, and the teachers' mixture Σ π_k f_k m_kᵀ on every train and test row."""
-    fits = [logme_fit(feats[b.id][0][rows], labels[rows]) for b in members]
+    its weights m_s, and the teachers' mixture Σ π_k f_k m_kᵀ on every training row."""
+    fits = [logme_fit(feats[b.id][rows], labels[rows]) for b in members]
     scores = [f.score for f in fits]
     pi = teacher_weights(scores, temperature)
-    mix = [torch.as_tensor(sum(p * (feats[b.id][side] @ f.weights.T) for p, b, f in zip(pi, members, fits)),
-                           dtype=torch.float32) for side in (0, 1)]
+    mix = torch.as_tensor(sum(p * (feats[b.id] @ f.weights.T) for p, b, f in zip(pi, members, fits)),
+                          dtype=torch.float32)
     best = int(np.argmax(scores))
-    return {"logme": scores, "pi": pi, "student": members[best], "weights": fits[best].weights,
-            "targets": tuple(mix)}
+    return {"logme": scores, "pi": pi, "student": members[best], "weights": fits[best].weights, "targets": mix}
 
 
-def _fit_student(plan, strength, method, num_classes, x, targets, labels, cfg, seed, val=None, trial=False):
+def _fit_student(plan, strength, method, num_classes, x, targets, labels, cfg, seed, trial=False):
     """Build (in place, or on a copy for a ``trial``: methods train the backbone's own weights) and train."""
     torch.manual_seed(seed)            # the new head's init, as in `tune`: reproducible whatever ran before
     student = copy.deepcopy(plan["student"]) if trial else plan["student"]
     task = build(student, num_classes, method)
     model = BTuningStudent(task, plan["weights"], strength)
-    val_x, val_y = val if val is not None else (None, None)
-    result = train(model, (x, targets), torch.as_tensor(labels), cfg, val_x=val_x, val_y=val_y)
+    result = train(model, (x, targets), torch.as_tensor(labels), cfg)
     model.eval()
     return model, task, result

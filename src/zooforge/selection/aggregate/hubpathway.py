@@ -123,7 +123,7 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
         x_tr, x_te = raw_images(train_ds, size), raw_images(test_ds, size)
         y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
         cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
-        result = train(model, x_tr, y_tr, cfg, val_x=x_te, val_y=y_te)
+        result = train(model, x_tr, y_tr, cfg)
         accuracy = evaluate_accuracy(model, x_te, y_te)
         model.eval()
         with torch.no_grad():
