@@ -224,15 +224,21 @@ def test_screen_shortlist_orders_by_assembly_logme_and_keeps_the_single_model():
     cm, p = _plan(screen=3)
     shortlist = cm._screen_candidates(p, p["diverse"] + p["solved"].solutions, 0.002, None, keep=3)
     assert len(shortlist) <= 3
-    *mixed, (single, _) = shortlist
+    *mixed, (single, _, _) = shortlist
     assert len({c.model for c in single.candidates}) == 1
-    scores = [score for _, score in mixed]
+    scores = [score for _, score, _ in mixed]
     assert scores == sorted(scores, reverse=True)
     pool = {s.choice for s in p["diverse"] + p["solved"].solutions} - {single.choice}
-    assert all(s.choice in pool for s, _ in mixed)
+    assert all(s.choice in pool for s, _, _ in mixed)
     dropped = [cm.assembly_logme(p, s) for s in p["diverse"] + p["solved"].solutions
-               if s.choice in pool - {m.choice for m, _ in mixed}]
+               if s.choice in pool - {m.choice for m, _, _ in mixed}]
     assert all(d <= min(scores) + 1e-12 for d in dropped)
+    for sol, score, model in shortlist:          # the kept model is the one scored, untrained
+        assert cm.assembly_logme(p, sol) == pytest.approx(score, rel=1e-9)
+        torch.manual_seed(0)
+        fresh = cm._assemble(p, sol, 4)[0]
+        for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+            assert torch.equal(a, b), name
 
 
 def test_screening_keeps_the_best_validated_candidate_and_tries_the_best_single_model():

@@ -36,6 +36,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -76,6 +77,14 @@ class ComposeResult:
 
 def _images(dataset, backbone, idx) -> torch.Tensor:
     return backbone.prepare([dataset.image(int(i)) for i in idx])["x"]
+
+
+def _probe_images(p: dict, backbone) -> torch.Tensor:
+    """The probe images as ``backbone`` takes them, prepared once per plan and model."""
+    cache = p.setdefault("probe_x", {})
+    if backbone.id not in cache:
+        cache[backbone.id] = _images(p["dataset"], backbone, p["probe_index"])
+    return cache[backbone.id]
 
 
 @torch.no_grad()
@@ -207,7 +216,7 @@ def _assemble(p: dict, solution, num_classes: int) -> tuple[Assembly, list[float
     # copies: training one assembly must not change the blocks the next one is built from
     stages = [nn.Sequential(*[copy.deepcopy(blocks[c.model][i]) for i in range(*c.blocks)]) for c in chosen]
     first = p["backbones"][chosen[0].model]
-    x = _images(p["dataset"], first, p["probe_index"])
+    x = _probe_images(p, first)
     stitches, r2 = [], []
     h = None
     with torch.no_grad():
@@ -271,7 +280,7 @@ def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float
     best, screened = solved.solutions[0], []
     if screen > 1:
         pool = p["diverse"] + [s for s in solved.solutions if all(s.choice != d.choice for d in p["diverse"])]
-        best, screened = _screen(p, _screen_candidates(p, pool, budget_gmacs, budget_params, screen),
+        best, screened = _screen(p, _screen_candidates(p, pool, budget_gmacs, budget_params, screen, seed),
                                  train_ds, cfg, screen_epochs, seed)
     rows = [{"stage": k, "model": c.model, "blocks": f"{c.blocks[0]}-{c.blocks[1] - 1}", "params": c.params,
              "gmacs": c.gmacs, "score": c.score} for k, c in enumerate(best.candidates)]
@@ -308,48 +317,65 @@ def _single_model_solution(p: dict, model: str) -> Solution:
                     problem.fixed_gmacs + sum(c.gmacs for c in cands))
 
 
-@torch.no_grad()
 def assembly_logme(p: dict, solution: Solution) -> float:
     """LogME of an untrained assembly's pooled features on the probe images: its blocks chained with
     least-squares stitches, so a block fed a poor imitation of its usual input scores what it
     really gives, not what it gives in its own model."""
-    model, _, _ = _assemble(p, solution, p["dataset"].num_classes)
-    x = _images(p["dataset"], p["backbones"][solution.candidates[0].model], p["probe_index"])
+    return _assembly_logme(p, solution, _assemble(p, solution, p["dataset"].num_classes)[0])
+
+
+@torch.no_grad()
+def _assembly_logme(p: dict, solution: Solution, model: Assembly) -> float:
+    x = _probe_images(p, p["backbones"][solution.candidates[0].model])
     feats = torch.cat([model.features(x[i:i + 128]).mean(dim=(2, 3)) for i in range(0, len(x), 128)])
     return logme(feats.double().numpy(), p["dataset"].labels[p["probe_index"]])
 
 
-def _screen_candidates(p: dict, solutions: list[Solution], budget_gmacs, budget_params,
-                       keep: int) -> list[tuple[Solution, float]]:
-    """What the screen trains, each with its assembly LogME: the ``keep`` best of the solver's
-    ``solutions`` by :func:`assembly_logme`, with the LogME-best single model that fits the budget
-    (its last stage's score is LogME on the model's own features) always among them."""
+class Shortlisted(NamedTuple):
+    solution: Solution
+    assembly_logme: float
+    model: Assembly              # built (seeded) and scored, not yet trained: the screen trains this one
+
+
+def _screen_candidates(p: dict, solutions: list[Solution], budget_gmacs, budget_params, keep: int,
+                       seed: int = 0) -> list[Shortlisted]:
+    """What the screen trains: the ``keep`` best of the solver's ``solutions`` by
+    :func:`assembly_logme`, with the LogME-best single model that fits the budget (its last stage's
+    score is LogME on the model's own features) always among them, last. Each assembly is built once,
+    after ``torch.manual_seed(seed)``; only the shortlisted ones are kept in memory."""
     fits = [s for s in (_single_model_solution(p, m) for m in p["backbones"])
             if (budget_gmacs is None or s.gmacs <= budget_gmacs) and (budget_params is None or s.params <= budget_params)]
     single = max(fits, key=lambda s: s.candidates[-1].score) if fits else None
-    pool = [s for s in solutions if single is None or s.choice != single.choice]
-    scored = sorted(((s, assembly_logme(p, s)) for s in pool), key=lambda t: -t[1])
-    scored = scored[:keep - 1 if single is not None else keep]
-    return scored + ([(single, assembly_logme(p, single))] if single is not None else [])
+
+    def built(sol: Solution) -> Shortlisted:
+        torch.manual_seed(seed)
+        model = _assemble(p, sol, p["dataset"].num_classes)[0]
+        return Shortlisted(sol, _assembly_logme(p, sol, model), model)
+
+    room = keep - 1 if single is not None else keep
+    shortlist: list[Shortlisted] = []
+    for sol in solutions:
+        if single is None or sol.choice != single.choice:
+            # stable: among equal scores the solver's order wins, as in a sort of the whole pool
+            shortlist = sorted(shortlist + [built(sol)], key=lambda s: -s.assembly_logme)[:room]
+    return shortlist + ([built(single)] if single is not None else [])
 
 
-def _screen(p: dict, candidates: list[tuple[Solution, float]], train_ds, cfg: TrainConfig, epochs: int, seed: int):
-    """Train each (candidate, assembly LogME) briefly on 80% of ``train_ds``; keep the best on the
-    other 20% (ties: the shortlist's order). Returns the kept solution and one record per candidate."""
+def _screen(p: dict, candidates: list[Shortlisted], train_ds, cfg: TrainConfig, epochs: int, seed: int):
+    """Train each shortlisted assembly briefly on 80% of ``train_ds``; keep the best on the other 20%
+    (ties: the shortlist's order). Returns the kept solution and one record per candidate."""
     from zooforge.tuning.methods import inputs_for
 
     fit_ds, val_ds = train_ds.split(0.8, seed + 1)
     short = TrainConfig(**{**cfg.__dict__, "epochs": epochs, "checkpoint_dir": None, "progress": False})
     records, best, best_acc = [], candidates[0][0], -1.0
     inputs = {}
-    for sol, proxy in candidates:
+    for sol, proxy, model in candidates:
         first = p["backbones"][sol.candidates[0].model]
         key = id(first.transform)
         if key not in inputs:
             inputs[key] = (inputs_for(first, fit_ds), inputs_for(first, val_ds))
         (x_fit, x_val) = inputs[key]
-        torch.manual_seed(seed)
-        model, _, _ = _assemble(p, sol, train_ds.num_classes)
         t0 = time.perf_counter()
         train(model, x_fit, torch.as_tensor(fit_ds.labels), short)
         acc = evaluate_accuracy(model, x_val, torch.as_tensor(val_ds.labels))
