@@ -298,22 +298,41 @@ def tune(
     method: Annotated[str, typer.Option(help="linear|full|bitfit|adapter|adaptformer|lora|ia3")] = "linear",
     catalogue: Annotated[Optional[str], typer.Option(help="catalogue holding MODEL")] = None,
     epochs: Epochs = 10,
-    lr: PeakLr = 1e-3,
+    lr: Annotated[Optional[str], typer.Option(
+        help="peak learning rate, or 'auto': chosen by validation (80/20 of the training split) from the "
+             "method's grid; default: the method's own rate (linear/bitfit/adapters/ia3 1e-2, lora 3e-3, "
+             "full 1e-3)")] = None,
     batch_size: BatchSize = 64,
     seed: Annotated[int, typer.Option(help="seed for the split, the initialisation and the order")] = 0,
+    rank: Annotated[Optional[int], typer.Option(help="LoRA rank (default 8)")] = None,
+    reduction: Annotated[Optional[int], typer.Option(help="adapter bottleneck = width // reduction (default 8)")] = None,
+    target: Annotated[Optional[list[str]], typer.Option(
+        help="LoRA/IA3 target modules (regex on full names; repeatable); default: per architecture")] = None,
     device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write adapters.safetensors, result.json here")] = None,
 ) -> None:
     """Fine-tune one model with one method; print held-out accuracy, trainable params and time."""
+    from zooforge.tuning.tune import DEFAULT_LR
     from zooforge.tuning.tune import tune as tune_model
 
     _threads()
     try:
-        r = tune_model(model, data, method, catalogue=catalogue, seed=seed, out_dir=out,
-                       config=_train_config(epochs, lr, batch_size, seed, device, out))
+        peak: float | str | None = lr
+        if lr is not None and lr != "auto":
+            try:
+                peak = float(lr)
+            except ValueError:
+                raise ZooforgeError(f"--lr must be a number or 'auto'; got {lr!r}.") from None
+        options = {k: v for k, v in (("rank", rank), ("reduction", reduction), ("targets", target)) if v}
+        start = DEFAULT_LR.get(method, 1e-3) if not isinstance(peak, float) else peak
+        r = tune_model(model, data, method, catalogue=catalogue, seed=seed, out_dir=out, lr=peak,
+                       config=_train_config(epochs, start, batch_size, seed, device, out), **options)
     except (ZooforgeError, ValueError) as exc:
         _fail(exc)
-    console.print(f"[bold]{r.model}[/] {r.method}: held-out accuracy [bold]{r.accuracy:.4f}[/], "
+    if r.lr_trials:
+        console.print("lr by validation (80/20 of the training split): " + ", ".join(
+            f"{t['lr']:.3g} {t['val_accuracy']:.3f}" for t in r.lr_trials) + f"; chose {r.lr:.3g}")
+    console.print(f"[bold]{r.model}[/] {r.method} (lr {r.lr:.3g}): held-out accuracy [bold]{r.accuracy:.4f}[/], "
                   f"trainable {r.trainable_params:,} of {r.total_params:,} ({100 * r.trainable_ratio:.2f}%), "
                   f"{r.seconds:.1f} s, peak memory {r.peak_memory_mb:.0f} MB")
     if out:

@@ -35,6 +35,7 @@ from zooforge.metrics.logme import logme_fit
 from zooforge.selection.aggregate._common import AggregateResult, Timer, load_members, split_dataset
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import TaskModel, build, inputs_for
+from zooforge.tuning.tune import VALIDATION_SPLIT, choose_by_validation
 
 __all__ = ["btuning", "BTuningStudent", "teacher_weights"]
 
@@ -104,17 +105,19 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
 
         trials = []
         if strength == "auto":
-            fit_rows, val_rows = train_ds.split_indices(0.8, seed + 1)
+            fit_rows, val_rows = train_ds.split_indices(VALIDATION_SPLIT, seed + 1)
             quiet = TrainConfig(**{**cfg.__dict__, "checkpoint_dir": None, "progress": False})
             plan = _plan(members, feats, train_ds.labels, fit_rows, temperature)
             x = inputs_of(plan["student"])[0]
-            for value in strength_grid:
+
+            def trial(value: float) -> float:
                 model, _, _ = _fit_student(plan, value, method, ds.num_classes, x[fit_rows],
                                            plan["targets"][fit_rows], train_ds.labels[fit_rows], quiet, seed,
                                            trial=True)
-                acc = evaluate_accuracy(model, x[val_rows], torch.as_tensor(train_ds.labels[val_rows]))
-                trials.append({"strength": float(value), "val_accuracy": acc})
-            strength = max(trials, key=lambda t: (t["val_accuracy"], t["strength"]))["strength"]
+                return evaluate_accuracy(model, x[val_rows], torch.as_tensor(train_ds.labels[val_rows]))
+
+            strength, trials = choose_by_validation([float(v) for v in strength_grid], trial, "strength",
+                                                    prefer_larger=True)
         plan = _plan(members, feats, train_ds.labels, np.arange(len(train_ds)), temperature)
         x_tr, x_te = inputs_of(plan["student"])
         y_te = torch.as_tensor(test_ds.labels)

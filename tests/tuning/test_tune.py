@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from zooforge.tuning.loop import TrainConfig
+from zooforge.tuning.tune import DEFAULT_LR, LR_GRID, choose_by_validation, tune
+
+DATA = "demo:shapes?n=16"
+MODEL = "demo/resnet-textures"
+
+
+def test_choose_by_validation_takes_the_best_and_breaks_ties_by_preference():
+    scores = {1: 0.5, 2: 0.8, 3: 0.8, 4: 0.1}
+    assert choose_by_validation([1, 2, 3, 4], scores.get, "lr")[0] == 2
+    chosen, trials = choose_by_validation([1, 2, 3, 4], scores.get, "x", prefer_larger=True)
+    assert chosen == 3 and trials == [{"x": v, "val_accuracy": scores[v]} for v in (1, 2, 3, 4)]
+    with pytest.raises(ValueError, match="no lr values"):
+        choose_by_validation([], scores.get, "lr")
+
+
+def test_every_method_has_a_default_rate_inside_its_grid():
+    from zooforge.tuning.methods import METHODS
+
+    assert set(DEFAULT_LR) == set(LR_GRID) == set(METHODS)
+    assert all(DEFAULT_LR[m] in LR_GRID[m] and list(LR_GRID[m]) == sorted(LR_GRID[m]) for m in METHODS)
+
+
+def test_auto_lr_is_the_validation_argmax_and_trains_like_that_lr_given():
+    cfg = TrainConfig(epochs=2, batch_size=32, progress=False)
+    grid = (1e-4, 3e-2)
+    auto = tune(MODEL, DATA, "bitfit", catalogue="demo", config=cfg, lr="auto", lr_grid=grid)
+    assert [t["lr"] for t in auto.lr_trials] == list(grid)
+    best = max(t["val_accuracy"] for t in auto.lr_trials)
+    assert auto.lr == next(t["lr"] for t in auto.lr_trials if t["val_accuracy"] == best)
+    given = tune(MODEL, DATA, "bitfit", catalogue="demo", config=cfg, lr=auto.lr)
+    assert given.lr_trials == [] and given.accuracy == auto.accuracy
+    for (name, a), b in zip(auto.task.state_dict().items(), given.task.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_lr_defaults_per_method_and_bad_values_are_named():
+    r = tune(MODEL, DATA, "linear", catalogue="demo")
+    assert r.lr == DEFAULT_LR["linear"]
+    with pytest.raises(ValueError, match="'auto'"):
+        tune(MODEL, DATA, "linear", catalogue="demo", lr="fast")
+    with pytest.raises(ValueError, match="positive"):
+        tune(MODEL, DATA, "linear", catalogue="demo", lr=0.0)
+
+
+def test_tune_cli_auto_prints_the_trials_and_refuses_a_bad_lr():
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["tune", MODEL, DATA, "--catalogue", "demo", "--method", "lora", "--rank", "2",
+                             "--epochs", "1", "--lr", "auto"])
+    assert ok.exit_code == 0, ok.output
+    assert "lr by validation" in ok.output and "chose" in ok.output and "held-out accuracy" in ok.output
+    bad = runner.invoke(app, ["tune", MODEL, DATA, "--catalogue", "demo", "--lr", "fast"])
+    assert bad.exit_code != 0 and "--lr must be a number or 'auto'" in bad.output
