@@ -1,6 +1,7 @@
 """Fine-tuning methods and aggregation methods on demo targets: same data, epochs and seed.
 
     python benchmarks/tuning.py [--epochs 8] [--per-class 150] [--text-epochs 5] [--skip-text]
+                                [--skip-methods | --skip-aggregation]
 
 Table 1: every method on two image targets with a demo CNN and a demo ViT, and on the two text
 targets with the real all-MiniLM-L6-v2 (a pretrained transformer, the case adapters and LoRA are
@@ -80,7 +81,8 @@ if __name__ == "__main__":
     ap.add_argument("--per-class", type=int, default=150)
     ap.add_argument("--text-epochs", type=int, default=5)
     ap.add_argument("--skip-text", action="store_true", help="no MiniLM rows (without the text-demo extra)")
-    ap.add_argument("--skip-aggregation", action="store_true")
+    ap.add_argument("--skip-methods", action="store_true", help="only Table 2")
+    ap.add_argument("--skip-aggregation", action="store_true", help="only Table 1")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     targets = ("shapes", "textures")
@@ -89,6 +91,7 @@ if __name__ == "__main__":
     if not a.skip_text:
         cases += [(f"demo:{t}?n=100", "text/all-MiniLM-L6-v2", "text-demo", 0.2, a.text_epochs)
                   for t in ("intent", "topics")]
-    methods_table(cases, a.seed)
+    if not a.skip_methods:
+        methods_table(cases, a.seed)
     if not a.skip_aggregation:
         aggregation_table(targets, a.epochs, a.per_class)
