@@ -109,6 +109,17 @@ def test_hf_text_model_from_save_pretrained_folder(tiny_bert_folder):
     torch.testing.assert_close(one[0], two[0], rtol=1e-4, atol=1e-5)   # padding is masked out of the mean
 
 
+def test_hf_loading_draws_no_progress_bar_and_leaves_the_setting_alone(tiny_bert_folder, capsys):
+    from transformers.utils import logging as hf_logging
+
+    for enabled in (True, False):
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+        Backbone.from_entry(CatalogueEntry(id="hf/bert", source="hf", name=str(tiny_bert_folder)))
+        assert "Loading weights" not in capsys.readouterr().err
+        assert hf_logging.is_progress_bar_enabled() == enabled
+    hf_logging.enable_progress_bar()
+
+
 def test_text_demo_ranks_real_minilm_above_its_random_init():
     """The text-demo catalogue: the real all-MiniLM-L6-v2 shipped in a Python package (``python:``
     names), and the same architecture at a seeded random init (``pretrained = false`` on hf)."""

@@ -387,10 +387,17 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
             torch.manual_seed(0)               # reproducible random init, as for timm
             model = auto.from_config(config, **entry.model_args)
     else:
+        from transformers.utils import logging as hf_logging
+
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()          # a bar per tensor-loading pass: noise in every table
         try:
             model = auto.from_pretrained(name, **opts, **entry.model_args)
         except Exception as exc:
             raise _offline_hint(entry, exc) from None
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
     model.eval()
     num_layers = getattr(config, "num_hidden_layers", None)
     layer_prefix = _hf_layer_prefix(model, num_layers)
