@@ -305,7 +305,8 @@ def tune(
     batch_size: BatchSize = 64,
     seed: Annotated[int, typer.Option(help="seed for the split, the initialisation and the order")] = 0,
     rank: Annotated[Optional[int], typer.Option(help="LoRA rank (default 8)")] = None,
-    reduction: Annotated[Optional[int], typer.Option(help="adapter bottleneck = width // reduction (default 8)")] = None,
+    reduction: Annotated[Optional[int], typer.Option(
+        help="adapter bottleneck = width // reduction (default 8)")] = None,
     target: Annotated[Optional[list[str]], typer.Option(
         help="LoRA/IA3 target modules (regex on full names; repeatable); default: per architecture")] = None,
     device: DeviceOpt = None,
@@ -323,7 +324,8 @@ def tune(
                 peak = float(lr)
             except ValueError:
                 raise ZooforgeError(f"--lr must be a number or 'auto'; got {lr!r}.") from None
-        options = {k: v for k, v in (("rank", rank), ("reduction", reduction), ("targets", target)) if v}
+        options = {k: v for k, v in (("rank", rank), ("reduction", reduction), ("targets", target))
+                   if v not in (None, [])}
         start = DEFAULT_LR.get(method, 1e-3) if not isinstance(peak, float) else peak
         r = tune_model(model, data, method, catalogue=catalogue, seed=seed, out_dir=out, lr=peak,
                        config=_train_config(epochs, start, batch_size, seed, device, out), **options)

@@ -2,8 +2,9 @@
 
 After nanoGPT's ``train.py``: a pure learning-rate schedule (linear warm-up, cosine decay), AdamW with
 weight decay only on matrices, gradient accumulation, autocast on GPU, early stopping on a validation
-split carved from the training data (never the test data), and a checkpoint after every epoch holding everything needed to continue exactly (model,
-optimiser, epoch, RNG states, history). Resuming from a checkpoint of the same config and seed gives
+split (given, or carved from the training rows; never the data a caller reports on), and a checkpoint
+after every epoch holding everything needed to continue exactly (model, optimiser, epoch, RNG states,
+history). Resuming from a checkpoint of the same config and seed gives
 the same final weights as an uninterrupted run on CPU.
 
 Inputs are one tensor, or a tuple of tensors indexed together (``model(*batch)``), for models that
