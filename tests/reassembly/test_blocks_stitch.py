@@ -208,12 +208,11 @@ def test_stitch_compat_scores_each_transition_by_its_least_squares_stitch():
 
 def test_a_single_model_assembly_logme_is_logme_of_the_model_features():
     from zooforge.metrics import logme
-    from zooforge.reassembly.compose import _images
 
     cm, p = _plan()
     sol = cm._single_model_solution(p, "demo/resnet-colour")
     b = p["backbones"]["demo/resnet-colour"]
-    x = _images(p["dataset"], b, p["probe_index"])
+    x = b.prepare([p["dataset"].image(int(i)) for i in p["probe_index"]])["x"]
     with torch.no_grad():
         feats = b.model.forward_head(b.model.forward_features(x), pre_logits=True)
     want = logme(feats.double().numpy(), p["dataset"].labels[p["probe_index"]])

@@ -49,6 +49,7 @@ from zooforge.reassembly.partition import block_graph, partition
 from zooforge.reassembly.solve import Candidate, Problem, Solution, SolveResult, solve
 from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, recipe_for, save_assembly
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
+from zooforge.tuning.tune import VALIDATION_SPLIT
 from zooforge.zoo.cache import atomic_write_bytes
 
 __all__ = ["ComposeResult", "compose", "plan"]
@@ -75,16 +76,17 @@ class ComposeResult:
         return {k: v for k, v in self.__dict__.items() if k not in ("model", "recipe")}
 
 
-def _images(dataset, backbone, idx) -> torch.Tensor:
-    return backbone.prepare([dataset.image(int(i)) for i in idx])["x"]
+def _probe_inputs(p: dict, backbone) -> dict[str, torch.Tensor]:
+    """The probe images as ``backbone`` takes them (its ``prepare`` output), once per plan and model:
+    ``plan`` leaves those of the models it cut; others (a baseline it skipped) are added here."""
+    cache = p.setdefault("probe_inputs", {})
+    if backbone.id not in cache:
+        cache[backbone.id] = backbone.prepare([p["dataset"].image(int(i)) for i in p["probe_index"]])
+    return cache[backbone.id]
 
 
 def _probe_images(p: dict, backbone) -> torch.Tensor:
-    """The probe images as ``backbone`` takes them, prepared once per plan and model."""
-    cache = p.setdefault("probe_x", {})
-    if backbone.id not in cache:
-        cache[backbone.id] = _images(p["dataset"], backbone, p["probe_index"])
-    return cache[backbone.id]
+    return _probe_inputs(p, backbone)["x"]
 
 
 @torch.no_grad()
@@ -120,7 +122,7 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(ds), size=min(probe, len(ds)), replace=False))
     labels = ds.labels[idx]
-    backbones, blocks, infos, maps, skipped = {}, {}, {}, {}, {}
+    backbones, blocks, infos, maps, skipped, inputs = {}, {}, {}, {}, {}, {}
     for e in entries:
         try:
             b = Backbone.from_entry(e)
@@ -133,7 +135,8 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
             skipped[e.id] = f"{len(bl)} blocks < {stages} stages"
             continue
         backbones[e.id], blocks[e.id], infos[e.id] = b, bl, inf
-        maps[e.id] = _run_blocks(bl, _images(ds, b, idx))
+        inputs[e.id] = b.prepare([ds.image(int(i)) for i in idx])
+        maps[e.id] = _run_blocks(bl, inputs[e.id]["x"])
     if len(backbones) < 1:
         raise ZooforgeError(f"no model could be cut into {stages} stages: {skipped}")
     reps = {m: [o.mean(dim=(2, 3)) for o in outs] for m, outs in maps.items()}
@@ -193,7 +196,7 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
     return {"dataset": ds, "entries": {e.id: e for e in entries}, "backbones": backbones, "blocks": blocks,
             "infos": infos, "maps": maps, "partition": part, "problem": problem, "solved": solved,
             "skipped": skipped, "probe_index": idx, "max_blocks": max_blocks, "seconds": timings,
-            "diverse": diverse}
+            "diverse": diverse, "probe_inputs": inputs}
 
 
 # Screening draws from SCREEN_POOL x ``screen`` assemblies, ordered by the LogME of their own
@@ -366,7 +369,7 @@ def _screen(p: dict, candidates: list[Shortlisted], train_ds, cfg: TrainConfig, 
     (ties: the shortlist's order). Returns the kept solution and one record per candidate."""
     from zooforge.tuning.methods import inputs_for
 
-    fit_ds, val_ds = train_ds.split(0.8, seed + 1)
+    fit_ds, val_ds = train_ds.split(VALIDATION_SPLIT, seed + 1)
     short = TrainConfig(**{**cfg.__dict__, "epochs": epochs, "checkpoint_dir": None, "progress": False})
     records, best, best_acc = [], candidates[0][0], -1.0
     inputs = {}
@@ -403,13 +406,12 @@ def _baseline(p, train_ds, test_ds, budget_gmacs, budget_params, cfg, extra_epoc
             fits.append((mid, b, params, gm))
     if not fits:
         return None
-    labels = train_ds.labels
-    idx = p["probe_index"]
+    labels = p["dataset"].labels[p["probe_index"]]      # the plan's dataset is ``train_ds``
     scored = []
     for mid, b, params, gm in fits:
         with torch.no_grad():
-            feats = b.forward(b.prepare([train_ds.image(int(i)) for i in idx]))["features"]
-        scored.append((logme(feats.numpy(), labels[idx]), mid, b, params, gm))
+            feats = b.forward(_probe_inputs(p, b))["features"]
+        scored.append((logme(feats.numpy(), labels), mid, b, params, gm))
     scored.sort(key=lambda t: -t[0])
     _, mid, b, params, gm = scored[0]
     torch.manual_seed(seed)
