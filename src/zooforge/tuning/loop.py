@@ -25,7 +25,7 @@ from torch import nn
 
 from zooforge.zoo.cost import count_params
 
-__all__ = ["TrainConfig", "TrainResult", "train", "learning_rate"]
+__all__ = ["TrainConfig", "TrainResult", "train", "learning_rate", "predict", "evaluate_accuracy"]
 
 
 @dataclass
@@ -111,16 +111,20 @@ def _length(x: Inputs) -> int:
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, x: Inputs, y: torch.Tensor, batch_size: int = 256) -> float:
+@torch.no_grad()
+def predict(model: nn.Module, x: Inputs, batch_size: int = 256) -> torch.Tensor:
+    """Predicted classes (argmax of the logits) for every row of ``x``, in eval mode, on the CPU."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        batch = _take(x, slice(i, i + batch_size), device)
-        correct += (model(*batch).argmax(-1).cpu() == y[i:i + batch_size]).sum().item()
+    out = [model(*_take(x, slice(i, i + batch_size), device)).argmax(-1).cpu()
+           for i in range(0, _length(x), batch_size)]
     model.train(was_training)
-    return correct / max(1, len(y))
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def evaluate_accuracy(model: nn.Module, x: Inputs, y: torch.Tensor, batch_size: int = 256) -> float:
+    return (predict(model, x, batch_size) == y).sum().item() / max(1, len(y))
 
 
 def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainConfig,
