@@ -408,8 +408,9 @@ def compose(
     stitch_epochs: Annotated[int, typer.Option(help="epochs training only stitches and head first")] = 0,
     lr: PeakLr = 1e-3,
     top_k: Annotated[int, typer.Option(help="distinct assemblies to list")] = 3,
-    screen: Annotated[int, typer.Option(help="assemblies trained briefly to pick the best (<= 1: trust the solver)")] = 4,
-    screen_epochs: Annotated[int, typer.Option(help="epochs of each screening run")] = 2,
+    screen: Annotated[int, typer.Option(help="assemblies trained on 80% of the training split to pick the best "
+                                        "(<= 1: trust the solver)")] = 4,
+    screen_epochs: Annotated[Optional[int], typer.Option(help="epochs of each screening run [default: --epochs]")] = None,
     compat: Annotated[str, typer.Option(help="transition score: cka (CKA of the cut points) or stitch (R² of the "
                                         "least-squares stitch)")] = "cka",
     seed: Seed = 0,
@@ -433,13 +434,14 @@ def compose(
         _fail(exc)
     console.print(f"solver: {r.explanation}; within-stage CKA {r.within_stage_similarity:.3f}")
     if r.screened:
-        t = Table(title=f"screening ({screen_epochs} epochs each on 80% of the training split)", header_style="bold")
-        for col in ("assembly", "GMACs", "solver objective", "assembly LogME", "val accuracy"):
+        t = Table(title=f"screening ({screen_epochs or epochs} epochs each on 80% of the training split; a mix is "
+                        "kept only if it beats the single model by more than one standard error)", header_style="bold")
+        for col in ("assembly", "GMACs", "solver objective", "assembly LogME", "val accuracy", "kept"):
             t.add_column(col, justify="left" if col == "assembly" else "right")
         for row in r.screened:
             t.add_row(" + ".join(f"{m}[{a}-{b - 1}]" for m, (a, b) in zip(row["models"], row["blocks"])),
                       format_value(row["gmacs"]), format_value(row["objective"]), format_value(row["assembly_logme"]),
-                      format_value(row["val_accuracy"]))
+                      format_value(row["val_accuracy"]), "yes" if row["kept"] else "")
         console.print(t)
     t = Table(title="chosen assembly", header_style="bold")
     for col in ("stage", "model", "blocks", "params", "GMACs", "LogME at stage end"):

@@ -206,41 +206,60 @@ def test_stitch_compat_scores_each_transition_by_its_least_squares_stitch():
         _plan(compat="cosine")
 
 
-def test_a_single_model_assembly_logme_is_logme_of_the_model_features():
+def test_a_single_model_assembly_scores_its_own_stage_outputs_and_keeps_the_best():
     from zooforge.metrics import logme
 
     cm, p = _plan()
     sol = cm._single_model_solution(p, "demo/resnet-colour")
     b = p["backbones"]["demo/resnet-colour"]
     x = b.prepare([p["dataset"].image(int(i)) for i in p["probe_index"]])["x"]
+    y = p["dataset"].labels[p["probe_index"]]
     with torch.no_grad():
         feats = b.model.forward_head(b.model.forward_features(x), pre_logits=True)
-    want = logme(feats.double().numpy(), p["dataset"].labels[p["probe_index"]])
-    assert cm.assembly_logme(p, sol) == pytest.approx(want, rel=1e-4)
+        maps = cm._run_blocks(p["blocks"]["demo/resnet-colour"], x)
+    stages = cm.stage_logme(p, sol)
+    assert len(stages) == 3
+    assert stages[-1] == pytest.approx(logme(feats.double().numpy(), y), rel=1e-4)   # the model's own features
+    cuts = [c.blocks[1] for c in sol.candidates]
+    for k, end in enumerate(cuts):                  # stage k ends where the model's block ``end - 1`` does
+        assert stages[k] == pytest.approx(logme(maps[end - 1].mean(dim=(2, 3)).double().numpy(), y), rel=1e-4)
+    assert cm.assembly_logme(p, sol) == max(stages)
+
+
+def test_probe_blocks_pools_every_image_and_keeps_maps_of_the_first_only():
+    cm, p = _plan()
+    blocks = p["blocks"]["demo/byobnet-counting"]
+    x = torch.randn(10, 3, 32, 32)
+    whole = cm._run_blocks(blocks, x)
+    pooled, maps = cm._probe_blocks(blocks, x, keep=3, batch_size=4)
+    for w, pl, m in zip(whole, pooled, maps):
+        torch.testing.assert_close(pl, w.mean(dim=(2, 3)), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(m, w[:3], rtol=1e-5, atol=1e-6)
 
 
 def test_screen_shortlist_orders_by_assembly_logme_and_keeps_the_single_model():
     cm, p = _plan(screen=3)
     shortlist = cm._screen_candidates(p, p["diverse"] + p["solved"].solutions, 0.002, None, keep=3)
     assert len(shortlist) <= 3
-    *mixed, (single, _, _) = shortlist
+    *mixed, single = shortlist
+    single = single.solution
     assert len({c.model for c in single.candidates}) == 1
-    scores = [score for _, score, _ in mixed]
+    scores = [s.assembly_logme for s in mixed]
     assert scores == sorted(scores, reverse=True)
     pool = {s.choice for s in p["diverse"] + p["solved"].solutions} - {single.choice}
-    assert all(s.choice in pool for s, _, _ in mixed)
+    assert all(s.solution.choice in pool for s in mixed)
     dropped = [cm.assembly_logme(p, s) for s in p["diverse"] + p["solved"].solutions
-               if s.choice in pool - {m.choice for m, _, _ in mixed}]
+               if s.choice in pool - {m.solution.choice for m in mixed}]
     assert all(d <= min(scores) + 1e-12 for d in dropped)
-    for sol, score, model in shortlist:          # the kept model is the one scored, untrained
-        assert cm.assembly_logme(p, sol) == pytest.approx(score, rel=1e-9)
+    for sol, score, model, stages in shortlist:          # the kept model is the one scored, untrained
+        assert cm.assembly_logme(p, sol) == pytest.approx(score, rel=1e-9) == max(stages)
         torch.manual_seed(0)
         fresh = cm._assemble(p, sol, 4)[0]
         for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
             assert torch.equal(a, b), name
 
 
-def test_screening_keeps_the_best_validated_candidate_and_tries_the_best_single_model():
+def test_screening_tries_the_best_single_model_and_keeps_by_the_margin_rule():
     r = compose("demo", "demo:shapes?n=20", budget_gmacs=0.002, stages=3, epochs=1, screen=3, screen_epochs=1,
                 models=["demo/byobnet-counting", "demo/resnet-colour", "demo/convnext-shapes"], baseline=False)
     assert 2 <= len(r.screened) <= 3
@@ -248,9 +267,15 @@ def test_screening_keeps_the_best_validated_candidate_and_tries_the_best_single_
     singles = [s for s in r.screened if len(set(s["models"])) == 1]
     assert singles, "the LogME-best single model within budget must be screened"
     assert all(s["gmacs"] <= 0.002 for s in r.screened)
-    accs = [s["val_accuracy"] for s in r.screened]
-    kept = r.screened[int(np.argmax(accs))]                   # first maximum: ties keep the solver's order
-    assert [row["model"] for row in r.stages] == kept["models"]
+    kept = [s for s in r.screened if s["kept"]]
+    assert len(kept) == 1 and [row["model"] for row in r.stages] == kept[0]["models"]
+    single, mixes = r.screened[-1], r.screened[:-1]
+    assert len(set(single["models"])) == 1
+    best = max(mixes, key=lambda s: s["val_accuracy"])       # first maximum: ties keep the shortlist's order
+    assert "margin_se" in best and all("margin_se" not in s for s in mixes if s is not best)
+    assert kept[0] is (best if best["margin_se"] > 1.0 else single)
+    if kept[0] is best:
+        assert best["val_accuracy"] > single["val_accuracy"]
 
 
 def test_compose_cli_prints_the_screen_and_both_accuracies():
@@ -264,3 +289,22 @@ def test_compose_cli_prints_the_screen_and_both_accuracies():
     assert result.exit_code == 0, result.output
     assert "screening" in result.output and "val accuracy" in result.output
     assert "held-out accuracy" in result.output and "assembly − single" in result.output
+
+
+def test_screen_keeps_a_mix_only_when_it_beats_the_single_model_beyond_the_paired_noise():
+    import importlib
+
+    cm = importlib.import_module("zooforge.reassembly.compose")
+    t = lambda bits: torch.tensor(bits, dtype=torch.float64)    # noqa: E731
+    single = t([1, 1, 0, 0] * 25)                                # 50% correct
+    tie = t([0, 0, 1, 1] * 25)                                   # 50% too, on other samples
+    better = t([1, 1, 1, 0] * 25)                                # +25 points, never worse: paired SE 0.044
+    slightly = t([1, 1, 0, 0] * 24 + [1, 1, 1, 0])               # +1 point of 100: 1 SE exactly (0.01 vs 0.01)
+    assert cm._keep([tie, single], single=1) == (1, 0, 0.0)
+    kept, best, margin = cm._keep([tie, better, single], single=2)
+    assert (kept, best) == (1, 1) and margin == pytest.approx(0.25 / (np.sqrt(0.25 * 0.75 * 100 / 99) / 10))
+    kept, best, margin = cm._keep([slightly, single], single=1)
+    assert (kept, best) == (1, 0) and margin == pytest.approx(1.0)    # not *more* than one SE: the single stays
+    assert cm._keep([tie, single], single=None) == (0, 0, None)     # nothing fits alone: the best of the rest
+    assert cm._keep([single, tie], single=None)[0] == 0             # ties: the shortlist's order
+    assert cm._keep([single], single=0) == (0, None, None)
