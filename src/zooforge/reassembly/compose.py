@@ -80,13 +80,15 @@ class ComposeResult:
 
 def _probe_inputs(p: dict, backbone) -> dict[str, torch.Tensor]:
     """The probe images as ``backbone`` takes them (its ``prepare`` output), once per plan and
-    preprocessing: models with the same transform share one copy. ``plan`` leaves those of the models
-    it cut; others (a baseline it skipped) are added here."""
-    cache = p.setdefault("probe_inputs", {})
-    key = backbone.transform
-    if key not in cache:
-        cache[key] = backbone.prepare([p["dataset"].image(int(i)) for i in p["probe_index"]])
-    return cache[key]
+    preprocessing: models with the same transform share one copy. ``plan`` fills the cache for the
+    models it cuts; others (a baseline it skipped) are added here."""
+    return _prepared(p.setdefault("probe_inputs", {}), backbone, p["dataset"], p["probe_index"])
+
+
+def _prepared(cache: dict, backbone, dataset, index) -> dict[str, torch.Tensor]:
+    if backbone.transform not in cache:
+        cache[backbone.transform] = backbone.prepare([dataset.image(int(i)) for i in index])
+    return cache[backbone.transform]
 
 
 def _probe_images(p: dict, backbone) -> torch.Tensor:
@@ -151,9 +153,7 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
             skipped[e.id] = f"{len(bl)} blocks < {stages} stages"
             continue
         backbones[e.id], blocks[e.id], infos[e.id] = b, bl, inf
-        if b.transform not in inputs:
-            inputs[b.transform] = b.prepare([ds.image(int(i)) for i in idx])
-        reps[e.id], maps[e.id] = _probe_blocks(bl, inputs[b.transform]["x"], STITCH_PROBE)
+        reps[e.id], maps[e.id] = _probe_blocks(bl, _prepared(inputs, b, ds, idx)["x"], STITCH_PROBE)
     if len(backbones) < 1:
         raise ZooforgeError(f"no model could be cut into {stages} stages: {skipped}")
     timings["blocks"] = time.perf_counter() - t0
@@ -361,19 +361,12 @@ def stage_logme(p: dict, solution: Solution, model: Assembly | None = None) -> l
     return _stage_logme(p, solution, model)
 
 
-@torch.no_grad()
 def _stage_logme(p: dict, solution: Solution, model: Assembly) -> list[float]:
-    x = _probe_images(p, p["backbones"][solution.candidates[0].model])
-    pooled: list[list[torch.Tensor]] = [[] for _ in model.stages]
-    for i in range(0, len(x), 128):
-        h = x[i:i + 128]
-        for k, stage in enumerate(model.stages):
-            h = stage(h)
-            pooled[k].append(h.mean(dim=(2, 3)))
-            if k < len(model.stitches):
-                h = model.stitches[k](h)
+    # each stage with the stitch that feeds it, so the chain's pooled outputs are the stages' outputs
+    units = [model.stages[0]] + [nn.Sequential(s, st) for s, st in zip(model.stitches, model.stages[1:])]
+    pooled, _ = _probe_blocks(units, _probe_images(p, p["backbones"][solution.candidates[0].model]), keep=0)
     labels = p["dataset"].labels[p["probe_index"]]
-    return [logme(torch.cat(f).double().numpy(), labels) for f in pooled]
+    return [logme(f.double().numpy(), labels) for f in pooled]
 
 
 class Shortlisted(NamedTuple):

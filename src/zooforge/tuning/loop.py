@@ -111,7 +111,6 @@ def _length(x: Inputs) -> int:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def predict(model: nn.Module, x: Inputs, batch_size: int = 256) -> torch.Tensor:
     """Predicted classes (argmax of the logits) for every row of ``x``, in eval mode, on the CPU."""
     was_training = model.training
