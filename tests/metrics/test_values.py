@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import ortho_group
 
 from zooforge import metrics as M
@@ -129,6 +131,63 @@ def test_logme_is_a_stationary_point_of_the_evidence(n, d):
     best = _direct_evidence(f, col, fit.alpha[1], fit.beta[1])
     for da, db in [(1.01, 1), (0.99, 1), (1, 1.01), (1, 0.99)]:
         assert _direct_evidence(f, col, fit.alpha[1] * da, fit.beta[1] * db) < best
+
+
+def _marginal_evidence(f, y_col, alphas, betas):
+    """Exact log marginal likelihood / N of y ~ N(0, I/beta + F F^T/alpha) on an (alpha, beta)
+    grid, from the eigenvalues of F F^T: an independent route to the evidence."""
+    n = f.shape[0]
+    lam, u = np.linalg.eigh(f @ f.T)
+    lam = np.clip(lam, 0, None)
+    proj = (u.T @ y_col) ** 2
+    var = 1 / betas[:, None, None] + lam / alphas[None, :, None]          # (B, A, N)
+    return -0.5 * (np.log(var).sum(-1) + (proj / var).sum(-1) + n * np.log(2 * np.pi)) / n
+
+
+def test_logme_finds_the_global_maximum_where_the_fixed_point_stops_low():
+    # Issue #22's case: from alpha = beta = 1 the fixed point stops at alpha = 11.6 with -1.139615
+    # for class 1, but the evidence keeps rising towards alpha -> infinity (-1.0977 at alpha = 1e6).
+    rng = np.random.default_rng(1)
+    n, d = 200, 10
+    scales = np.exp(rng.uniform(-4, 3, d))
+    x = rng.normal(size=(n, d)) * scales
+    w = rng.normal(size=d) / scales * rng.uniform(0, 1, d) ** 3
+    y = (x @ w + rng.normal(size=n) * 1.5 > 0).astype(int)
+    fit = M.logme_fit(x, y)
+    grid = _marginal_evidence(x, (y == 1).astype(float), np.logspace(-1, 6, 71), np.logspace(-1, 2, 31))
+    assert grid.max() == pytest.approx(-1.097745, abs=1e-6)
+    assert fit.evidence[1] >= grid.max() - 1e-9
+    assert fit.evidence[1] > -1.1                       # the first fixed point's -1.1396 is gone
+    # the reported (alpha, beta) are where that evidence is reached
+    at_fit = _marginal_evidence(x, (y == 1).astype(float), fit.alpha[1:2], fit.beta[1:2])
+    assert fit.evidence[1] == pytest.approx(at_fit[0, 0], rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(8, 60), d=st.integers(2, 40),
+       spread=st.floats(0.0, 4.0), signal=st.floats(0.0, 3.0), regression=st.booleans())
+def test_logme_is_at_least_the_evidence_anywhere_on_a_dense_grid(seed, n, d, spread, signal, regression):
+    # Random spectra (feature scales over up to 8 decades) and targets of any strength, N > D and
+    # N < D alike: no (alpha, beta) on a 2-per-decade grid over 16 x 12 decades beats the fit.
+    rng = np.random.default_rng(seed)
+    scales = np.exp(rng.uniform(-spread, spread, d))
+    f = rng.normal(size=(n, d)) * scales
+    # weights that favour the small-scale directions (as in #22's case) make two maxima likely
+    w = rng.normal(size=d) / scales * rng.uniform(0, 1, d) ** 3
+    latent = signal * (f @ w) / max((f @ w).std(), 1e-12) + rng.normal(size=n)
+    if regression:
+        y = latent
+        cols = [y]
+    else:
+        y = (latent > np.median(latent)).astype(int)
+        if len(np.unique(y)) < 2:
+            return
+        cols = [(y == c).astype(float) for c in range(2)]
+    fit = M.logme_fit(f, y, regression=regression)
+    alphas, betas = np.logspace(-8, 8, 33), np.logspace(-4, 8, 25)
+    for c, col in enumerate(cols):
+        grid = _marginal_evidence(f, col, alphas, betas)
+        assert fit.evidence[c] >= grid.max() - 1e-9 * max(1.0, abs(grid.max()))
 
 
 def test_logme_small_n_is_not_inflated_like_the_reference_bug():

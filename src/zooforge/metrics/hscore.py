@@ -14,6 +14,11 @@ transferability metrics, their peculiarities, stability and performance", ECML-P
 (1 - a) S + a tr(S)/D I of the centred features and the between-class term is scaled by (1 - a), which
 keeps the score stable when D is large relative to N.
 
+Convention that differs from reference code: the between-class covariance of the shrinkage variant is
+sum_c (n_c / N) m_c m_c^T, over N as in the paper's definition of the class-conditional expectation;
+tllib's ``regularized_h_score`` takes ``np.cov`` of the class-mean rows, which divides by N - 1. The
+two differ by the factor N / (N - 1), the same for every model on one target, so rankings agree.
+
 Shape: ``features`` (N, D); ``labels`` (N,).
 """
 

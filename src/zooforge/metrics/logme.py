@@ -14,16 +14,30 @@ log evidence is
         - \\tfrac{\\beta}{2}\\lVert Fm - y\\rVert^2 - \\tfrac{\\alpha}{2}\\lVert m\\rVert^2
         - \\tfrac12 \\log\\lvert A\\rvert - \\tfrac{N}{2}\\log 2\\pi
 
-maximised over alpha, beta by the fixed-point updates alpha = gamma / |m|^2,
-beta = (N - gamma) / |Fm - y|^2, gamma = sum_i beta sigma_i / (alpha + beta sigma_i). The score is the
-mean over classes of the maximum evidence divided by N. Higher = better; a log-density, so it is
-unbounded, of either sign, and only comparable across models on the same data.
+maximised over alpha and beta (below). The score is the mean over classes of the maximum evidence
+divided by N. Higher = better; a log-density, so it is unbounded, of either sign, and only comparable
+across models on the same data.
 
-Exactness. Everything comes from ONE eigendecomposition shared by all classes: of F^T F (D x D) when
-N > D, of F F^T (N x N) otherwise, in float64. log|A| = sum over all D eigenvalues of
-log(alpha + beta sigma_i), zero eigenvalues included: the reference code sums over the rank only and
-so drops (D - rank)/2 log alpha when N < D (thuml/LogME issue #23), inflating scores by orders of
-magnitude. Iteration runs to a relative tolerance of 1e-10 on alpha/beta, not the reference's 1e-3.
+The global maximum, not the first fixed point. The references iterate MacKay's fixed point
+alpha = gamma / |m|^2, beta = (N - gamma) / |Fm - y|^2 from alpha = beta = 1 and stop at the first
+stationary point; where a target's evidence has two local maxima it can stop at the lower one (or
+miss the alpha -> infinity limit, "no linear signal"), by several percent on one class. Here the
+evidence is maximised over beta in closed form: with t = alpha / beta and k nonzero eigenvalues,
+
+.. math::
+    \\mathcal L(t\\beta, \\beta) = \\tfrac{k}{2}\\log t - \\tfrac12 \\textstyle\\sum_i \\log(t + \\sigma_i)
+        + \\tfrac{N}{2}\\log\\beta - \\tfrac{\\beta}{2} E(t) - \\tfrac{N}{2}\\log 2\\pi,
+    \\qquad E(t) = \\lVert Fm - y\\rVert^2 + t\\lVert m\\rVert^2,
+
+so beta* = N / E(t), and what is left is a smooth function of one variable. It is scanned on a log
+grid of t (GRID_PER_DECADE points a decade, from GRID_BELOW decades under the smallest nonzero
+eigenvalue to GRID_ABOVE decades over the largest, where the alpha -> infinity limit is reached to
+about 1e-8 nats), and the best grid point of each target is refined by golden-section search in
+log t between its neighbours; the result is never below the grid's best point. Every term is a
+smooth function of log t that varies on the scale of a decade (a sum of rational functions of
+t / sigma_i), so a quarter-decade grid brackets the global maximum; the property tests check the
+result against dense (alpha, beta) grids in both regimes (N > D, N < D), and the cost over the
+fixed point is printed by benchmarks/metrics.py.
 
 Shape: ``features`` (N, D); ``labels`` (N,) classes, or (N, K) real targets with ``regression=True``.
 """
@@ -45,11 +59,14 @@ __all__ = ["logme", "logme_fit", "LogMEFit"]
 # Eigenvalues below RANK_RTOL * max eigenvalue are treated as exact zeros (numpy's matrix_rank uses
 # max(N, D) * eps; the Gram matrix squares the condition number, so we use a looser 1e-12).
 RANK_RTOL = 1e-12
-# Fixed-point stopping rule on t = alpha / beta (relative change), and the iteration cap.
-T_RTOL = 1e-10
-MAX_ITER = 200
-# Floor on |m|^2 and |Fm - y|^2 so that a class with no linear signal (or a perfect fit) yields a
-# huge-but-finite alpha (or beta) instead of a division by zero.
+# The scan of t = alpha / beta: points a decade, and decades below the smallest / above the largest
+# nonzero eigenvalue. Golden-section steps refine the best grid point (0.618^60 of a half-decade
+# bracket: far below float64 resolution of the evidence).
+GRID_PER_DECADE = 4
+GRID_BELOW = 6.0
+GRID_ABOVE = 8.0
+GOLDEN_STEPS = 60
+# Floor on E(t) so that a perfect fit yields a huge-but-finite beta instead of a division by zero.
 _FLOOR = 1e-300
 
 
@@ -106,32 +123,54 @@ def logme_fit(features, labels, *, regression: bool = False) -> LogMEFit:
     n, d = f.shape
     sigma, z, to_weights = _spectrum(f, y)
     s = sigma[:, None]                                     # (k, 1)
-    y_sq = y.square().sum(dim=0)                           # (K,)
-    outside = (y_sq - z.sum(dim=0)).clamp_min(0)           # |y|^2 outside the column space of F
+    k = sigma.shape[0]
+    outside = (y.square().sum(dim=0) - z.sum(dim=0)).clamp_min(0)   # |y|^2 outside F's column space
 
-    def moments(t):
+    def energy(t):
+        """E(t) = |F m - y|^2 + t |m|^2 (K,), for t (K,) or a scalar; also |m|^2 and |Fm - y|^2."""
         denom = s + t                                      # (k, K)
-        gamma = (s / denom).sum(dim=0)                     # effective number of parameters
-        m_sq = (s * z / denom.square()).sum(dim=0)         # |m|^2
-        resid = (z * (t / denom).square()).sum(dim=0) + outside   # |F m - y|^2
-        return gamma, m_sq.clamp_min(_FLOOR), resid.clamp_min(_FLOOR)
+        m_sq = (s * z / denom.square()).sum(dim=0)
+        resid = (z * (t / denom).square()).sum(dim=0) + outside
+        return (resid + t * m_sq).clamp_min(_FLOOR), m_sq, resid
 
-    alpha = torch.ones_like(y_sq)
-    beta = torch.ones_like(y_sq)
-    active = torch.ones_like(y_sq, dtype=torch.bool)
-    for _ in range(MAX_ITER):
-        gamma, m_sq, resid = moments(alpha / beta)
-        new_alpha, new_beta = gamma / m_sq, (n - gamma) / resid
-        change = ((new_alpha / new_beta) - (alpha / beta)).abs() / (alpha / beta)
-        alpha = torch.where(active, new_alpha, alpha)
-        beta = torch.where(active, new_beta, beta)
-        active = active & (change > T_RTOL)
-        if not bool(active.any()):
-            break
-    t = alpha / beta
-    _, m_sq, resid = moments(t)
+    def profile(log_t):
+        """Evidence * N at beta = beta*(t), per target; log_t (K,) or a scalar."""
+        t = torch.exp(log_t)
+        e, _, _ = energy(t)
+        return (k / 2 * log_t - torch.log(s + t).sum(dim=0) / 2
+                + n / 2 * torch.log(n / e) - n / 2 - n / 2 * math.log(2 * math.pi))
+
+    # A log-t grid shared by all targets; the best point of each target, then golden section.
+    ln10 = math.log(10.0)
+    lo = math.log(float(sigma.min())) - GRID_BELOW * ln10 if k else -GRID_BELOW * ln10
+    hi = math.log(float(sigma.max())) + GRID_ABOVE * ln10 if k else GRID_ABOVE * ln10
+    step = ln10 / GRID_PER_DECADE
+    grid = torch.arange(lo, hi + step, step, dtype=f.dtype, device=f.device)
+    values = torch.stack([profile(g) for g in grid])      # (G, K)
+    best = values.argmax(dim=0)                            # (K,)
+    a = grid[(best - 1).clamp_min(0)]
+    b = grid[(best + 1).clamp_max(len(grid) - 1)]
+    ratio = (math.sqrt(5) - 1) / 2                         # golden section, maximising
+    c, e = b - ratio * (b - a), a + ratio * (b - a)        # a < c < e < b
+    fc, fe = profile(c), profile(e)
+    for _ in range(GOLDEN_STEPS):
+        left = fc > fe                                     # the maximum lies in [a, e], else [c, b]
+        a, b = torch.where(left, a, c), torch.where(left, e, b)
+        inner = torch.where(left, c, e)                    # the surviving inner point
+        f_inner = torch.where(left, fc, fe)
+        new = torch.where(left, b - ratio * (b - a), a + ratio * (b - a))
+        f_new = profile(new)
+        c, fc = torch.where(left, new, inner), torch.where(left, f_new, f_inner)
+        e, fe = torch.where(left, inner, new), torch.where(left, f_inner, f_new)
+    candidates = torch.stack([grid[best], c, e])           # never worse than the grid's best
+    scores = torch.stack([values.gather(0, best[None])[0], fc, fe])
+    log_t = candidates.gather(0, scores.argmax(dim=0, keepdim=True))[0]
+    t = torch.exp(log_t)
+    energy_t, m_sq, resid = energy(t)
+    beta = n / energy_t
+    alpha = t * beta
     # log|A| over all D eigenvalues: the (D - k) zero ones contribute log(alpha) each.
-    log_det = torch.log(alpha + beta * s).sum(dim=0) + (d - sigma.shape[0]) * torch.log(alpha)
+    log_det = torch.log(alpha + beta * s).sum(dim=0) + (d - k) * torch.log(alpha)
     evidence = (d / 2 * torch.log(alpha) + n / 2 * torch.log(beta) - beta / 2 * resid
                 - alpha / 2 * m_sq - log_det / 2 - n / 2 * math.log(2 * math.pi)) / n
     weights = to_weights(1.0 / (s + t))                    # (D, K)

@@ -16,7 +16,10 @@ Reported above LogME in weighted Kendall tau on the 11-model x 11-dataset benchm
 3. The FDA is refitted on x' with the same lambda; the score is mean_i p(y_i | x'_i) (no log, as in
    the paper's code). Higher = better.
 
-The largest eigenvalue is computed exactly (the reference uses three power iterations).
+Convention that differs from the reference code: the largest eigenvalue of S_w that sets lambda is
+computed exactly (``eigvalsh``); the reference runs three power iterations from a fixed start, which
+can fall short of it when the top eigenvalues are close (and then give a larger lambda). We keep the exact
+value because it is the quantity the paper defines and it does not depend on the start vector.
 
 Shape: ``features`` (N, D); ``labels`` (N,).
 """
