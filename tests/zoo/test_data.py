@@ -88,3 +88,74 @@ def test_demo_text_tasks_are_seeded_sentences():
     assert len(topics) == 10 and all(isinstance(topics.text(i), str) and topics.text(i) for i in range(10))
     with pytest.raises(DatasetError, match="available: .*topics, intent"):
         load_dataset("demo:poems")
+
+
+# ---- data read as the wrong task (issue #17) ---------------------------------------------------
+def test_split_layout_is_not_read_as_classes(tmp_path):
+    root = tmp_path / "data"
+    _image_folder(root / "train", per_class=3)
+    _image_folder(root / "val", per_class=2)
+    default = load_dataset(root)
+    assert default.classes == ("cat", "dog") and len(default) == 6          # train, not "train vs val"
+    assert default.meta["split"] == "train" and "split 'train' of train, val" in default.summary()
+    val = load_dataset(root, "val")
+    assert val.classes == ("cat", "dog") and len(val) == 4
+    with pytest.raises(DatasetError, match=r"split 'test' is not one of them.*--split"):
+        load_dataset(root, "test")
+
+
+def test_split_layout_without_train_needs_a_split(tmp_path):
+    _image_folder(tmp_path / "d" / "val")
+    _image_folder(tmp_path / "d" / "test")
+    with pytest.raises(DatasetError, match=r"laid out in splits test, val and no split was asked for"):
+        load_dataset(tmp_path / "d")
+
+
+def test_mixed_split_and_class_folders_are_refused(tmp_path):
+    _image_folder(tmp_path / "d" / "train")
+    _image_folder(tmp_path / "d", classes=("bird",))
+    with pytest.raises(DatasetError, match=r"mixes split folders \(train\) with other folders \(bird\)"):
+        load_dataset(tmp_path / "d")
+
+
+def test_split_asked_of_a_flat_folder_or_csv_without_split_column(tmp_path):
+    _image_folder(tmp_path / "flat")
+    with pytest.raises(DatasetError, match=r"no split folder 'train'"):
+        load_dataset(tmp_path / "flat", "train")
+    (tmp_path / "t.csv").write_text("text,label\na,x\nb,y\n")
+    with pytest.raises(DatasetError, match=r"no `split` column"):
+        load_dataset(tmp_path / "t.csv", "train")
+
+
+def test_hidden_and_os_metadata_are_neither_classes_nor_samples(tmp_path):
+    root = _image_folder(tmp_path / "data")
+    for junk in ("__MACOSX", ".ipynb_checkpoints", "@eaDir"):
+        _image_folder(root / junk, classes=("cat",), per_class=1)
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "cat" / "._0.png").write_bytes(b"\0\5\26\7 AppleDouble")       # resource fork, not a PNG
+    (root / "cat" / ".hidden").mkdir()
+    Image.new("RGB", (4, 4)).save(root / "cat" / ".hidden" / "x.png")
+    ds = load_dataset(root)
+    assert ds.classes == ("cat", "dog") and len(ds) == 6
+    assert all(ds.image(i).shape == (12, 10, 3) for i in range(len(ds)))
+
+
+@pytest.mark.parametrize("bad,line", [("", 3), ("nan", 4), ("NA", 3), ("  ", 4)])
+def test_csv_missing_labels_are_refused_by_line(tmp_path, bad, line):
+    rows = ["hello,greet", "bye,leave", "hi,greet"]
+    rows[line - 2] = rows[line - 2].split(",")[0] + "," + bad
+    (tmp_path / "t.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=rf"1 line\(s\) have an empty or missing label \(line {line}\)"):
+        load_dataset(tmp_path / "t.csv")
+
+
+def test_npz_nan_labels_are_refused_by_row(tmp_path):
+    labels = np.array([0.0, 1.0, np.nan, 1.0])
+    np.savez(tmp_path / "x.npz", images=np.zeros((4, 5, 5), np.uint8), labels=labels)
+    with pytest.raises(DatasetError, match=r"empty or missing label \(sample 2\)"):
+        load_dataset(tmp_path / "x.npz")
+
+
+def test_summary_line():
+    ds = load_dataset("sklearn:digits")
+    assert ds.summary() == "sklearn:digits: 1797 images, 10 classes (174-183 per class)"

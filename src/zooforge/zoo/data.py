@@ -2,8 +2,11 @@
 
 Accepted specs (CLI and API alike):
 
-* a folder in ImageFolder layout (one sub-folder per class; ``split`` picks ``<folder>/<split>`` when
-  it exists);
+* a folder in ImageFolder layout (one sub-folder per class), or split into ``<folder>/<split>/<class>``
+  (``train``, ``val``, ``test``, ...): ``split`` picks one, and with no split asked for, ``train`` is
+  used (a split layout is never read as classes named after the splits). Hidden files and folders
+  (``.DS_Store``, AppleDouble ``._x.jpg``) and OS metadata (``__MACOSX``, ``@eaDir``, ``Thumbs.db``,
+  ``System Volume Information``, ``$RECYCLE.BIN``) are skipped;
 * a ``.csv`` with a header ``path,label`` (paths relative to the CSV) or ``text,label``; an optional
   ``split`` column is honoured;
 * an ``.npz`` with ``images`` (N x H x W [x C] uint8) and ``labels``;
@@ -11,8 +14,11 @@ Accepted specs (CLI and API alike):
 * ``demo:<task>`` for the procedural tasks, with options ``demo:shapes?n=200&seed=1`` (images; the
   text tasks ``demo:topics`` and ``demo:intent`` give sentences).
 
-Labels of any type are mapped to 0..C-1 with the original names kept in ``classes``. Images are
-decoded lazily and converted to RGB (grayscale replicated, alpha dropped).
+Labels of any type are mapped to 0..C-1 with the original names kept in ``classes``; an empty or
+missing label (``''``, NaN, ``NA``, ``null``, ``None``) is refused with its row, never made a class.
+Images are decoded lazily and converted to RGB (grayscale replicated, alpha dropped).
+``Dataset.summary()`` is the one line the CLI prints before any work: N, classes, the per-class
+range and the split.
 """
 
 from __future__ import annotations
@@ -33,6 +39,14 @@ __all__ = ["Dataset", "load_dataset", "stratified_split_indices", "IMAGE_SUFFIXE
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 DEFAULT_SPLIT_FRACTION = 0.8   # train share when a dataset has no split of its own
 _DEMO_TEST_SEED_OFFSET = 10_000
+# Folder names that are a dataset's splits, not its classes.
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")
+# Operating-system and tool metadata that is never a class or a sample (besides any name that
+# starts with '.', which covers .DS_Store, .ipynb_checkpoints and AppleDouble ._ files).
+OS_METADATA = frozenset({"__macosx", "@eadir", "thumbs.db", "desktop.ini", "system volume information",
+                         "$recycle.bin", "lost+found"})
+# Label values that mean "no label" in CSVs and arrays.
+MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,15 @@ class Dataset:
 
     def text(self, i: int) -> str:
         return self.items[i]
+
+    def summary(self) -> str:
+        """One line: name, N, classes, the smallest and largest class, and the split."""
+        counts = np.bincount(self.labels, minlength=self.num_classes)
+        split = self.meta.get("split")
+        return (f"{self.name}: {len(self)} {self.modality}s, {self.num_classes} classes "
+                f"({int(counts.min())}-{int(counts.max())} per class)"
+                + (f", split {split!r}" + (f" of {', '.join(self.meta['splits'])}" if self.meta.get("splits") else "")
+                   if split else ""))
 
     def subset(self, indices: Sequence[int] | np.ndarray, tag: str) -> "Dataset":
         idx = np.asarray(indices, dtype=np.int64)
@@ -122,8 +145,25 @@ def _read_image(path: str | Path) -> np.ndarray:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
-def _encode_labels(raw: Sequence[Any], source: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    values = np.asarray([str(v) for v in raw], dtype=str)
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)) and np.isnan(value):
+        return True
+    return str(value).strip().lower() in MISSING_LABELS
+
+
+def _encode_labels(raw: Sequence[Any], source: str, rows: Sequence[int] | None = None,
+                   row_word: str = "sample") -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes 0..C-1 and class names. ``rows`` names each label's row for messages (default: its
+    index); a missing label is an error naming the rows, never a class of its own."""
+    missing = [i for i, v in enumerate(raw) if _is_missing(v)]
+    if missing:
+        where = [rows[i] if rows is not None else i for i in missing]
+        shown = ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
+        raise DatasetError(f"{source}: {len(missing)} {row_word}(s) have an empty or missing label ({row_word} "
+                           f"{shown}); give every row a label or remove those rows.")
+    values = np.asarray([str(v).strip() for v in raw], dtype=str)
     if values.size == 0:
         raise DatasetError(f"{source}: the dataset is empty (no samples found).")
     classes, codes = np.unique(values, return_inverse=True)
@@ -149,14 +189,50 @@ def _hash_files(paths: Sequence[Path], labels: Sequence[str], root: Path) -> str
     return h.hexdigest()
 
 
+def _ignored(name: str) -> bool:
+    """Hidden files and folders, AppleDouble ._ files, and OS metadata: never classes or samples."""
+    return name.startswith(".") or name.lower() in OS_METADATA
+
+
+def _subdirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not _ignored(d.name))
+
+
+def _split_layout(root: Path) -> list[str]:
+    """The split folders of ``root`` when it is laid out <root>/<split>/<class>/..., else []."""
+    dirs = _subdirs(root)
+    splits = [d for d in dirs if d.name.lower() in SPLIT_NAMES and _subdirs(d)]
+    if not splits:
+        return []
+    others = [d.name for d in dirs if d not in splits]
+    if others:
+        raise DatasetError(
+            f"{root}: mixes split folders ({', '.join(d.name for d in splits)}) with other folders "
+            f"({', '.join(others[:5])}); use either <root>/<class>/<image> or <root>/<split>/<class>/<image>.")
+    return [d.name for d in splits]
+
+
 def _from_folder(root: Path, split: str | None) -> Dataset:
-    if split is not None and (root / split).is_dir():
-        root = root / split
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    splits = _split_layout(root)
+    meta: dict = {}
+    if splits:
+        chosen = split if split is not None else ("train" if "train" in splits else None)
+        if chosen is None or chosen not in splits:
+            asked = f"split {split!r} is not one of them" if split is not None else "no split was asked for"
+            raise DatasetError(f"{root}: laid out in splits {', '.join(splits)} and {asked}; "
+                               f"choose one with --split (Python: split=...).")
+        meta = {"split": chosen, "splits": splits}
+        root = root / chosen
+    elif split is not None:
+        if not (root / split).is_dir():
+            raise DatasetError(f"{root}: has no split folder {split!r} (it is <root>/<class>/<image>: "
+                               f"{', '.join(d.name for d in _subdirs(root)[:5])}); leave the split out.")
+        root, meta = root / split, {"split": split}
     paths, raw = [], []
-    for d in class_dirs:
+    for d in _subdirs(root):
         for p in sorted(d.rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            if (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                    and not any(_ignored(part) for part in p.relative_to(d).parts)):
                 paths.append(p)
                 raw.append(d.name)
     if not paths:
@@ -165,7 +241,7 @@ def _from_folder(root: Path, split: str | None) -> Dataset:
             f"suffixes {', '.join(sorted(IMAGE_SUFFIXES))}."
         )
     labels, classes = _encode_labels(raw, str(root))
-    return Dataset(str(root), "image", [str(p) for p in paths], labels, classes, _hash_files(paths, raw, root))
+    return Dataset(str(root), "image", [str(p) for p in paths], labels, classes, _hash_files(paths, raw, root), meta)
 
 
 def _from_csv(file: Path, split: str | None) -> Dataset:
@@ -177,21 +253,32 @@ def _from_csv(file: Path, split: str | None) -> Dataset:
         raise DatasetError(f"{file}: no `label` column; the header must be `path,label` or `text,label` (got {header}).")
     if "path" not in header and "text" not in header:
         raise DatasetError(f"{file}: needs a `path` (images) or `text` column beside `label` (got {header}).")
-    if split is not None and "split" in header:
+    lines = list(range(2, len(rows) + 2))         # file line of each row (the header is line 1)
+    meta: dict = {}
+    if split is not None:
+        if "split" not in header:
+            raise DatasetError(f"{file}: split {split!r} was asked for but the CSV has no `split` column "
+                               f"(got {header}); leave the split out or add the column.")
+        names = sorted({r["split"] for r in rows})
+        if split not in names:
+            raise DatasetError(f"{file}: no rows with split {split!r}; the `split` column has {names}.")
+        lines = [n for n, r in zip(lines, rows) if r["split"] == split]
         rows = [r for r in rows if r["split"] == split]
+        meta = {"split": split, "splits": names}
     raw = [r["label"] for r in rows]
+    _encode_labels(raw, str(file), lines, "line")          # refuse missing labels by line first
     if "path" in header:
         paths = [(file.parent / r["path"]).resolve() for r in rows]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise DatasetError(f"{file}: {len(missing)} image file(s) not found, e.g. {missing[0]}")
-        labels, classes = _encode_labels(raw, str(file))
+        labels, classes = _encode_labels(raw, str(file), lines, "line")
         return Dataset(str(file), "image", [str(p) for p in paths], labels, classes,
-                       _hash_files(paths, raw, file.parent.resolve()))
+                       _hash_files(paths, raw, file.parent.resolve()), meta)
     texts = [r["text"] for r in rows]
-    labels, classes = _encode_labels(raw, str(file))
+    labels, classes = _encode_labels(raw, str(file), lines, "line")
     digest = hashlib.sha256("\0".join(f"{t}\1{lab}" for t, lab in zip(texts, raw)).encode()).hexdigest()
-    return Dataset(str(file), "text", texts, labels, classes, digest)
+    return Dataset(str(file), "text", texts, labels, classes, digest, meta)
 
 
 def _as_rgb_array(images: np.ndarray, source: str) -> np.ndarray:
