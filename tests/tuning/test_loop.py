@@ -53,8 +53,30 @@ def test_resume_from_a_mid_run_checkpoint_is_bit_identical(tmp_path):
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     x, y = _data()
     train(_model(), x, y, TrainConfig(epochs=1, progress=False, checkpoint_dir=str(tmp_path)))
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(ValueError, match=r"belongs to another run: its config differ.*lr 0.001 there, 0.5 here"):
         train(_model(), x, y, TrainConfig(epochs=1, lr=0.5, progress=False, checkpoint_dir=str(tmp_path)))
+
+
+def test_checkpoint_of_another_model_or_data_is_refused_and_left_untouched(tmp_path):
+    # Issue #17: the same settings on another model (or other weights, or another dataset) used to
+    # resume the first run's checkpoint and report its accuracy under the second model's name.
+    x, y = _data()
+    cfg = TrainConfig(epochs=2, progress=False, checkpoint_dir=str(tmp_path))
+    train(_model(), x, y, cfg)
+    before = (tmp_path / "last.pt").read_bytes()
+    torch.manual_seed(7)
+    other = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))   # same shapes
+    with pytest.raises(ValueError, match=r"its model weights differ"):
+        train(other, x, y, cfg)
+    wider_head = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+    with pytest.raises(ValueError, match=r"its model weights differ"):       # a message, not a shape traceback
+        train(wider_head, x, y, cfg)
+    x2, y2 = _data(seed=5)
+    with pytest.raises(ValueError, match=r"its training data differ"):
+        train(_model(), x2, y2, cfg)
+    assert (tmp_path / "last.pt").read_bytes() == before
+    again = train(_model(), x, y, cfg)                     # the same run resumes (here: already finished)
+    assert [r["epoch"] for r in again.history] == [1, 2]
 
 
 def test_early_stopping_keeps_the_best_epoch():

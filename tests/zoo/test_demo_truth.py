@@ -52,3 +52,18 @@ def test_demo_command_prints_kendall_tau_per_estimator(tmp_path):
     for metric in ("logme", "leep", "hscore_shrink", "ensemble_z"):
         assert metric in result.output
     assert "Best fine-tuned model: demo/byobnet-counting" in result.output
+
+
+def test_truth_runs_are_keyed_on_everything_that_determines_them():
+    from dataclasses import replace
+
+    from zooforge.zoo.demo.truth import run_key
+
+    entry = next(e for e in load_catalogue("demo") if e.id == "demo/effnet-shapes")
+    base = run_key(entry, "counting", 0)
+    assert run_key(entry, "counting", 0) == base
+    assert run_key(entry, "counting", 1) != base
+    assert run_key(replace(entry, crop_pct=0.5), "counting", 0) != base              # other preprocessing
+    other = next(e for e in load_catalogue("demo") if e.id == "demo/effnet-glyphs")
+    assert run_key(replace(entry, checkpoint=other.checkpoint), "counting", 0) != base   # other weights, same id
+    assert run_key(entry, "counting", 0, replace(PROTOCOL, epochs=PROTOCOL.epochs + 1)) != base

@@ -5,7 +5,10 @@ weight decay only on matrices, gradient accumulation, autocast on GPU, early sto
 split (given, or carved from the training rows; never the data a caller reports on), and a checkpoint
 after every epoch holding everything needed to continue exactly (model, optimiser, epoch, RNG states,
 history). Resuming from a checkpoint of the same config and seed gives
-the same final weights as an uninterrupted run on CPU.
+the same final weights as an uninterrupted run on CPU. A checkpoint is keyed on everything that
+determines the result, not only the config: a digest of the model's starting weights (architecture,
+head shape and values), of the training inputs and labels, and of the validation set. A checkpoint
+of another run in the same folder is refused, naming what differs, and left untouched.
 
 Inputs are one tensor, or a tuple of tensors indexed together (``model(*batch)``), for models that
 take side information per sample (B-Tuning's teacher predictions). A model may leave a scalar tensor
@@ -15,6 +18,7 @@ it to the cross-entropy.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from zooforge.errors import ZooforgeError
 from zooforge.zoo.cost import count_params
 
 __all__ = ["TrainConfig", "TrainResult", "train", "learning_rate", "predict", "evaluate_accuracy"]
@@ -106,6 +111,57 @@ def _rows(x: Inputs, idx) -> Inputs:
     return tuple(p[idx] for p in x) if isinstance(x, tuple) else x[idx]
 
 
+def _digest(*parts) -> str:
+    """A content digest of tensors (or tuples of them), state dicts and None, in order."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def feed(obj):
+        if obj is None:
+            h.update(b"none")
+        elif isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(obj, dict):
+            for k in obj:
+                h.update(str(k).encode())
+                feed(obj[k])
+        elif isinstance(obj, (tuple, list)):
+            for item in obj:
+                feed(item)
+        else:
+            h.update(repr(obj).encode())
+
+    for part in parts:
+        feed(part)
+    return h.hexdigest()
+
+
+def _run_key(model: nn.Module, cfg: "TrainConfig", train_x, train_y, val_x, val_y) -> dict:
+    """What a checkpoint must match to be resumed: the config (less where to save and whether to
+    print), the starting weights and the data."""
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "checkpoint_dir")}
+    return {"config": config, "model weights": _digest(model.state_dict()),
+            "training data": _digest(train_x, train_y), "validation data": _digest(val_x, val_y)}
+
+
+def _check_resumable(ckpt: Path, stored: dict | None, key: dict) -> None:
+    if stored is None:
+        raise ZooforgeError(f"checkpoint {ckpt} predates run keys, so it cannot be shown to belong to this run; "
+                            f"delete {ckpt.parent} to start fresh, or use another folder.")
+    differ = [k for k in key if stored.get(k) != key[k]]
+    if not differ:
+        return
+    detail = ""
+    if "config" in differ:
+        fields = sorted(f for f in key["config"] if stored["config"].get(f) != key["config"][f])
+        detail = " (config: " + ", ".join(f"{f} {stored['config'].get(f)!r} there, {key['config'][f]!r} here"
+                                        for f in fields) + ")"
+    raise ZooforgeError(f"checkpoint {ckpt} belongs to another run: its {', '.join(differ)} differ from this "
+                        f"one's{detail}. It was left untouched; use another output folder, or delete "
+                        f"{ckpt.parent} to start fresh.")
+
+
 def _length(x: Inputs) -> int:
     return len(x[0]) if isinstance(x, tuple) else len(x)
 
@@ -157,10 +213,10 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
     history: list[dict] = []
     best, best_state, since_best, start_epoch = None, None, 0, 0
     ckpt = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
+    run_key = _run_key(model, cfg, train_x, train_y, val_x, val_y) if ckpt is not None else None
     if ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["config"] != asdict(cfg) | {"progress": state["config"]["progress"]}:
-            raise ValueError(f"checkpoint {ckpt} was written with a different config; use another checkpoint_dir.")
+        _check_resumable(ckpt, state.get("run_key"), run_key)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         shuffler.set_state(state["shuffler"])
@@ -226,7 +282,7 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                         "shuffler": shuffler.get_state(), "torch_rng": torch.get_rng_state(),
                         "history": history, "best": best, "since_best": since_best, "best_state": best_state,
-                        "config": asdict(cfg)}, tmp)
+                        "config": asdict(cfg), "run_key": run_key}, tmp)
             tmp.replace(ckpt)
     if cfg.patience is not None and best_state is not None:
         model.load_state_dict(best_state)   # early stopping keeps the best epoch's weights

@@ -11,7 +11,10 @@ split of that data, and the chosen run is scored on the task's separate test spl
 order and the validation split) per cell; ``accuracy`` is their mean.
 
 The script is resumable: every finished run is appended to ``<out>.partial.jsonl`` and skipped on rerun;
-the final JSON is written atomically when all runs are done.
+the final JSON is written atomically when all runs are done. Each run carries a key of everything
+its result depends on (the protocol, the model's catalogue entry and checkpoint file, the task
+generator's version, torch's version); runs of another key are not reused, and the script says how
+many it dropped.
 """
 
 from __future__ import annotations
@@ -89,6 +92,20 @@ def fine_tune_accuracy(entry, task: str, seed: int, protocol: Protocol = PROTOCO
     return {"model": entry.id, "task": task, "seed": seed} | best
 
 
+def run_key(entry, task: str, seed: int, protocol: Protocol = PROTOCOL) -> str:
+    """The digest a finished run must match to be reused on resume."""
+    import hashlib
+
+    from zooforge.zoo.demo.tasks import GENERATOR_VERSION
+
+    fields = {k: v for k, v in asdict(entry).items() if k not in ("catalogue", "description", "tags")}
+    if entry.checkpoint is not None and Path(entry.checkpoint).is_file():
+        fields["checkpoint_bytes"] = hashlib.blake2b(Path(entry.checkpoint).read_bytes(), digest_size=16).hexdigest()
+    key = {"protocol": asdict(protocol), "entry": fields, "task": task, "seed": seed,
+           "generator": GENERATOR_VERSION, "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
 def _summarise(runs: list[dict]) -> dict[str, dict[str, float]]:
     cells: dict[tuple[str, str], list[float]] = {}
     for r in runs:
@@ -113,13 +130,18 @@ def main(argv: list[str] | None = None) -> None:
     tasks = args.task or list(TARGET_TASKS)
     entries = [e for e in load_catalogue("demo") if not args.model or e.id in args.model]
     partial = args.out.with_suffix(".partial.jsonl")
-    runs = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
+    stored = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
+    by_id = {e.id: e for e in load_catalogue("demo")}
+    runs = [r for r in stored if r["model"] in by_id and r.get("key") == run_key(by_id[r["model"]], r["task"], r["seed"])]
+    if len(runs) < len(stored):
+        print(f"{len(stored) - len(runs)} run(s) in {partial} were made with another protocol, model file or "
+              f"version: not reused", flush=True)
     done = {(r["task"], r["model"], r["seed"]) for r in runs}
     todo = [(t, e, s) for t in tasks for e in entries for s in PROTOCOL.seeds if (t, e.id, s) not in done]
     print(f"{len(done)} run(s) already in {partial}; {len(todo)} to go", flush=True)
     start = time.perf_counter()
     for i, (task, entry, seed) in enumerate(todo, 1):
-        run = fine_tune_accuracy(entry, task, seed)
+        run = fine_tune_accuracy(entry, task, seed) | {"key": run_key(entry, task, seed)}
         runs.append(run)
         with partial.open("a") as f:                   # one line per finished run: a crash loses at most one
             f.write(json.dumps(run) + "\n")
