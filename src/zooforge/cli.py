@@ -1,4 +1,10 @@
-"""The ``zooforge`` command line: one typer app; each command parses, makes one API call, prints."""
+"""The ``zooforge`` command line: one typer app; each command parses, makes one API call, prints.
+
+Exit codes: 0 when everything asked for was computed; 1 for an error (bad input, a missing file, an
+unavailable device: nothing was computed, or what was is saved and named); 3 when the command ran
+but some models or audit cells failed (their errors are printed and recorded in the table; pass
+``--allow-failures`` to exit 0 all the same); 130 on Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -26,16 +32,95 @@ BatchSize = Annotated[int, typer.Option(help="batch size")]
 Seed = Annotated[int, typer.Option(help="seed")]
 
 
+EXIT_ERROR = 1          # nothing (more) was computed: bad input, missing file, unavailable device
+EXIT_FAILURES = 3       # the command ran, but some models or cells failed (see the module docstring)
+AllowFailures = Annotated[bool, typer.Option(
+    "--allow-failures", help=f"exit 0 even when some models/cells failed (default: exit {EXIT_FAILURES})")]
+SplitOpt = Annotated[Optional[str], typer.Option(
+    help="dataset split: a folder <root>/<split>/<class>, a CSV `split` value, or train/val/test "
+         "(default: train where the data has splits)")]
+TABLE_SUFFIXES = (".csv", ".json", ".parquet")
+
+
 def _threads() -> None:
     import torch
 
     # One intra-op thread per core; more oversubscribes and makes CPU torch several times slower.
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    # OMP_NUM_THREADS, where set (Ray workers, shared servers, `make -j`), is the user's word.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(int(asked) if asked.isdigit() and int(asked) > 0 else max(1, cores))
 
 
 def _fail(exc: Exception) -> None:
     console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)   # unbroken paths stay copyable
-    raise typer.Exit(code=1)
+    raise typer.Exit(code=EXIT_ERROR)
+
+
+def _check_device(device: str | None) -> None:
+    """Refuse a device this machine lacks before any work, with what to use instead."""
+    if device is None:
+        return
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        built = "without CUDA" if torch.version.cuda is None else f"with CUDA {torch.version.cuda}, but no GPU is visible"
+        raise ZooforgeError(f"--device {device}: this torch {torch.__version__} is built {built}; "
+                            f"use --device cpu, or leave --device out to take the best available.")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ZooforgeError(f"--device {device}: Apple's MPS is not available here; use --device cpu.")
+    if kind not in ("cuda", "mps", "cpu"):
+        raise ZooforgeError(f"--device {device}: unknown device; use cuda, cuda:N, mps or cpu.")
+
+
+def _check_output(path: Path | None, suffixes: tuple[str, ...], option: str) -> None:
+    """Refuse an output path that cannot be written before the work, not after it."""
+    if path is None:
+        return
+    if str(path) == "-":
+        raise ZooforgeError(f"{option} -: writing to standard output is not supported; give a file name "
+                            f"ending in {', '.join(suffixes)}.")
+    if path.suffix.lower() not in suffixes:
+        raise ZooforgeError(f"{option} {path}: unsupported file type {path.suffix or '(none)'!r}; "
+                            f"use {', '.join(suffixes)}.")
+    folder = path.parent if path.parent != Path("") else Path(".")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    import tempfile
+
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        with tempfile.TemporaryFile(dir=existing):      # a real probe: permissions, read-only mounts, /proc
+            pass
+    except OSError as exc:
+        raise ZooforgeError(f"{option} {path}: cannot write in {existing} ({exc}); choose another folder.") from None
+
+
+def _save_table(table, out: Path) -> None:
+    """Write the table; if that fails after the work, write it beside (or in the current folder,
+    or the temporary folder) instead and say where: a computed table is never lost."""
+    import tempfile
+    import time
+
+    from zooforge.selection.rank import write_table
+
+    try:
+        console.print(f"wrote {write_table(table, out)}")
+        return
+    except (OSError, ZooforgeError) as exc:
+        problem = exc
+    name = f"{out.stem or 'ranking'}-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
+    for folder in (out.parent, Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            saved = write_table(table, folder / name)
+        except (OSError, ZooforgeError):
+            continue
+        console.print(f"[red]could not write {out}[/] ({problem}); [bold]the table was saved to {saved}[/]",
+                      soft_wrap=True)
+        raise typer.Exit(code=EXIT_ERROR)
+    console.print(f"[red]could not write {out} ({problem}) nor a copy anywhere[/]", soft_wrap=True)
+    raise typer.Exit(code=EXIT_ERROR)
 
 
 def print_ranking(table, metrics, title: str) -> None:
@@ -103,29 +188,38 @@ def rank(
     budget_gmacs: Annotated[Optional[float], typer.Option(help="mark the best model within this many GMACs")] = None,
     budget_params: Annotated[Optional[float], typer.Option(help="... and this many million parameters")] = None,
     max_per_class: Annotated[Optional[int], typer.Option(help="subsample the dataset per class")] = None,
+    split: SplitOpt = None,
+    seed: Annotated[int, typer.Option(help="seed of the subsampling and the resamples")] = 0,
     bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the intervals (0: none)")] = 100,
+    batch_size: Annotated[int, typer.Option(help="extraction batch size")] = 128,
     cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $ZOOFORGE_CACHE_DIR)")] = None,
     device: DeviceOpt = None,
+    allow_failures: AllowFailures = False,
 ) -> None:
     """Rank a catalogue of backbones for a dataset without fine-tuning them."""
-    from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models, write_table
+    from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models
+    from zooforge.zoo import load_dataset
 
     _threads()
     metrics = metric or list(DEFAULT_METRICS)
     try:
-        table = rank_models(catalogue, data, metrics, models=model, max_per_class=max_per_class,
-                            bootstrap=bootstrap, cache_dir=cache_dir, device=device,
+        _check_device(device)
+        _check_output(out, TABLE_SUFFIXES, "--out")
+        _check_output(plot, (".png", ".svg", ".pdf"), "--plot")
+        _check_output(report, (".html", ".md"), "--report")
+        ds = load_dataset(data, split, max_per_class=max_per_class, seed=seed)
+        console.print(f"dataset {ds.summary()}", soft_wrap=True)
+        table = rank_models(catalogue, ds, metrics, models=model, bootstrap=bootstrap, seed=seed,
+                            batch_size=batch_size, cache_dir=cache_dir, device=device,
                             budget_gmacs=budget_gmacs, budget_params=budget_params)
-    except ZooforgeError as exc:
-        _fail(exc)
-    except ValueError as exc:
+    except ValueError as exc:          # ZooforgeError is one
         _fail(exc)
     print_ranking(table, metrics, f"{catalogue} on {data}")
     if (budget_gmacs is not None or budget_params is not None) and not table["within_budget"].any():
         console.print("[yellow]No model fits the budget[/] "
                       f"(smallest: {table['gmacs'].min():.4g} GMACs, {table['params_m'].min():.4g} M params).")
     if out:
-        console.print(f"wrote {write_table(table, out)}")
+        _save_table(table, out)
     if plot:
         from zooforge.selection.plot import plot_ranking
 
@@ -142,6 +236,11 @@ def rank(
             console.print(f"wrote {ranking_report(table, report, title=f'{catalogue} on {data}', settings=settings, budget_gmacs=budget_gmacs)}")
         except ZooforgeError as exc:
             _fail(exc)
+    failed = table.filter(table["error"].is_not_null()).height
+    if failed and not allow_failures:
+        console.print(f"[red]{failed} of {table.height} model(s) failed[/] (errors above); exit {EXIT_FAILURES}. "
+                      "Pass --allow-failures to exit 0 all the same.")
+        raise typer.Exit(code=EXIT_FAILURES)
 
 
 @app.command()
@@ -178,6 +277,7 @@ def audit(
     out: Annotated[Optional[Path], typer.Option(help="audit folder (overrides the plan's `out`)")] = None,
     report: Annotated[Optional[Path], typer.Option(help="write a report when done (.html/.md)")] = None,
     retry_failed: Annotated[bool, typer.Option(help="rerun cells that failed before")] = True,
+    allow_failures: AllowFailures = False,
 ) -> None:
     """Score every (model, dataset) cell of a plan into a resumable Parquet dataset."""
     from zooforge.selection.audit import load_plan, run_audit
@@ -185,10 +285,13 @@ def audit(
     _threads()
     try:
         p = load_plan(plan, out=str(out.resolve()) if out else None)
+        _check_device(p.device)
+        _check_output(report, (".html", ".md"), "--report")
         s = run_audit(p, backend=backend, address=address, workers=workers, retry_failed=retry_failed)
     except ZooforgeError as exc:
         _fail(exc)
-    console.print(f"{s.cells} cell(s): {s.ran} run now, {s.skipped} already finished, {len(s.failed)} failed; "
+    stale = f" ({s.stale} re-run because their dataset changed)" if s.stale else ""
+    console.print(f"{s.cells} cell(s): {s.ran} run now{stale}, {s.skipped} already finished, {len(s.failed)} failed; "
                   f"{s.seconds:.1f} s. Table: [bold]{s.out}[/]")
     for model, dataset, error in s.failed:
         console.print(f"[red]{model} on {dataset} failed:[/] {error}", soft_wrap=True)
@@ -197,6 +300,10 @@ def audit(
         from zooforge.selection.report import audit_report
 
         console.print(f"wrote {audit_report(s.out, report)}")
+    if s.failed and not allow_failures:
+        console.print(f"[red]{len(s.failed)} of {s.cells} cell(s) failed[/] (recorded in the table); exit "
+                      f"{EXIT_FAILURES}. Pass --allow-failures to exit 0 all the same.")
+        raise typer.Exit(code=EXIT_FAILURES)
 
 
 def _print_audit_best(table) -> None:
@@ -208,7 +315,8 @@ def _print_audit_best(table) -> None:
     for col in ("dataset", "best model", "mean rank", "runner-up"):
         t.add_column(col, no_wrap=col != "runner-up")
     for dataset, ranking in audit_tables(table).items():
-        ranked = ranking.filter(pl.col("mean_rank").is_not_nan())          # null (failed) rows drop too
+        # failed models and NaN mean ranks drop; the order puts models missing a score last
+        ranked = ranking.filter(pl.col("mean_rank").is_not_nan() & pl.col("error").is_null())
         if ranked.height == 0:
             t.add_row(dataset, "[red]no model scored[/]", "-", "-")
             continue
@@ -249,7 +357,10 @@ def demo(
     except ZooforgeError as exc:
         _fail(exc)
     print_ranking(table, list(DEFAULT_METRICS), f"demo zoo on {spec}")
-    top = table.row(0, named=True)
+    best = table.filter(table["best_within_budget"])
+    if best.height == 0:
+        _fail(ZooforgeError("no demo model could be scored; see the errors above."))
+    top = best.row(0, named=True)
     console.print(f"Top model by mean rank: [bold]{top['model']}[/] "
                   f"(LogME {format_value(top['logme'])}, P(top-1 by LogME) {format_value(top.get('logme_p_top1'), 2)}).")
     _print_demo_truth(table, task)
@@ -318,6 +429,7 @@ def tune(
 
     _threads()
     try:
+        _check_device(device)
         peak: float | str | None = lr
         if lr is not None and lr != "auto":
             try:
@@ -363,6 +475,7 @@ def aggregate(
 
     _threads()
     try:
+        _check_device(device)
         if method not in METHODS:
             raise ZooforgeError(f"unknown aggregation method {method!r}; choose one of {', '.join(METHODS)}.")
         cfg = _train_config(epochs, lr, batch_size, seed, device, None)
@@ -425,6 +538,9 @@ def compose(
     if budget_gmacs is None and budget_params is None:
         _fail(ZooforgeError("give --budget-gmacs and/or --budget-params."))
     try:
+        _check_device(device)
+        if stages < 1:
+            raise ZooforgeError(f"--stages must be at least 1; got {stages}.")
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
             r = compose_model(catalogue, data, budget_gmacs, None if budget_params is None else budget_params * 1e6,
                               stages=stages, models=model, epochs=epochs, stitch_epochs=stitch_epochs, lr=lr,

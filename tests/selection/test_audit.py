@@ -93,11 +93,38 @@ def test_changed_settings_do_not_reuse_cells(tmp_path):
     plan.write_text(plan.read_text().replace("bootstrap = 4", "bootstrap = 6"))
     again = run_audit(plan, progress=False)
     assert again.ran == 1 and again.table.height == 4         # only the current settings' cells are read
-    assert read_audit(again.out).height == 8                  # the earlier cell stays on disk ...
+    latest = read_audit(again.out)                            # one generation by default: no repeated keys
+    assert latest.height == 4 and latest.select("model", "dataset", "metric").is_unique().all()
+    both = read_audit(again.out, generation="all")            # the earlier cell stays on disk, on request
+    assert both.height == 8 and both["settings"].n_unique() == 2
     from zooforge.selection.report import audit_report
 
     text = audit_report(again.out, tmp_path / "r.md").read_text()
-    assert "1 cell(s), 4 estimator score(s)" in text          # ... but the report shows the last plan's
+    assert "1 cell(s), 4 estimator score(s)" in text          # ... and the report shows the last plan's
+    assert "1 part(s) of earlier plans" in text and "left out" in text
+
+
+def test_an_edited_entry_or_changed_dataset_content_is_not_reused(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, images=rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8), labels=np.arange(16) % 2)
+    zoo = tmp_path / "zoo.toml"
+    entry = ('[[model]]\nid = "tiny"\nsource = "timm"\nname = "test_efficientnet"\npretrained = false\n'
+             'num_classes = 10\ninput_size = [3, 32, 32]\ncrop_pct = {crop}\n')
+    zoo.write_text(entry.format(crop=1.0))
+    plan = tmp_path / "p.toml"
+    plan.write_text('catalogues = ["zoo.toml"]\ndatasets = ["d.npz"]\nmetrics = ["logme"]\nout = "a"\n')
+    first = run_audit(plan, progress=False)
+    assert first.ran == 1 and run_audit(plan, progress=False).ran == 0
+    zoo.write_text(entry.format(crop=0.5))                    # other preprocessing: another result
+    edited = run_audit(plan, progress=False)
+    assert edited.ran == 1 and edited.table["score"][0] != first.table["score"][0]
+    np.savez(data, images=rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8), labels=np.arange(16) % 2)
+    changed = run_audit(plan, progress=False)                 # same spec, other images: the part is stale
+    assert changed.ran == 1 and changed.stale == 1
+    assert changed.table["dataset_fingerprint"][0] != edited.table["dataset_fingerprint"][0]
 
 
 def test_ray_backend_gives_the_local_table(tmp_path):

@@ -24,7 +24,12 @@ def test_rank_table_contents(table):
     # the random model has no head: LEEP/NCE skipped with the reason, not a crash
     random = table.filter(pl.col("model") == "demo/resnet-random").row(0, named=True)
     assert random["leep"] is None and "needs source_probs" in random["skipped"]
-    assert table["mean_rank"].is_sorted()
+    # a model missing a score never outranks one that has them all: the headless random model ranks
+    # last although its LogME alone would give it mean rank 2; within equal coverage, by mean rank
+    assert table["model"][-1] == "demo/resnet-random" and random["missing_scores"] == 2
+    assert table["missing_scores"].is_sorted()
+    for _, part in table.group_by("missing_scores"):
+        assert part.sort("rank")["mean_rank"].is_sorted()
     p = table["logme_p_top1"].to_numpy()
     assert p.sum() == pytest.approx(1.0)                   # exactly one winner per resample
     # budget: resnets cost 0.0041 GMACs, so the best within 0.003 is not a resnet
@@ -113,3 +118,70 @@ def test_failures_are_described_by_type_and_first_line_even_without_a_message():
     assert describe(RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")) == "RuntimeError: CUDA out of memory"
     assert describe(RuntimeError()) == "RuntimeError: "
     assert first_line(ValueError("")) == ""
+
+
+def test_a_model_missing_a_score_is_never_starred_and_every_gap_has_a_reason():
+    # Issue #17's reproducer: with 2 samples per class some estimators cannot score every model;
+    # a model whose score is missing must not get the star, and each missing score says why.
+    from zooforge.selection.rank import _finish
+
+    table = pl.DataFrame({"model": ["a", "b", "c"], "params_m": [1.0, 1.0, 1.0], "gmacs": [1.0, 1.0, 1.0],
+                          "samples_per_s": [None] * 3, "error": [None, None, "RuntimeError: boom"],
+                          "skipped": ["logme: returned nan (not a finite score)", None, None],
+                          "logme": [None, -1.0, None], "hscore": [9.0, 1.0, None]},
+                         schema_overrides={"samples_per_s": pl.Float64, "logme": pl.Float64})
+    ranked = _finish(table, ["logme", "hscore"], {}, False, None, None)
+    assert ranked["model"].to_list() == ["b", "a", "c"]                   # a's hscore is higher, but it lacks LogME
+    assert ranked.filter(pl.col("best_within_budget"))["model"].to_list() == ["b"]
+    assert ranked["missing_scores"].to_list() == [0, 1, 2]
+
+
+def test_non_finite_scores_become_missing_with_the_reason():
+    from zooforge.selection.rank import score_featureset
+
+    class FS:
+        labels = np.array([0, 0, 1, 1])
+
+        def inputs(self):
+            return {"features": np.eye(4)}
+
+    from zooforge.metrics import registry
+
+    registry.register("always_nan_for_test", needs=("features",), summary="test")(lambda features, labels: float("nan"))
+    try:
+        out = score_featureset(FS(), ["always_nan_for_test"])["always_nan_for_test"]
+    finally:
+        registry._REGISTRY.pop("always_nan_for_test")
+    assert out["score"] is None and "returned nan (not a finite score) on 4 samples, smallest class 2" in out["skipped"]
+
+
+def test_cli_rank_exits_3_when_a_model_fails_and_summarises_the_data(tmp_path):
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text('[[model]]\nid = "ok"\nsource = "timm"\nname = "test_efficientnet"\npretrained = false\n'
+                   'input_size = [3, 32, 32]\n\n[[model]]\nid = "broken"\nsource = "local"\nname = "x"\n'
+                   'checkpoint = "missing.safetensors"\n')
+    runner = CliRunner()
+    args = ["rank", str(zoo), "demo:shapes?n=6", "-m", "logme", "--bootstrap", "0", "--cache-dir", str(tmp_path / "c")]
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 3, failed.output
+    text = " ".join(failed.output.split())
+    assert "dataset demo:shapes: 24 images, 4 classes (6-6 per class)" in text.replace("demo:shapes?n=6", "demo:shapes")
+    assert "1 of 2 model(s) failed" in text and "--allow-failures" in text
+    assert "ok *" in text and "broken *" not in text
+    allowed = runner.invoke(app, [*args, "--allow-failures"])
+    assert allowed.exit_code == 0, allowed.output
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--out", "x.xlsx", "unsupported file type '.xlsx'"), ("--out", "-", "standard output is not supported"),
+    ("--report", "x.pdf", "unsupported file type '.pdf'"), ("--device", "cuda:0", "use --device cpu"),
+    ("--out", "/proc/zooforge/x.csv", "cannot write in /proc")])
+def test_cli_rank_refuses_bad_outputs_and_devices_before_the_work(option, value, message):
+    if option == "--device":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(app, ["rank", "demo", "demo:shapes?n=4", "-m", "logme", option, value])
+    assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
+    assert "dataset" not in result.output                                   # refused before loading anything

@@ -41,7 +41,7 @@ from zooforge.errors import ZooforgeError, describe
 from zooforge.zoo.cache import atomic_write_bytes
 
 __all__ = ["Plan", "Cell", "load_plan", "plan_cells", "run_audit", "read_audit", "audit_tables", "AuditSummary",
-           "SCHEMA", "TIMING_COLUMNS"]
+           "SCHEMA", "TIMING_COLUMNS", "audit_generations", "entry_digest"]
 
 # One row per (model, dataset, metric). Timing columns measure a particular run.
 SCHEMA: dict[str, pl.DataType] = {
@@ -95,11 +95,28 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(f"{self.entry.id}\0{self.dataset}\0{self.digest}".encode()).hexdigest()[:24]
+        """Everything a cell's result depends on but the dataset's content (checked against the
+        part's stored fingerprint on resume): the whole catalogue entry (name, checkpoint and its
+        size and modification time, preprocessing, pretrained, model_args), the dataset spec and
+        the settings. Editing an entry or replacing its checkpoint makes a new cell."""
+        return hashlib.sha256(f"{entry_digest(self.entry)}\0{self.dataset}\0{self.digest}".encode()).hexdigest()[:24]
 
     @property
     def part_name(self) -> str:
         return f"cell-{self.key}.parquet"
+
+
+def entry_digest(entry) -> str:
+    """A digest of a catalogue entry's definition and of its checkpoint file's size and mtime."""
+    fields = {k: v for k, v in asdict(entry).items() if k not in ("catalogue", "description", "tags")}
+    checkpoint = entry.checkpoint
+    if checkpoint is not None:
+        try:
+            stat = Path(checkpoint).stat()
+            fields["checkpoint_stat"] = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            fields["checkpoint_stat"] = None            # missing: the cell will record the error
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def load_plan(path: str | Path, **overrides) -> Plan:
@@ -217,16 +234,40 @@ def _write_part(out: Path, cell: Cell, rows: list[dict]) -> None:
     atomic_write_bytes(out / cell.part_name, buffer.getvalue())
 
 
-def _finished(out: Path, cells: list[Cell], retry_failed: bool) -> set[str]:
-    done = set()
+def _finished(out: Path, cells: list[Cell], retry_failed: bool,
+              fingerprints: dict[str, str | None]) -> tuple[set[str], list[Cell]]:
+    """Keys of the cells whose part can be kept, and the cells whose part is stale: their dataset's
+    content changed since (its fingerprint differs from the one the part recorded)."""
+    done, stale = set(), []
     for cell in cells:
         part = out / cell.part_name
         if not part.exists():
             continue
-        if retry_failed and pl.read_parquet(part, columns=["status"])["status"].eq("error").any():
+        stored = pl.read_parquet(part, columns=["status", "dataset_fingerprint"])
+        if retry_failed and stored["status"].eq("error").any():
+            continue
+        now = fingerprints.get(cell.dataset_path)
+        recorded = stored["dataset_fingerprint"].drop_nulls()
+        if now is not None and recorded.len() and recorded[0] != now:
+            stale.append(cell)
             continue
         done.add(cell.key)
-    return done
+    return done, stale
+
+
+def _load_datasets(plan: Plan, cells: list[Cell]) -> dict[str, Any]:
+    """Each dataset of the plan loaded once (None where it cannot be: the cells record why)."""
+    from zooforge.zoo import load_dataset
+
+    loaded: dict[str, Any] = {}
+    for cell in cells:
+        if cell.dataset_path not in loaded:
+            try:
+                loaded[cell.dataset_path] = load_dataset(cell.dataset_path, max_per_class=plan.max_per_class,
+                                                         seed=plan.seed)
+            except Exception:     # noqa: BLE001 - recorded per cell by run_cell
+                loaded[cell.dataset_path] = None
+    return loaded
 
 
 # ---- the audit ----------------------------------------------------------------------------------
@@ -236,6 +277,7 @@ class AuditSummary:
     cells: int
     ran: int
     skipped: int                  # already finished before this run
+    stale: int = 0                # finished before, re-run because their dataset's content changed
     failed: list[tuple[str, str, str]] = field(default_factory=list)    # (model, dataset, error)
     seconds: float = 0.0
     table: pl.DataFrame | None = field(default=None, repr=False)
@@ -254,10 +296,12 @@ def run_audit(plan: Plan | str | Path, *, backend: str = "local", address: str |
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".cell-*.parquet.*"):     # temporary files of a run killed mid-write
         stale.unlink(missing_ok=True)
-    atomic_write_bytes(out / "plan.json", json.dumps(_provenance(plan), indent=2, default=str).encode())
-    done = _finished(out, cells, retry_failed)
+    provenance = _provenance(plan) | {"cells": sorted(c.part_name for c in cells)}
+    atomic_write_bytes(out / "plan.json", json.dumps(provenance, indent=2, default=str).encode())
+    datasets = _load_datasets(plan, cells)
+    done, stale = _finished(out, cells, retry_failed, {k: getattr(v, "fingerprint", None) for k, v in datasets.items()})
     todo = [c for c in cells if c.key not in done]
-    summary = AuditSummary(out, len(cells), len(todo), len(cells) - len(todo))
+    summary = AuditSummary(out, len(cells), len(todo), len(cells) - len(todo), stale=len(stale))
     start = time.perf_counter()
 
     def finish(cell: Cell, rows: list[dict]) -> None:
@@ -269,7 +313,7 @@ def run_audit(plan: Plan | str | Path, *, backend: str = "local", address: str |
 
     with _Progress(progress, len(cells), len(cells) - len(todo)) as bar:
         if backend == "local":
-            _run_local(todo, plan, finish, bar)
+            _run_local(todo, plan, finish, bar, datasets)
         else:
             _run_ray(todo, plan, finish, bar, address, workers)
     summary.seconds = time.perf_counter() - start
@@ -277,11 +321,9 @@ def run_audit(plan: Plan | str | Path, *, backend: str = "local", address: str |
     return summary
 
 
-def _run_local(todo: list[Cell], plan: Plan, finish, bar: "_Progress") -> None:
-    from zooforge.zoo import load_dataset
+def _run_local(todo: list[Cell], plan: Plan, finish, bar: "_Progress", datasets: dict[str, Any]) -> None:
     from zooforge.zoo.backbone import Backbone
 
-    datasets: dict[str, Any] = {}
     by_model: dict[str, list[Cell]] = {}
     for cell in todo:
         by_model.setdefault(cell.entry.id, []).append(cell)
@@ -292,12 +334,6 @@ def _run_local(todo: list[Cell], plan: Plan, finish, bar: "_Progress") -> None:
             backbone = None
         for cell in group:
             bar.show(f"{cell.entry.id} on {cell.dataset}")
-            if cell.dataset_path not in datasets:
-                try:
-                    datasets[cell.dataset_path] = load_dataset(cell.dataset_path, max_per_class=plan.max_per_class,
-                                                               seed=plan.seed)
-                except Exception:     # noqa: BLE001 - recorded per cell by run_cell
-                    datasets[cell.dataset_path] = None
             finish(cell, run_cell(cell, plan, backbone=backbone, dataset=datasets[cell.dataset_path]))
             bar.step()
         del backbone
@@ -370,13 +406,35 @@ class _Progress:
 
 
 # ---- reading ------------------------------------------------------------------------------------
-def read_audit(out: str | Path, cells: Iterable[Cell] | None = None) -> pl.DataFrame:
-    """The audit's table: every finished cell (or only ``cells``), one row per (model, dataset,
-    metric), sorted by dataset, model and metric."""
+def audit_generations(out: str | Path) -> tuple[list[str], list[str]]:
+    """(part names of the latest run's plan, part names left by earlier plans of other settings or
+    models) in an audit folder. A folder written before plans listed their cells has only the first."""
+    out = Path(out)
+    every = sorted(p.name for p in out.glob("cell-*.parquet"))
+    try:
+        latest = set(json.loads((out / "plan.json").read_text())["cells"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return every, []
+    return [n for n in every if n in latest], [n for n in every if n not in latest]
+
+
+def read_audit(out: str | Path, cells: Iterable[Cell] | None = None, *, generation: str = "latest") -> pl.DataFrame:
+    """The audit's table, one row per (model, dataset, metric), sorted by dataset, model and metric.
+
+    An audit folder run again with other settings, models or datasets keeps the earlier parts (so
+    going back costs nothing); ``generation="latest"`` (the default) reads only the cells of the
+    latest run's plan, ``"all"`` every part (then (model, dataset, metric) can repeat, told apart by
+    the ``settings`` column). ``cells`` reads exactly those."""
     out = Path(out)
     if not out.is_dir():
         raise ZooforgeError(f"no audit at {out}: expected a folder of cell-*.parquet parts.")
-    names = sorted(c.part_name for c in cells) if cells is not None else sorted(p.name for p in out.glob("cell-*.parquet"))
+    if generation not in ("latest", "all"):
+        raise ZooforgeError(f"unknown audit generation {generation!r}; use 'latest' or 'all'.")
+    if cells is not None:
+        names = sorted(c.part_name for c in cells)
+    else:
+        latest, older = audit_generations(out)
+        names = latest + (older if generation == "all" else [])
     parts = [pl.read_parquet(out / n) for n in names if (out / n).exists()]
     table = pl.concat(parts, how="vertical") if parts else _frame([])
     return table.sort("dataset", "model", "metric")

@@ -40,6 +40,9 @@ def score_featureset(fs, metrics: Sequence[str], *, indices: np.ndarray | None =
             continue
         try:
             score = est(fs.labels, inputs)
+            if score is None or not np.isfinite(score):
+                out[name] = {"score": None, "samples": None, "skipped": _not_finite(score, fs.labels)}
+                continue
             samples = None
             if indices is not None:
                 raw = np.array([_resampled(est, fs, inputs, idx) for idx in indices])
@@ -48,6 +51,14 @@ def score_featureset(fs, metrics: Sequence[str], *, indices: np.ndarray | None =
         except ValueError as exc:
             out[name] = {"score": None, "samples": None, "skipped": first_line(exc)}
     return out
+
+
+def _not_finite(score, labels) -> str:
+    """Why a score is missing when the estimator returned one that is not a number."""
+    counts = np.bincount(np.asarray(labels))
+    counts = counts[counts > 0]
+    return (f"returned {score} (not a finite score) on {len(labels)} samples, smallest class "
+            f"{int(counts.min()) if counts.size else 0}: too few samples per class for this estimator?")
 
 
 def score_model(backbone, dataset, metrics: Sequence[str], *, indices: np.ndarray | None = None, cache_dir=None,
@@ -194,6 +205,9 @@ def _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budge
             extra[f"{m}_p_top1"] = p_top
     rank_cols = np.array([extra[f"{m}_rank"] for m in metrics], dtype=float)
     mean_rank = np.nanmean(rank_cols, axis=0) if len(metrics) else np.full(len(ids), np.nan)
+    # A model that lacks a score (skipped, not finite, failed) never outranks one that has it: the
+    # order is by the number of estimators without a score first, then the mean rank.
+    extra["missing_scores"] = np.isnan(rank_cols).sum(axis=0).astype(float).tolist() if len(metrics) else [0.0] * len(ids)
     ensemble = np.nanmean(np.stack(zs), axis=0) if zs else np.full(len(ids), np.nan)
     extra["mean_rank"] = mean_rank.tolist()
     extra["ensemble_z"] = ensemble.tolist()
@@ -207,8 +221,10 @@ def _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budge
         fits &= np.nan_to_num(params, nan=np.inf) <= budget_params
     out = out.with_columns(pl.Series("within_budget", fits),
                            pl.Series("pareto", pareto_front(np.asarray(ensemble, float), np.nan_to_num(gmacs, nan=np.inf))))
-    out = out.sort("mean_rank", nulls_last=True).with_row_index("rank", offset=1)
-    best_in_budget = out.filter(pl.col("within_budget") & pl.col("mean_rank").is_not_null())
+    out = (out.with_columns(pl.col("missing_scores").cast(pl.Int64))
+           .sort(["missing_scores", "mean_rank"], nulls_last=True).with_row_index("rank", offset=1))
+    # a failed model is never the best, whatever its (missing) scores
+    best_in_budget = out.filter(pl.col("within_budget") & pl.col("mean_rank").is_not_null() & pl.col("error").is_null())
     best_id = best_in_budget["model"][0] if best_in_budget.height else None
     return out.with_columns((pl.col("model") == pl.lit(best_id)).alias("best_within_budget"))
 

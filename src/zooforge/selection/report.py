@@ -197,20 +197,22 @@ def ranking_report(table: pl.DataFrame, path: str | Path, *, title: str | None =
 def audit_report(audit: str | Path, path: str | Path, *, title: str | None = None) -> Path:
     """A report of an audit folder: one ranking per dataset, a model x dataset summary, failures,
     and the plan and versions it ran with."""
-    from zooforge.selection.audit import audit_tables, read_audit
+    from zooforge.selection.audit import audit_generations, audit_tables, read_audit
 
     audit = Path(audit)
-    table = read_audit(audit)
+    table = read_audit(audit)                  # the latest plan's cells: earlier generations stay on disk
     provenance = json.loads((audit / "plan.json").read_text()) if (audit / "plan.json").exists() else {}
-    digest = provenance.get("settings_digest")
-    if digest and table["settings"].n_unique() > 1:      # cells of earlier settings stay on disk: report the last plan's
-        table = table.filter(pl.col("settings") == digest)
+    older = audit_generations(audit)[1]
     if table.height == 0:
         raise ZooforgeError(f"the audit at {audit} has no finished cells yet.")
     tables = audit_tables(table)
     doc = _Doc(title or f"zooforge audit: {table['model'].n_unique()} models × {len(tables)} datasets")
     ok = table.filter(pl.col("status") == "ok").height
     failed = table.filter(pl.col("status") == "error").select("model", "dataset", "reason").unique(maintain_order=True)
+    if older:
+        doc.para(f"This report covers the latest plan's cells (settings {provenance.get('settings_digest')}); "
+                 f"{len(older)} part(s) of earlier plans (other settings, models or datasets) stay in the folder "
+                 f"and are left out: read them with read_audit(..., generation='all').")
     doc.para(f"{table.select('model', 'dataset').unique().height} cell(s), {ok} estimator score(s), "
              f"{failed.height} failed cell(s). Summary: each model's mean rank across estimators, per dataset "
              "(1 = best; – = failed or unscored).")
