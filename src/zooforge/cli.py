@@ -39,6 +39,8 @@ AllowFailures = Annotated[bool, typer.Option(
 SplitOpt = Annotated[Optional[str], typer.Option(
     help="dataset split: a folder <root>/<split>/<class>, a CSV `split` value, or train/val/test "
          "(default: train where the data has splits)")]
+SkipBadFiles = Annotated[bool, typer.Option(
+    "--skip-bad-files", help="leave out image files that cannot be decoded (listed) instead of stopping")]
 TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 
 
@@ -194,6 +196,7 @@ def rank(
     batch_size: Annotated[int, typer.Option(help="extraction batch size")] = 128,
     cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $ZOOFORGE_CACHE_DIR)")] = None,
     device: DeviceOpt = None,
+    skip_bad_files: SkipBadFiles = False,
     allow_failures: AllowFailures = False,
 ) -> None:
     """Rank a catalogue of backbones for a dataset without fine-tuning them."""
@@ -207,7 +210,7 @@ def rank(
         _check_output(out, TABLE_SUFFIXES, "--out")
         _check_output(plot, (".png", ".svg", ".pdf"), "--plot")
         _check_output(report, (".html", ".md"), "--report")
-        ds = load_dataset(data, split, max_per_class=max_per_class, seed=seed)
+        ds = load_dataset(data, split, max_per_class=max_per_class, seed=seed, skip_bad_files=skip_bad_files)
         console.print(f"dataset {ds.summary()}", soft_wrap=True)
         table = rank_models(catalogue, ds, metrics, models=model, bootstrap=bootstrap, seed=seed,
                             batch_size=batch_size, cache_dir=cache_dir, device=device,
@@ -231,7 +234,8 @@ def rank(
         from zooforge.selection.report import ranking_report
 
         settings = {"catalogue": catalogue, "dataset": data, "metrics": metrics, "bootstrap": bootstrap,
-                    "max_per_class": max_per_class, "budget_gmacs": budget_gmacs, "budget_params": budget_params}
+                    "max_per_class": max_per_class, "budget_gmacs": budget_gmacs, "budget_params": budget_params,
+                    "skipped_files": ds.meta.get("skipped_files", [])}
         try:
             console.print(f"wrote {ranking_report(table, report, title=f'{catalogue} on {data}', settings=settings, budget_gmacs=budget_gmacs)}")
         except ZooforgeError as exc:

@@ -17,8 +17,14 @@ __all__ = [
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message ('' when it has none): short enough for a table cell."""
+    """The first line of an exception's message ('' when it has none): short enough for a table cell.
+    An error re-raised from a DataLoader worker ("Caught X in DataLoader worker process 0. Original
+    Traceback ...") gives the original's message, which names the file, instead of that wrapper line."""
     text = str(exc)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and lines[0].startswith("Caught ") and "Original Traceback" in text:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
     return text.splitlines()[0] if text else ""
 
 

@@ -185,3 +185,12 @@ def test_cli_rank_refuses_bad_outputs_and_devices_before_the_work(option, value,
     result = CliRunner().invoke(app, ["rank", "demo", "demo:shapes?n=4", "-m", "logme", option, value])
     assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
     assert "dataset" not in result.output                                   # refused before loading anything
+
+
+def test_errors_from_dataloader_workers_keep_the_file_name():
+    from zooforge.errors import DatasetError, describe
+
+    wrapped = DatasetError("Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                           "call last):\n  File \"x.py\", line 1, in f\nzooforge.errors.DatasetError: cannot read "
+                           "image /data/cat/7.png: truncated\n")
+    assert describe(wrapped) == "DatasetError: cannot read image /data/cat/7.png: truncated"

@@ -22,7 +22,7 @@ def test_image_folder(tmp_path):
     assert ds.classes == ("cat", "dog") and len(ds) == 6 and ds.modality == "image"
     assert all(ds.image(i).shape == (12, 10, 3) for i in range(6))
     assert load_dataset(tmp_path / "data").fingerprint == ds.fingerprint
-    (tmp_path / "data" / "cat" / "0.png").write_bytes(Image.new("RGB", (3, 3)).tobytes() + b"x")
+    Image.new("RGB", (3, 3), (9, 9, 9)).save(tmp_path / "data" / "cat" / "0.png")
     assert load_dataset(tmp_path / "data").fingerprint != ds.fingerprint    # content changed
 
 
@@ -72,10 +72,12 @@ def test_errors(tmp_path):
     with pytest.raises(DatasetError, match="missing array `images`"):
         load_dataset(tmp_path / "x.npz")
     bad = _image_folder(tmp_path / "bad")
-    (bad / "dog" / "1.png").write_bytes(b"not a png")
     ds = load_dataset(bad)
-    with pytest.raises(DatasetError, match=r"cannot read image .*dog/1.png"):
+    (bad / "dog" / "1.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"cannot read image .*dog/1.png"):   # broken after loading: named too
         ds.image(4)
+    with pytest.raises(DatasetError, match=r"1 of 6 image file\(s\) cannot be read: cannot read image .*dog/1.png"):
+        load_dataset(bad)
 
 
 def test_demo_text_tasks_are_seeded_sentences():
@@ -159,3 +161,23 @@ def test_npz_nan_labels_are_refused_by_row(tmp_path):
 def test_summary_line():
     ds = load_dataset("sklearn:digits")
     assert ds.summary() == "sklearn:digits: 1797 images, 10 classes (174-183 per class)"
+
+
+def test_unreadable_images_are_named_before_any_model_runs(tmp_path):
+    root = _image_folder(tmp_path / "data", per_class=3)
+    (root / "cat" / "empty.png").write_bytes(b"")
+    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DatasetError, match=r"2 of 8 image file\(s\) cannot be read: .*empty\.png.*--skip-bad-files"):
+        load_dataset(root)
+    ds = load_dataset(root, skip_bad_files=True)
+    assert len(ds) == 6 and sorted(p.rsplit("/", 1)[-1] for p in ds.meta["skipped_files"]) == ["broken.jpg", "empty.png"]
+    assert "2 unreadable file(s) skipped" in ds.summary()
+    assert ds.fingerprint != load_dataset(tmp_path / "data", skip_bad_files=True, max_per_class=2).fingerprint
+
+
+def test_a_class_with_only_unreadable_images_is_an_error(tmp_path):
+    root = _image_folder(tmp_path / "data", per_class=2)
+    for p in (root / "dog").iterdir():
+        p.write_bytes(b"junk")
+    with pytest.raises(DatasetError, match=r"every image of class\(es\) \['dog'\] is unreadable"):
+        load_dataset(root, skip_bad_files=True)

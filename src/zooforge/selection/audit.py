@@ -52,7 +52,7 @@ SCHEMA: dict[str, pl.DataType] = {
 }
 TIMING_COLUMNS = ("samples_per_s", "seconds")
 _PLAN_KEYS = {"catalogues", "models", "datasets", "metrics", "out", "max_per_class", "bootstrap", "seed",
-              "batch_size", "device", "cache_dir"}
+              "batch_size", "device", "cache_dir", "skip_bad_files"}
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,14 @@ class Plan:
     batch_size: int = 128
     device: str | None = None
     cache_dir: Path | None = None
+    skip_bad_files: bool = False
     base: Path = field(default=Path("."), compare=False)    # folder relative paths are resolved against
 
     def settings(self) -> dict[str, Any]:
         """What a cell's result depends on besides the model and dataset (device/batch size do not)."""
-        return {"metrics": sorted(self.metrics), "max_per_class": self.max_per_class,
-                "bootstrap": self.bootstrap, "seed": self.seed}
+        out = {"metrics": sorted(self.metrics), "max_per_class": self.max_per_class,
+               "bootstrap": self.bootstrap, "seed": self.seed}
+        return out | ({"skip_bad_files": True} if self.skip_bad_files else {})   # old digests stay valid
 
     @property
     def digest(self) -> str:
@@ -159,6 +161,7 @@ def load_plan(path: str | Path, **overrides) -> Plan:
                 out=out if out.is_absolute() else base / out, models=tuple(raw.get("models", ())),
                 max_per_class=raw.get("max_per_class"), bootstrap=raw.get("bootstrap", 0), seed=raw.get("seed", 0),
                 batch_size=raw.get("batch_size", 128), device=raw.get("device"),
+                skip_bad_files=bool(raw.get("skip_bad_files", False)),
                 cache_dir=None if cache_dir is None else (base / cache_dir).resolve(), base=base)
 
 
@@ -202,7 +205,8 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
         if backbone is None:
             backbone = Backbone.from_entry(cell.entry)
         if dataset is None:
-            dataset = load_dataset(cell.dataset_path, max_per_class=plan.max_per_class, seed=plan.seed)
+            dataset = load_dataset(cell.dataset_path, max_per_class=plan.max_per_class, seed=plan.seed,
+                                   skip_bad_files=plan.skip_bad_files)
         info |= {"n_samples": len(dataset), "num_classes": dataset.num_classes,
                  "dataset_fingerprint": dataset.fingerprint}
         result = score_model(backbone, dataset, sorted(plan.metrics),
@@ -264,7 +268,7 @@ def _load_datasets(plan: Plan, cells: list[Cell]) -> dict[str, Any]:
         if cell.dataset_path not in loaded:
             try:
                 loaded[cell.dataset_path] = load_dataset(cell.dataset_path, max_per_class=plan.max_per_class,
-                                                         seed=plan.seed)
+                                                         seed=plan.seed, skip_bad_files=plan.skip_bad_files)
             except Exception:     # noqa: BLE001 - recorded per cell by run_cell
                 loaded[cell.dataset_path] = None
     return loaded

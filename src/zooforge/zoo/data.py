@@ -19,6 +19,11 @@ missing label (``''``, NaN, ``NA``, ``null``, ``None``) is refused with its row,
 Images are decoded lazily and converted to RGB (grayscale replicated, alpha dropped).
 ``Dataset.summary()`` is the one line the CLI prints before any work: N, classes, the per-class
 range and the split.
+
+Image files are checked once, when the dataset is loaded (every file decoded, in a thread pool),
+so a corrupt, truncated or zero-byte image is an error that names the files before any model runs,
+not a failure of every model in turn; ``skip_bad_files=True`` (``--skip-bad-files``) leaves them out
+instead and records them in ``meta["skipped_files"]``.
 """
 
 from __future__ import annotations
@@ -87,10 +92,13 @@ class Dataset:
         """One line: name, N, classes, the smallest and largest class, and the split."""
         counts = np.bincount(self.labels, minlength=self.num_classes)
         split = self.meta.get("split")
+        skipped = self.meta.get("skipped_files")
         return (f"{self.name}: {len(self)} {self.modality}s, {self.num_classes} classes "
                 f"({int(counts.min())}-{int(counts.max())} per class)"
                 + (f", split {split!r}" + (f" of {', '.join(self.meta['splits'])}" if self.meta.get("splits") else "")
-                   if split else ""))
+                   if split else "")
+                + (f"; {len(skipped)} unreadable file(s) skipped: {', '.join(skipped[:3])}"
+                   + (" ..." if len(skipped) > 3 else "") if skipped else ""))
 
     def subset(self, indices: Sequence[int] | np.ndarray, tag: str) -> "Dataset":
         idx = np.asarray(indices, dtype=np.int64)
@@ -368,9 +376,46 @@ def _from_demo(rest: str, split: str | None) -> Dataset:
     return Dataset(name, modality, items, labels, tuple(classes), fingerprint, {"task": task, "n": n, "seed": seed})
 
 
+def unreadable_images(ds: Dataset, workers: int = 4) -> list[tuple[int, str]]:
+    """(index, why) of every image file of ``ds`` that cannot be decoded; [] for in-memory or text data."""
+    if ds.modality != "image" or ds.in_memory:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    def probe(i: int) -> tuple[int, str] | None:
+        try:
+            _read_image(ds.items[i])
+        except DatasetError as exc:
+            return i, str(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:      # PIL decodes without holding the GIL
+        return [r for r in pool.map(probe, range(len(ds))) if r is not None]
+
+
+def _check_images(ds: Dataset, skip_bad_files: bool) -> Dataset:
+    bad = unreadable_images(ds)
+    if not bad:
+        return ds
+    shown = "; ".join(why for _, why in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+    if not skip_bad_files:
+        raise DatasetError(f"{ds.name}: {len(bad)} of {len(ds)} image file(s) cannot be read: {shown}. Fix or remove "
+                           f"them, or pass --skip-bad-files (Python: skip_bad_files=True) to leave them out.")
+    drop = {i for i, _ in bad}
+    kept = [i for i in range(len(ds)) if i not in drop]
+    missing = sorted(set(range(ds.num_classes)) - set(ds.labels[kept].tolist()))
+    if missing:
+        raise DatasetError(f"{ds.name}: every image of class(es) {[ds.classes[c] for c in missing]} is unreadable: "
+                           f"{shown}.")
+    out = ds.subset(kept, "readable")
+    return replace(out, name=ds.name, meta=ds.meta | {"skipped_files": [ds.items[i] for i, _ in bad]})
+
+
 def load_dataset(spec: str | Path, split: str | None = None, *, max_per_class: int | None = None,
-                 seed: int = 0) -> Dataset:
-    """Load a dataset from any spec listed in the module docstring; optionally subsample per class."""
+                 seed: int = 0, skip_bad_files: bool = False) -> Dataset:
+    """Load a dataset from any spec listed in the module docstring; optionally subsample per class.
+    Image files are decoded once here; unreadable ones are an error naming them, or with
+    ``skip_bad_files`` are left out (listed in ``meta["skipped_files"]``)."""
     text = str(spec)
     if text.startswith("demo:"):
         ds = _from_demo(text[5:], split)
@@ -390,4 +435,4 @@ def load_dataset(spec: str | Path, split: str | None = None, *, max_per_class: i
             raise DatasetError(f"{path}: unsupported dataset file type {path.suffix!r}; use a folder, .csv or .npz.")
     if max_per_class is not None:
         ds = ds.subsample(max_per_class, seed)
-    return ds
+    return _check_images(ds, skip_bad_files)          # only the images that will be used
