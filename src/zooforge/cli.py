@@ -583,6 +583,58 @@ def compose(
         console.print(f"wrote {out}/assembly.safetensors, recipe.json and result.json")
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect and trim the feature cache.")
+app.add_typer(cache_app, name="cache")
+CacheDir = Annotated[Optional[Path], typer.Option(help="cache root (default $ZOOFORGE_CACHE_DIR or ~/.cache/zooforge)")]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: CacheDir = None) -> None:
+    """Where the cache is, how many entries, unfinished extractions and leftover temporaries, and their size."""
+    from zooforge.zoo.cache import FeatureCache
+
+    i = FeatureCache(cache_dir).info()
+    console.print(f"{i['root']}: {i['entries']} entries ({_mb(i['entry_bytes'])}), {i['partial_extractions']} "
+                  f"unfinished extraction(s) ({_mb(i['partial_bytes'])}), {i['temporaries']} leftover temporary "
+                  f"file(s) ({_mb(i['temporary_bytes'])})", soft_wrap=True)
+
+
+@cache_app.command("clear")
+def cache_clear(cache_dir: CacheDir = None,
+                yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False) -> None:
+    """Remove every cached feature and unfinished extraction."""
+    from zooforge.zoo.cache import FeatureCache
+
+    cache = FeatureCache(cache_dir)
+    if not yes and not typer.confirm(f"remove everything under {cache.root}?"):
+        raise typer.Exit(code=EXIT_ERROR)
+    cache.clear()
+    console.print(f"cleared {cache.root}")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    cache_dir: CacheDir = None,
+    older_than_days: Annotated[Optional[float], typer.Option(help="remove entries unused for this many days")] = None,
+    max_gb: Annotated[Optional[float], typer.Option(help="then remove the least recently used down to this size")] = None,
+    keep_partial: Annotated[bool, typer.Option(help="keep unfinished extractions (they resume)")] = False,
+) -> None:
+    """Remove leftover temporaries and unfinished extractions, and entries by age or total size."""
+    from zooforge.zoo.cache import FeatureCache
+
+    for name, value in (("--older-than-days", older_than_days), ("--max-gb", max_gb)):
+        if value is not None and value < 0:
+            _fail(ZooforgeError(f"{name} must be >= 0; got {value}."))
+    r = FeatureCache(cache_dir).prune(older_than_days=older_than_days, partial=not keep_partial,
+                                      max_bytes=None if max_gb is None else int(max_gb * 2**30))
+    console.print(f"removed {r['entries']} entries, {r['partial_extractions']} unfinished extraction(s) and "
+                  f"{r['temporaries']} temporary file(s): {_mb(r['bytes'])}")
+
+
 def main() -> None:
     app()
 
