@@ -58,3 +58,11 @@ def test_tune_cli_auto_prints_the_trials_and_refuses_a_bad_lr():
     assert "lr by validation" in ok.output and "chose" in ok.output and "held-out accuracy" in ok.output
     bad = runner.invoke(app, ["tune", MODEL, DATA, "--catalogue", "demo", "--lr", "fast"])
     assert bad.exit_code != 0 and "--lr must be a number or 'auto'" in bad.output
+
+
+def test_a_demo_id_without_its_catalogue_suggests_it():
+    from zooforge.errors import ZooforgeError
+    from zooforge.tuning.tune import resolve_entry
+
+    with pytest.raises(ZooforgeError, match=r"did you mean --catalogue demo\?"):
+        resolve_entry("demo/convnext-counting")

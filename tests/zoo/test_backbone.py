@@ -141,3 +141,43 @@ def test_packaged_model_names_fail_clearly_when_the_package_is_missing():
     entry = CatalogueEntry(id="x/missing", source="hf", name="python:no_such_package_zf/model")
     with pytest.raises(BackboneLoadError, match="Python package 'no_such_package_zf' is not installed"):
         Backbone.from_entry(entry)
+
+
+def test_an_unreachable_hub_fails_fast_with_the_whole_fix(monkeypatch):
+    # Issue #17: without HF_HUB_OFFLINE each unreachable hub model cost ~50 s of retries, and tables
+    # showed only the first line of the error, which lacked the fix.
+    import time
+
+    from huggingface_hub import constants
+
+    from zooforge.zoo import backbone as backbone_module
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.zooforge-test.invalid")
+    monkeypatch.setitem(backbone_module._hub_check, "at", -1e9)
+    for entry in (CatalogueEntry(id="t/resnet18.a1_in1k", source="timm", name="resnet18.a1_in1k"),
+                  CatalogueEntry(id="h/bert", source="hf", name="some-org/some-bert-not-cached")):
+        start = time.monotonic()
+        with pytest.raises(BackboneLoadError) as caught:
+            Backbone.from_entry(entry)
+        assert time.monotonic() - start < 20
+        first = str(caught.value).splitlines()[0]
+        assert "hub.zooforge-test.invalid:443 cannot be resolved" in first and "Fix: give the entry a local" in first
+    assert constants.HF_HUB_OFFLINE is False                # offline mode was only borrowed for the call
+
+
+def test_hf_folder_names_resolve_against_the_catalogue(tiny_vit_folder, tmp_path, monkeypatch):
+    from zooforge.errors import CatalogueError
+    from zooforge.zoo import load_catalogue
+
+    cat = tiny_vit_folder.parent / "zoo.toml"
+    cat.write_text('[[model]]\nid = "a"\nsource = "hf"\nname = "vit"\n\n'
+                   '[[model]]\nid = "b"\nsource = "hf"\nname = "x"\ncheckpoint = "vit"\n')
+    monkeypatch.chdir(tmp_path.parent)                     # not the catalogue's folder
+    a, b = load_catalogue(cat)
+    assert a.name == str(tiny_vit_folder.resolve()) and Backbone.from_entry(a).num_source_classes == 3
+    assert b.checkpoint == tiny_vit_folder.resolve() and Backbone.from_entry(b).modality == "image"
+    cat.write_text('[[model]]\nid = "c"\nsource = "hf"\nname = "./not-here"\n')
+    with pytest.raises(CatalogueError, match=r"looks like a folder but .*not-here does not exist"):
+        load_catalogue(cat)

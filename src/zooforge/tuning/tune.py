@@ -73,6 +73,15 @@ def resolve_entry(model: str, catalogue=None):
 
     if timm.is_model(model) or timm.is_model(model.split(".")[0]):
         return CatalogueEntry(id=model, source="timm", name=model)
+    from pathlib import Path
+
+    from zooforge.zoo.catalogue import BUILTIN_CATALOGUES
+
+    if not Path(model).expanduser().is_dir():
+        for name in BUILTIN_CATALOGUES:            # a built-in catalogue's id is not a hub name
+            if any(e.id == model for e in load_catalogue(name)):
+                raise ZooforgeError(f"{model!r} is an id of the built-in catalogue {name!r}, not a timm or Hugging "
+                                    f"Face name: did you mean --catalogue {name}?")
     return CatalogueEntry(id=model, source="hf", name=model)
 
 

@@ -32,13 +32,65 @@ TEXT_MAX_LENGTH = 256      # tokens per text sample (truncated beyond, or the mo
 TEXT_COST_LENGTH = 128     # sequence length at which text models' GMACs are reported
 
 
-def _offline_hint(entry: CatalogueEntry, exc: Exception) -> BackboneLoadError:
+# How long a failed reachability check of the hub is believed (an audit of hours re-checks now and then).
+HUB_CHECK_TTL_S = 60.0
+HUB_CONNECT_TIMEOUT_S = 3.0
+_hub_check: dict[str, Any] = {"at": -1e9, "reason": None}
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub (``HF_ENDPOINT``) cannot be reached, or None when it can (or when
+    offline mode is set anyway). A DNS failure answers in milliseconds; without this check every
+    hub model cost ~50 s of client retries before failing."""
+    import socket
+    import time as _time
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    now = _time.monotonic()
+    if now - _hub_check["at"] < HUB_CHECK_TTL_S:
+        return _hub_check["reason"]
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_CONNECT_TIMEOUT_S).close()
+        reason = None
+    except OSError as exc:
+        reason = f"the hub host {host}:{port} cannot be {'resolved' if isinstance(exc, socket.gaierror) else 'reached'} ({exc})"
+    _hub_check.update(at=now, reason=reason)
+    return reason
+
+
+class _offline_if_unreachable:
+    """Within: the hub clients run offline (cache only, no retries) when the hub cannot be reached."""
+
+    def __enter__(self) -> str | None:
+        from huggingface_hub import constants
+
+        self.reason = hub_unreachable()
+        self.saved = constants.HF_HUB_OFFLINE
+        if self.reason:
+            constants.HF_HUB_OFFLINE = True
+        return self.reason
+
+    def __exit__(self, *exc):
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = self.saved
+        return False
+
+
+def _offline_hint(entry: CatalogueEntry, exc: Exception, reason: str | None = None) -> BackboneLoadError:
+    # one line, so that a table cell (which keeps the first line) still says how to fix it
+    why = reason or "the hub cannot be reached, or offline mode (HF_HUB_OFFLINE=1) is set"
     return BackboneLoadError(
-        f"cannot load weights for model {entry.id!r} ({entry.source} {entry.name!r}): {describe(exc)}\n"
-        "The weights are not in the local cache and the hub cannot be reached (offline?). Either give the "
-        "entry a local `checkpoint = \"path/to/weights.safetensors\"`, set `pretrained = false` for random "
-        "weights, or download them once on a connected machine into the Hugging Face cache (HF_HOME) "
-        "and copy that cache here."
+        f"cannot load weights for model {entry.id!r} ({entry.source} {entry.name!r}): they are not in the local "
+        f"Hugging Face cache and {why}. Fix: give the entry a local `checkpoint = \"path/to/weights.safetensors\"` "
+        f"(or a save_pretrained folder), set `pretrained = false` for random weights, or download them once on a "
+        f"connected machine into the Hugging Face cache (HF_HOME) and copy that cache here. [{describe(exc)}]"
     )
 
 
@@ -287,15 +339,16 @@ def _timm_backbone(entry: CatalogueEntry) -> Backbone:
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     pretrained = entry.pretrained and state is None and entry.source == "timm"
+    reason = None
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _offline_if_unreachable() as reason:
             torch.manual_seed(0)    # reproducible random init for pretrained = false
             model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as exc:
         raise BackboneLoadError(f"model {entry.id!r}: bad `model_args` {entry.model_args}: {exc}") from None
     except Exception as exc:
         if pretrained:
-            raise _offline_hint(entry, exc) from None
+            raise _offline_hint(entry, exc, reason) from None
         raise BackboneLoadError(f"model {entry.id!r}: timm could not build {name!r}: {exc}") from None
     if state is not None:
         _load_into(model, state, entry)
@@ -354,13 +407,14 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
     name = str(entry.checkpoint or _packaged_folder(entry))
     local = Path(name).is_dir()
     offline = local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    opts = {"local_files_only": offline}
+    reason = None if offline else hub_unreachable()     # unreachable: the cache only, at once
+    opts = {"local_files_only": offline or reason is not None}
     try:
         config = transformers.AutoConfig.from_pretrained(name, **opts)
     except Exception as exc:
         if local:
             raise BackboneLoadError(f"model {entry.id!r}: {name} is not a save_pretrained folder: {exc}") from None
-        raise _offline_hint(entry, exc) from None
+        raise _offline_hint(entry, exc, reason) from None
     modality, processor, tokenizer = entry.modality, None, None
     if modality in (None, "image"):
         try:
@@ -394,7 +448,7 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
         try:
             model = auto.from_pretrained(name, **opts, **entry.model_args)
         except Exception as exc:
-            raise _offline_hint(entry, exc) from None
+            raise _offline_hint(entry, exc, reason) from None
         finally:
             if shown:
                 hf_logging.enable_progress_bar()

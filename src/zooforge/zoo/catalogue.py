@@ -114,9 +114,21 @@ def _parse_entry(t: dict, file: Path, errors: list[str], check_files: bool) -> C
         if not isinstance(t["checkpoint"], str):
             errors.append(f"`checkpoint` must be a path string; got {t['checkpoint']!r}")
         else:
-            checkpoint = (file.parent / t["checkpoint"]).resolve()
-            if check_files and not checkpoint.is_file():
-                errors.append(f"`checkpoint` file not found: {checkpoint}")
+            checkpoint = (file.parent / t["checkpoint"]).expanduser().resolve()
+            folder_ok = t.get("source") == "hf" and checkpoint.is_dir()      # a save_pretrained folder
+            if check_files and not (checkpoint.is_file() or folder_ok):
+                what = "file or save_pretrained folder" if t.get("source") == "hf" else "file"
+                errors.append(f"`checkpoint` {what} not found: {checkpoint}")
+    name = t.get("name")
+    if t.get("source") == "hf" and isinstance(name, str) and name:
+        # a save_pretrained folder given as `name` is relative to the catalogue, as `checkpoint` is;
+        # an explicit path that does not exist is an error here, never a hub lookup of a path
+        local = (file.parent / name).expanduser()
+        explicit = name.startswith(("./", "../", "/", "~"))
+        if local.is_dir():
+            t = t | {"name": str(local.resolve())}
+        elif explicit and check_files:
+            errors.append(f"`name` {name!r} looks like a folder but {local.resolve()} does not exist")
     num_classes = t.get("num_classes")
     if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0):
         errors.append(f"`num_classes` must be a non-negative integer; got {num_classes!r}")
