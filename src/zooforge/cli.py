@@ -125,28 +125,41 @@ def _save_table(table, out: Path) -> None:
     raise typer.Exit(code=EXIT_ERROR)
 
 
-def print_ranking(table, metrics, title: str) -> None:
-    t = Table(title=title, header_style="bold")
+def print_ranking(table, metrics, title: str, wide: bool = False) -> None:
+    """The ranking as a terminal table. Compact by default (fits 80 columns, as in a log): rank,
+    model, the first estimator's score with its interval, P(top-1), mean rank, GMACs; ``wide``
+    adds params and every estimator. ``*`` marks the recommended model within the budget."""
+    from rich import box
+
+    t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     first = metrics[0] if metrics else None
-    for col in ["rank", "model", "params (M)", "GMACs", *metrics, f"P(top-1, {first})", "mean rank"]:
-        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+    shown = metrics if wide else metrics[:1]
+    columns = ["#", "model", *(["params M"] if wide else []), "GMACs", *shown,
+               *([f"{first} 90%" if wide else "90% interval"] if first else []), "P(top1)", "mean"]
+    for col in columns:
+        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True,
+                     overflow="ellipsis" if col == "model" else "ignore", min_width=12 if col == "model" else None)
+    digits = 4 if wide else 3
     for row in table.iter_rows(named=True):
-        cells = [str(row["rank"]), row["model"] + (" *" if row.get("best_within_budget") else ""),
-                 format_value(row["params_m"], 3), format_value(row["gmacs"], 3)]
-        for m in metrics:
-            score = row[m]
-            lo, hi = row.get(f"{m}_lo"), row.get(f"{m}_hi")
-            shown = m == first and lo is not None and score is not None   # one interval keeps it narrow
-            cells.append(format_value(score) + (f" [dim][{format_value(lo, 3)}, {format_value(hi, 3)}][/]" if shown else ""))
+        cells = [str(row["rank"]), row["model"] + (" *" if row.get("best_within_budget") else "")]
+        cells += [format_value(row["params_m"], 3)] if wide else []
+        cells.append(format_value(row["gmacs"], 2))
+        cells += [format_value(row[m], digits) for m in shown]
+        if first:
+            lo, hi = row.get(f"{first}_lo"), row.get(f"{first}_hi")
+            cells.append(f"{format_value(lo, 3)} {format_value(hi, 3)}" if lo is not None else "–")
         cells.append(format_value(row.get(f"{first}_p_top1"), 2))
         cells.append(format_value(row["mean_rank"], 3))
         t.add_row(*cells)
     console.print(t)
+    if not wide and len(metrics) > 1:
+        console.print(f"[dim]interval and P(top1) of {first}; ordered by mean rank over {', '.join(metrics)}; "
+                      "--wide shows each estimator[/]")
     for row in table.iter_rows(named=True):
         if row["error"]:
-            console.print(f"[red]{row['model']} failed:[/] {row['error']}")
+            console.print(f"[red]{row['model']} failed:[/] {row['error']}", soft_wrap=True)
         elif row["skipped"]:
-            console.print(f"[yellow]{row['model']} skipped[/] {row['skipped']}")
+            console.print(f"[yellow]{row['model']} skipped[/] {row['skipped']}", soft_wrap=True)
 
 
 @app.command()
@@ -198,6 +211,7 @@ def rank(
     device: DeviceOpt = None,
     skip_bad_files: SkipBadFiles = False,
     allow_failures: AllowFailures = False,
+    wide: Annotated[bool, typer.Option("--wide", help="show params and every estimator's score")] = False,
 ) -> None:
     """Rank a catalogue of backbones for a dataset without fine-tuning them."""
     from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models
@@ -217,7 +231,7 @@ def rank(
                             budget_gmacs=budget_gmacs, budget_params=budget_params)
     except ValueError as exc:          # ZooforgeError is one
         _fail(exc)
-    print_ranking(table, metrics, f"{catalogue} on {data}")
+    print_ranking(table, metrics, f"{catalogue} on {data}", wide=wide)
     if (budget_gmacs is not None or budget_params is not None) and not table["within_budget"].any():
         console.print("[yellow]No model fits the budget[/] "
                       f"(smallest: {table['gmacs'].min():.4g} GMACs, {table['params_m'].min():.4g} M params).")

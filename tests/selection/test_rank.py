@@ -194,3 +194,15 @@ def test_errors_from_dataloader_workers_keep_the_file_name():
                            "call last):\n  File \"x.py\", line 1, in f\nzooforge.errors.DatasetError: cannot read "
                            "image /data/cat/7.png: truncated\n")
     assert describe(wrapped) == "DatasetError: cannot read image /data/cat/7.png: truncated"
+
+
+def test_the_default_table_fits_80_columns_without_cut_scores_or_blank_lines(tmp_path):
+    result = CliRunner().invoke(app, ["rank", "demo", "demo:shapes?n=6", "--model", "demo/*-random",
+                                      "--model", "demo/convnext-orientation", "--bootstrap", "5",
+                                      "--cache-dir", str(tmp_path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    table = [line for line in lines if line.lstrip()[:1].isdigit()]
+    assert len(table) == 3 and all(len(line) <= 80 for line in table)
+    assert all("…" not in line.split("demo/")[1].split()[1:] for line in table)   # only a model name may be cut
+    assert "\n\n\n" not in result.output                                          # no finished progress bars

@@ -204,6 +204,10 @@ class _progress_bar:
         self.enabled, self.description, self.total = enabled, description, total
 
     def __enter__(self):
+        from rich.console import Console
+
+        # piped or in a log, a live bar only leaves blank lines behind
+        self.enabled = self.enabled and Console().is_terminal
         if not self.enabled:
             return lambda n: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
