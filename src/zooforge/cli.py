@@ -19,9 +19,23 @@ from rich.table import Table
 from zooforge.errors import ZooforgeError, first_line
 from zooforge.formatting import format_value
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(no_args_is_help=True,
                   help="Rank, reassemble and tune models from a zoo of pretrained backbones.")
 console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from zooforge import __version__
+
+        print(f"zooforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """Rank, reassemble and tune models from a zoo of pretrained backbones."""
 
 # Options shared by several commands: one spelling and one help text each.
 ModelGlobs = Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")]
@@ -44,14 +58,20 @@ SkipBadFiles = Annotated[bool, typer.Option(
 TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 
 
-def _threads() -> None:
+Threads = Annotated[Optional[int], typer.Option(
+    help="torch threads (default: $OMP_NUM_THREADS, else one per available core)", min=1)]
+
+
+def _threads(threads: int | None = None) -> None:
     import torch
 
     # One intra-op thread per core; more oversubscribes and makes CPU torch several times slower.
-    # OMP_NUM_THREADS, where set (Ray workers, shared servers, `make -j`), is the user's word.
+    # --threads, then OMP_NUM_THREADS where set (Ray workers, shared servers), is the user's word.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     asked = os.environ.get("OMP_NUM_THREADS", "")
-    torch.set_num_threads(int(asked) if asked.isdigit() and int(asked) > 0 else max(1, cores))
+    if threads is None:
+        threads = int(asked) if asked.isdigit() and int(asked) > 0 else max(1, cores)
+    torch.set_num_threads(threads)
 
 
 def _fail(exc: Exception) -> None:
@@ -193,6 +213,7 @@ def models(catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or
 
 @app.command()
 def rank(
+    ctx: typer.Context,
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
     data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task>")],
     metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="estimator (repeatable)")] = None,
@@ -212,12 +233,25 @@ def rank(
     skip_bad_files: SkipBadFiles = False,
     allow_failures: AllowFailures = False,
     wide: Annotated[bool, typer.Option("--wide", help="show params and every estimator's score")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="the table as JSON on stdout (messages go to stderr)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+    threads: Threads = None,
 ) -> None:
     """Rank a catalogue of backbones for a dataset without fine-tuning them."""
     from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models
     from zooforge.zoo import load_dataset
 
-    _threads()
+    global console
+    if json_out:
+        saved = console
+        console = Console(stderr=True)          # stdout carries only the JSON
+
+        def restore() -> None:
+            global console
+            console = saved
+
+        ctx.call_on_close(restore)
+    _threads(threads)
     metrics = metric or list(DEFAULT_METRICS)
     try:
         _check_device(device)
@@ -228,10 +262,15 @@ def rank(
         console.print(f"dataset {ds.summary()}", soft_wrap=True)
         table = rank_models(catalogue, ds, metrics, models=model, bootstrap=bootstrap, seed=seed,
                             batch_size=batch_size, cache_dir=cache_dir, device=device,
-                            budget_gmacs=budget_gmacs, budget_params=budget_params)
+                            budget_gmacs=budget_gmacs, budget_params=budget_params, progress=not quiet and not json_out)
     except ValueError as exc:          # ZooforgeError is one
         _fail(exc)
-    print_ranking(table, metrics, f"{catalogue} on {data}", wide=wide)
+    if json_out:
+        import sys
+
+        sys.stdout.write(table.write_json() + "\n")
+    else:
+        print_ranking(table, metrics, f"{catalogue} on {data}", wide=wide)
     if (budget_gmacs is not None or budget_params is not None) and not table["within_budget"].any():
         console.print("[yellow]No model fits the budget[/] "
                       f"(smallest: {table['gmacs'].min():.4g} GMACs, {table['params_m'].min():.4g} M params).")
@@ -265,6 +304,7 @@ def rank(
 def evaluate(
     ranking: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ranking table (.csv/.json/.parquet)")],
     truth: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV/JSON with model, accuracy")],
+    out: Annotated[Optional[Path], typer.Option(help="write the table: .csv, .json or .parquet")] = None,
 ) -> None:
     """Kendall tau, weighted tau, Pearson r, top-1 regret and top-3 hit of each estimator vs truth."""
     import polars as pl
@@ -275,8 +315,16 @@ def evaluate(
     try:
         if ranking.suffix not in read or truth.suffix not in (".csv", ".json"):
             raise ZooforgeError("ranking must be .csv/.json/.parquet and truth .csv/.json.")
-        result = evaluate_ranking(read[ranking.suffix](ranking), read[truth.suffix](truth))
-    except ZooforgeError as exc:
+        _check_output(out, TABLE_SUFFIXES, "--out")
+        tables = []
+        for kind, path in (("ranking", ranking), ("truth", truth)):
+            try:
+                tables.append(read[path.suffix](path))
+            except Exception as exc:      # noqa: BLE001 - polars raises several kinds for a file it cannot parse
+                raise ZooforgeError(f"{kind} {path}: not a readable {path.suffix[1:]} table ({type(exc).__name__}: "
+                                    f"{first_line(exc)}).") from None
+        result = evaluate_ranking(*tables)
+    except ValueError as exc:
         _fail(exc)
     t = Table(title="estimators vs fine-tuned accuracy", header_style="bold")
     for col in result.columns:
@@ -284,6 +332,8 @@ def evaluate(
     for row in result.iter_rows():
         t.add_row(*[format_value(v, 3) for v in row])
     console.print(t)
+    if out:
+        _save_table(result, out)
 
 
 @app.command()
@@ -306,7 +356,7 @@ def audit(
         _check_device(p.device)
         _check_output(report, (".html", ".md"), "--report")
         s = run_audit(p, backend=backend, address=address, workers=workers, retry_failed=retry_failed)
-    except ZooforgeError as exc:
+    except ValueError as exc:          # ZooforgeError is one; an unknown estimator name too
         _fail(exc)
     stale = f" ({s.stale} re-run because their dataset changed)" if s.stale else ""
     console.print(f"{s.cells} cell(s): {s.ran} run now{stale}, {s.skipped} already finished, {len(s.failed)} failed; "

@@ -206,3 +206,43 @@ def test_the_default_table_fits_80_columns_without_cut_scores_or_blank_lines(tmp
     assert len(table) == 3 and all(len(line) <= 80 for line in table)
     assert all("…" not in line.split("demo/")[1].split()[1:] for line in table)   # only a model name may be cut
     assert "\n\n\n" not in result.output                                          # no finished progress bars
+
+
+def test_cli_json_version_and_messages_instead_of_tracebacks(tmp_path):
+    import json
+
+    runner = CliRunner()
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("zooforge ")
+    as_json = runner.invoke(app, ["rank", "demo", "demo:shapes?n=4", "-m", "logme", "--bootstrap", "0", "--json",
+                                  "--model", "demo/effnet-*", "--cache-dir", str(tmp_path / "c")])
+    assert as_json.exit_code == 0
+    rows = json.loads(as_json.stdout)
+    assert [r["rank"] for r in rows] == [1, 2, 3] and all("logme" in r for r in rows)
+    after = runner.invoke(app, ["rank", "demo", "demo:shapes?n=4", "-m", "logme", "--bootstrap", "0",
+                                "--model", "demo/effnet-shapes", "--cache-dir", str(tmp_path / "c")])
+    assert "demo/effnet-shapes" in after.stdout                          # the console is back on stdout
+    ranking, truth = tmp_path / "r.csv", tmp_path / "t.csv"
+    ranking.write_text("name,score\na,1\n")
+    truth.write_text("model,accuracy\na,0.5\n")
+    cases = [
+        (["evaluate", str(ranking), str(truth)], "no `model` column"),
+        (["evaluate", str(truth), str(truth)], "no estimator columns"),
+        (["report", str(truth), str(tmp_path / "x.md")], "not a ranking"),
+    ]
+    bad_truth = tmp_path / "bad.csv"
+    bad_truth.write_text("model,accuracy\na,high\n")
+    good = tmp_path / "good.csv"
+    good.write_text("model,logme,logme_rank\na,1.0,1\nb,0.5,2\n")
+    cases.append((["evaluate", str(good), str(bad_truth)], "must be numbers; got ['high']"))
+    plan = tmp_path / "p.toml"
+    plan.write_text('catalogues = ["demo"]\ndatasets = ["demo:shapes?n=4"]\nmetrics = ["logmee"]\n')
+    cases.append((["audit", str(plan)], "unknown estimator 'logmee'"))
+    plan2 = tmp_path / "p2.toml"
+    plan2.write_text('catalogues = ["demo"]\nmodels = ["demo/effnet-shapes"]\ndatasets = ["demo:shapes?n=4"]\n'
+                     'metrics = ["logme"]\n')
+    cases.append((["audit", str(plan2), "--backend", "ray", "--address", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"))
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and message in " ".join(result.output.split()), (args, result.output)
+        assert "Traceback" not in result.output

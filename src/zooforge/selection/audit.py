@@ -350,15 +350,45 @@ def _ray_task(cell: Cell, plan: Plan, threads: int) -> list[dict]:
     return run_cell(cell, plan)
 
 
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_ray_address(address: str) -> None:
+    """Fail at once, with what to check, when a Ray address has nothing listening (Ray itself retries
+    for minutes). 'auto' and 'local' are Ray's own words and are left to it."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host_port = address.removeprefix("ray://").rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ZooforgeError(f"--address {address!r}: expected host:port (the GCS, e.g. 10.0.0.5:6379) or "
+                            f"ray://host:port (Ray Client, e.g. ray://head:10001).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ZooforgeError(f"--address {address!r}: nothing answers at {host}:{port} ({exc}). Check that `ray start "
+                            f"--head` runs there and the port is open, or use --backend local.") from None
+
+
 def _run_ray(todo: list[Cell], plan: Plan, finish, bar: "_Progress", address: str | None, workers: int | None) -> None:
     try:
         import ray
     except ImportError:
         raise ZooforgeError("the ray backend needs Ray: pip install 'zooforge[ray]'.") from None
     started = not ray.is_initialized()
+    if started and address:
+        _check_ray_address(address)
     if started:
         kwargs = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
-        ray.init(log_to_driver=False, **kwargs)
+        try:
+            ray.init(log_to_driver=False, **kwargs)
+        except Exception as exc:      # noqa: BLE001 - Ray raises ConnectionError, ValueError, RuntimeError, ...
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            raise ZooforgeError(f"cannot start or reach {where}: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}. Check the address (ray://host:10001 "
+                                f"or host:6379), that `ray start` runs there, or use --backend local.") from None
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
         pending = {task.remote(cell, plan, 1): cell for cell in todo}

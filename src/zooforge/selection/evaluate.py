@@ -24,11 +24,25 @@ def evaluate(ranking: pl.DataFrame, truth: pl.DataFrame | dict[str, float], metr
         truth = pl.DataFrame({"model": list(truth), "accuracy": list(truth.values())})
     missing_cols = {"model", "accuracy"} - set(truth.columns)
     if missing_cols:
-        raise ZooforgeError(f"truth needs columns model and accuracy; missing {sorted(missing_cols)}.")
+        raise ZooforgeError(f"truth needs columns model and accuracy; missing {sorted(missing_cols)} "
+                            f"(it has {truth.columns}).")
+    if "model" not in ranking.columns:
+        raise ZooforgeError(f"the ranking has no `model` column (it has {ranking.columns[:8]}); give a table "
+                            f"written by `zooforge rank --out`.")
+    if not truth["accuracy"].dtype.is_numeric():
+        bad = truth.filter(pl.col("accuracy").cast(pl.Float64, strict=False).is_null() & pl.col("accuracy").is_not_null())
+        raise ZooforgeError(f"truth `accuracy` must be numbers; got {bad['accuracy'].head(3).to_list()} for model(s) "
+                            f"{bad['model'].head(3).to_list()}.")
+    if truth["model"].is_duplicated().any():
+        raise ZooforgeError(f"truth lists model(s) twice: {sorted(set(truth.filter(pl.col('model').is_duplicated())['model']))}.")
     unknown = sorted(set(truth["model"]) - set(ranking["model"]))
     if unknown:
         raise ZooforgeError(f"truth names model(s) not in the ranking: {', '.join(unknown)}.")
-    metrics = metrics or [c for c in ranking.columns if f"{c}_rank" in ranking.columns] + ["ensemble_z"]
+    metrics = metrics or [c for c in ranking.columns if f"{c}_rank" in ranking.columns] + (
+        ["ensemble_z"] if "ensemble_z" in ranking.columns else [])
+    if not metrics:
+        raise ZooforgeError("the ranking has no estimator columns (<metric> with <metric>_rank); give a table "
+                            "written by `zooforge rank --out`.")
     joined = ranking.join(truth.select("model", "accuracy"), on="model", how="inner")
     acc = joined["accuracy"].to_numpy().astype(float)
     rows = []

@@ -247,5 +247,14 @@ def write_report(source: pl.DataFrame | str | Path, path: str | Path, **kwargs) 
     read = {".csv": pl.read_csv, ".json": pl.read_json, ".parquet": pl.read_parquet}
     if source.suffix not in read or not source.is_file():
         raise ZooforgeError(f"{source}: give a ranking table (.csv/.json/.parquet) or an audit folder.")
-    return ranking_report(read[source.suffix](source), path, **kwargs)
+    try:
+        table = read[source.suffix](source)
+    except Exception as exc:      # noqa: BLE001 - polars raises several kinds for a file it cannot parse
+        raise ZooforgeError(f"{source}: not a readable {source.suffix[1:]} table ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}).") from None
+    needed = {"model", "rank", "mean_rank"} - set(table.columns)
+    if needed:
+        raise ZooforgeError(f"{source}: not a ranking (no column(s) {sorted(needed)}); give a table written by "
+                            f"`zooforge rank --out` or an audit folder.")
+    return ranking_report(table, path, **kwargs)
 
