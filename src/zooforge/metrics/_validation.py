@@ -43,7 +43,7 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(x)
     except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"`{name}` must be an array-like; could not convert it: {exc}") from None
+        raise ValueError(f"`{name}` must be an array-like; could not convert it: {exc}") from None
 
 
 def _check_2d_float(arr: Any, name: str, what: str) -> None:
@@ -75,7 +75,7 @@ def check_features(features: Any, name: str = "features", *, n_samples: int | No
         t = features.detach()
         _check_2d_float(t, name, "D")
         if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.uint8)):
-            raise TypeError(f"`{name}` must hold real numbers; got dtype {t.dtype}.")
+            raise ValueError(f"`{name}` must hold real numbers; got dtype {t.dtype}.")
         t = t.to(working_dtype(t.device))
         bad = ~torch.isfinite(t)
         if bool(bad.any()):
@@ -86,7 +86,7 @@ def check_features(features: Any, name: str = "features", *, n_samples: int | No
     arr = _to_numpy(features, name)
     _check_2d_float(arr, name, "D")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"`{name}` must hold real numbers; got dtype {arr.dtype}.")
+        raise ValueError(f"`{name}` must hold real numbers; got dtype {arr.dtype}.")
     arr = arr.astype(np.float64, copy=False)
     finite = np.isfinite(arr)
     if not finite.all():

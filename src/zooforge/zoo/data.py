@@ -262,6 +262,10 @@ def _from_csv(file: Path, split: str | None) -> Dataset:
     if "path" not in header and "text" not in header:
         raise DatasetError(f"{file}: needs a `path` (images) or `text` column beside `label` (got {header}).")
     lines = list(range(2, len(rows) + 2))         # file line of each row (the header is line 1)
+    ragged = [n for n, r in zip(lines, rows) if None in r or any(v is None for v in r.values())]
+    if ragged:
+        raise DatasetError(f"{file}: line(s) {', '.join(map(str, ragged[:10]))} have a different number of fields "
+                           f"than the header ({len(header)}: {header}); quote fields that contain commas.")
     meta: dict = {}
     if split is not None:
         if "split" not in header:
