@@ -81,6 +81,73 @@ def test_gbc_hand_derived_two_gaussians():
     assert M.gbc(f, [0, 0, 1, 1], pca_dim=None, gaussian="diagonal") == pytest.approx(expected, rel=1e-12)
 
 
+def test_gbc_spherical_counts_the_log_determinant_once_as_the_reference_does():
+    # 2-D. Class 0 at (-1, -sqrt 3), (1, sqrt 3): variances (1, 3), spherical sigma_0 = 2. Class 1 at
+    # (3, -1), (5, 1): variances (1, 1), sigma_1 = 1. sigma = 1.5, |mu_0 - mu_1|^2 = 16. The reference
+    # (stable_transfer gbc.py) reduces each class to one variance and sums the log term over that one
+    # value: D_B = 16 / (8 * 1.5) + 1/2 (log 1.5 - (log 2 + log 1) / 2). The exact 2-D density would
+    # double the second term.
+    r3 = math.sqrt(3.0)
+    f = np.array([[-1.0, -r3], [1.0, r3], [3.0, -1.0], [5.0, 1.0]])
+    distance = 16 / (8 * 1.5) + 0.5 * (math.log(1.5) - 0.5 * math.log(2.0))
+    assert M.gbc(f, [0, 0, 1, 1], pca_dim=None) == pytest.approx(-2 * math.exp(-distance), rel=1e-12)
+
+
+def _reference_gbc(x, y, spherical=True):
+    """A direct transcription of the reference's loops (per class: mean, population variance floored
+    at 1e-4; spherical: the mean variance; then the pairwise distances), for comparison."""
+    stats = {}
+    for c in np.unique(y):
+        xc = x[y == c]
+        stats[c] = (xc.mean(0), np.maximum(xc.var(0), 1e-4))
+    total = 0.0
+    for c1 in stats:
+        for c2 in stats:
+            if c1 == c2:
+                continue
+            (m1, v1), (m2, v2) = stats[c1], stats[c2]
+            if spherical:
+                v1, v2 = v1.mean(), v2.mean()
+            avg = (v1 + v2) / 2
+            d = np.sum((m1 - m2) ** 2 / avg) / 8 + 0.5 * (np.sum(np.log(avg)) - 0.5 * np.sum(np.log(v1))
+                                                          - 0.5 * np.sum(np.log(v2)))
+            total += np.exp(-d)
+    return -total
+
+
+@pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])
+def test_gbc_equals_the_reference_formula(gaussian):
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 5, 300)
+    x = rng.normal(size=(300, 12)) * rng.uniform(0.2, 3, 12) + 0.8 * np.eye(5, 12)[y]
+    expected = _reference_gbc(x, y, spherical=gaussian == "spherical")
+    assert M.gbc(x, y, pca_dim=None, gaussian=gaussian) == pytest.approx(expected, rel=1e-10)
+
+
+# ---- PARC --------------------------------------------------------------------------------------
+def _reference_parc(x, y, n_dims=32):
+    """The reference's steps transcribed (PCA to n_dims, StandardScaler, 1 - corrcoef RDMs of the
+    features and of the one-hot labels, Spearman of the upper triangles x 100), with exact PCA."""
+    from scipy.stats import spearmanr
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    if n_dims is not None and x.shape[1] > n_dims:
+        x = PCA(n_components=min(n_dims, x.shape[0]), svd_solver="full").fit_transform(x)
+    x = StandardScaler().fit_transform(x)
+    onehot = np.eye(y.max() + 1)[y]
+    upper = np.triu_indices(len(y), 1)
+    return spearmanr((1 - np.corrcoef(x))[upper], (1 - np.corrcoef(onehot))[upper])[0] * 100
+
+
+@pytest.mark.parametrize("d", [12, 80], ids=["D<32", "D>32"])
+def test_parc_equals_the_reference_steps(d):
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 4, 150)
+    x = rng.normal(size=(150, d)) * rng.uniform(0.1, 5, d) + 1.5 * np.eye(4, d)[y]
+    assert M.parc(x, y) == pytest.approx(_reference_parc(x, y), rel=1e-6)
+
+
 # ---- TransRate ---------------------------------------------------------------------------------
 def test_transrate_matches_direct_logdet():
     rng = np.random.default_rng(2)
