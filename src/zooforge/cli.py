@@ -647,6 +647,63 @@ def compose(
         console.print(f"wrote {out}/assembly.safetensors, recipe.json and result.json")
 
 
+@app.command("select")
+def select_cmd(
+    catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
+    data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task> (the training data)")],
+    budget: Annotated[Optional[float], typer.Option(
+        help="compute budget as a share of fully fine-tuning every model (e.g. 0.15)")] = 0.15,
+    budget_seconds: Annotated[Optional[float], typer.Option(help="wall-clock budget for the fine-tunes")] = None,
+    method: Annotated[str, typer.Option(help="trial fine-tuning method: linear|full|bitfit|adapter|lora|ia3|...")] = "full",
+    full_epochs: Annotated[int, typer.Option(help="epochs of the full fine-tune that --budget is a share of")] = 10,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="estimator (repeatable)")] = None,
+    model: ModelGlobs = None,
+    budget_gmacs: Annotated[Optional[float], typer.Option(help="only models within this many GMACs")] = None,
+    budget_params: Annotated[Optional[float], typer.Option(help="... and this many million parameters")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="peak learning rate (default: the method's)")] = None,
+    bootstrap: Annotated[int, typer.Option(help="resampling rounds for the ranking's intervals")] = 100,
+    seed: Seed = 0,
+    split: SplitOpt = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $ZOOFORGE_CACHE_DIR)")] = None,
+    device: DeviceOpt = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="folder: trials.jsonl (resumable), rounds.parquet, result.json, the chosen model's weights")] = None,
+    threads: Threads = None,
+) -> None:
+    """Rank the catalogue, then confirm the choice with short fine-tunes (successive halving) under a budget."""
+    from zooforge.selection.select import SelectConfig, rounds_table, select
+    from zooforge.zoo import load_dataset
+
+    _threads(threads)
+    try:
+        _check_device(device)
+        cfg = SelectConfig(fraction=budget, seconds=budget_seconds, method=method, full_epochs=full_epochs, lr=lr,
+                           seed=seed)
+        ds = load_dataset(data, split, seed=seed)
+        console.print(f"dataset {ds.summary()}", soft_wrap=True)
+        r = select(catalogue, ds, cfg, metrics=metric, models=model, budget_gmacs=budget_gmacs,
+                   budget_params=budget_params, out_dir=out, cache_dir=cache_dir, device=device,
+                   bootstrap=bootstrap, log=lambda m: console.print(m, soft_wrap=True))
+    except ValueError as exc:
+        _fail(exc)
+    t = Table(title="successive halving (validation: 20% of the training data)", header_style="bold")
+    for col in ("round", "model", "epochs", "val accuracy", "seconds"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for row in r.rounds:
+        t.add_row(str(row["round"]), row["model"], str(row["epochs"]), format_value(row["val_accuracy"]),
+                  format_value(row.get("seconds"), 3))
+    console.print(t)
+    console.print(f"chose [bold]{r.model}[/] (validation accuracy {r.val_accuracy:.4f}); spent "
+                  f"{100 * r.spent_fraction:.1f}% of the compute of fully fine-tuning every model "
+                  f"({r.spent:.4g} of {r.fine_tune_all:.4g} GMAC), {r.seconds:.1f} s; the ranking alone "
+                  f"named {r.ranking['model'][0]}.", soft_wrap=True)
+    if out:
+        from zooforge.selection.rank import write_table
+
+        write_table(rounds_table(r), out / "rounds.parquet")
+        console.print(f"wrote {out}/result.json, rounds.parquet, trials.jsonl and the chosen model's adapters.safetensors")
+
+
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and trim the feature cache.")
 app.add_typer(cache_app, name="cache")
 CacheDir = Annotated[Optional[Path], typer.Option(help="cache root (default $ZOOFORGE_CACHE_DIR or ~/.cache/zooforge)")]

@@ -42,6 +42,9 @@ def parc(features, labels, *, pca_dim: int = 32, max_samples: int = 5000, seed: 
 
     y, n_classes = check_labels(labels)
     x = check_features(features, n_samples=len(y))
+    if x.shape[1] < 2 or x.shape[0] < 3:
+        raise ValueError(f"`features` of shape {x.shape}: PARC correlates samples across feature dimensions "
+                         f"and pairs of samples, so it needs at least 2 dimensions and 3 samples.")
     x, y = stratified_subsample(x, y, max_samples, seed)
     keep = min(pca_dim, x.shape[0])                       # as the reference: at most N components
     if x.shape[1] > keep:

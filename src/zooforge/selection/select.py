@@ -1,0 +1,298 @@
+"""``select``: rank every model, then spend a stated budget of short fine-tunes on the leaders.
+
+Transferability estimators stop at a ranking; a user then fine-tunes its top model and hopes. Here
+the ranking is the prior and a small budget buys evidence: successive halving (Jamieson & Talwalkar,
+AISTATS 2016; Li et al.'s Hyperband, JMLR 2018) over the models the ranking cannot tell apart.
+
+1. ``rank`` scores the catalogue (features cached). The models that enter are the leader and every
+   model whose 90% interval of the first estimator reaches the leader's (the ranking's own
+   uncertainty decides how many, at least ``min_entrants``, at most ``max_entrants``), in ranking
+   order, within the GMACs/params budgets.
+2. Round r trains each surviving model for ``e0 * 2**r`` epochs with the one training loop
+   (:func:`zooforge.tuning.loop.train`, ``method`` as in ``tune``) on a stratified share of the
+   training data and scores it on the rest: a validation split carved from the data it was given,
+   never a test split. The better half (ties to the ranking's order) goes on; the last round's
+   winner is the choice, and its fine-tuned weights are saved.
+3. Cost is counted in training compute: epochs x training samples x GMACs per sample x 3 (forward
+   and backward) for methods that train through the backbone, x 1 for the linear probe. The budget
+   ``fraction`` is a share of fine-tuning *every* model fully (``full_epochs`` epochs, method
+   ``full``); ``e0`` is the largest number of epochs whose whole schedule fits, and models are
+   dropped from the end of the ranking while not even one epoch each fits. ``seconds`` caps wall
+   time instead (or as well): no trial starts once it is spent, and the choice is then the best of
+   the last round that finished.
+
+Every finished trial is appended to ``<out>/trials.jsonl`` under a key of everything that
+determines it (model entry, dataset fingerprint, method, epochs, learning rate, seed, split), so a
+run killed at any point resumes without repeating a finished trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from zooforge.errors import ZooforgeError
+
+__all__ = ["SelectConfig", "SelectResult", "select", "plan_schedule", "successive_halving", "entrants", "rounds_table"]
+
+TRAIN_FLOPS_FACTOR = 3.0        # forward + backward, relative to a forward pass
+VALIDATION_SPLIT = 0.8          # share of the data the trials train on; the rest validates
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    fraction: float | None = field(default=0.15, metadata={
+        "help": "budget as a share of fully fine-tuning every model (None: only `seconds`)"})
+    seconds: float | None = field(default=None, metadata={"help": "wall-clock budget for the fine-tunes"})
+    method: str = field(default="full", metadata={"help": "fine-tuning method of the trials (as in tune)"})
+    full_epochs: int = field(default=10, metadata={"help": "epochs of the full fine-tune the budget is a share of"})
+    lr: float | None = field(default=None, metadata={"help": "peak learning rate (default: the method's)"})
+    min_entrants: int = 2
+    max_entrants: int = 16
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.fraction is None and self.seconds is None:
+            raise ZooforgeError("give a budget: `fraction` (--budget) and/or `seconds` (--budget-seconds).")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ZooforgeError(f"`fraction` (--budget) must be in (0, 1]; got {self.fraction}.")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ZooforgeError(f"`seconds` (--budget-seconds) must be positive; got {self.seconds}.")
+        if self.full_epochs < 1 or self.min_entrants < 1 or self.max_entrants < self.min_entrants:
+            raise ZooforgeError("`full_epochs` and `min_entrants` must be >= 1 and `max_entrants` >= `min_entrants`.")
+
+
+@dataclass
+class SelectResult:
+    model: str                               # the choice
+    val_accuracy: float
+    rounds: list[dict]                       # one row per trial: round, model, epochs, val_accuracy, seconds, cost
+    entrants: list[str]
+    spent: float                             # training compute spent (GMAC units, see the module docstring)
+    fine_tune_all: float                     # the compute of fully fine-tuning every candidate
+    seconds: float
+    ranking: object = field(default=None, repr=False)       # the rank table (polars)
+    task: object = field(default=None, repr=False)          # the chosen model, fine-tuned
+
+    @property
+    def spent_fraction(self) -> float:
+        return self.spent / self.fine_tune_all if self.fine_tune_all else float("nan")
+
+    def record(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k not in ("ranking", "task")}
+        return out | {"spent_fraction": self.spent_fraction}
+
+
+# ---- the pure parts: who enters, the schedule, the halving ----------------------------------------
+def entrants(table, metric: str, min_entrants: int = 2, max_entrants: int = 16) -> list[str]:
+    """Models the ranking cannot separate from its leader: the leader, then (in ranking order) every
+    model whose interval of ``metric`` reaches the leader's lower bound; without intervals, the top
+    ``min_entrants``. Failed or unscored models never enter."""
+    rows = [r for r in table.iter_rows(named=True)
+            if r.get("error") is None and r.get(metric) is not None and r.get("within_budget", True)]
+    if not rows:
+        return []
+    leader = rows[0]
+    floor = leader.get(f"{metric}_lo")
+    chosen = [leader["model"]]
+    for r in rows[1:]:
+        hi = r.get(f"{metric}_hi")
+        if len(chosen) < min_entrants or (floor is not None and hi is not None and hi >= floor):
+            chosen.append(r["model"])
+        if len(chosen) >= max_entrants:
+            break
+    return chosen
+
+
+def _schedule_cost(costs: Sequence[float], e0: int) -> float:
+    """An upper bound on the compute of successive halving over arms with per-epoch ``costs``: the
+    survivors are unknown, so each round is charged for the most expensive arms that could remain."""
+    n = len(costs)
+    if n <= 1:
+        return e0 * sum(costs)
+    worst = sorted(costs, reverse=True)
+    total, r = 0.0, 0
+    while (k := math.ceil(n / 2**r)) >= 2:
+        total += e0 * 2**r * sum(worst[:k])
+        r += 1
+    return total
+
+
+def plan_schedule(costs: Sequence[float], budget: float) -> tuple[int, int]:
+    """(arms, e0): the most arms (a prefix of ``costs``, in ranking order) for which a schedule with
+    at least one epoch in the first round fits ``budget``, and the largest ``e0`` for them."""
+    for n in range(len(costs), 0, -1):
+        if _schedule_cost(costs[:n], 1) <= budget:
+            e0 = 1
+            while _schedule_cost(costs[:n], e0 + 1) <= budget:
+                e0 += 1
+            return n, e0
+    return 0, 0
+
+
+def successive_halving(arms: Sequence[str], e0: int, trial: Callable[[str, int, int], float]) -> tuple[str, list[dict]]:
+    """Run the halving: ``trial(arm, epochs, round)`` returns a validation accuracy. The better half
+    survives each round (ties to the earlier arm, i.e. the ranking); returns (winner, per-trial rows)."""
+    alive, rows, r = list(arms), [], 0
+    while True:
+        epochs = e0 * 2**r
+        scores = {arm: trial(arm, epochs, r) for arm in alive}
+        rows += [{"round": r, "model": arm, "epochs": epochs, "val_accuracy": scores[arm]} for arm in alive]
+        alive = sorted(alive, key=lambda a: (-scores[a], alive.index(a)))[:math.ceil(len(alive) / 2)]
+        if len(alive) == 1:
+            return alive[0], rows
+        r += 1
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+def _trial_key(entry, ds, cfg: SelectConfig, epochs: int, lr: float) -> str:
+    from zooforge.selection.audit import entry_digest
+
+    parts = {"entry": entry_digest(entry), "data": ds.fingerprint, "method": cfg.method, "epochs": epochs,
+             "lr": lr, "seed": cfg.seed, "split": VALIDATION_SPLIT, "batch_size": cfg.batch_size}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: Sequence[str] | None = None,
+           models: Sequence[str] | None = None, budget_gmacs: float | None = None, budget_params: float | None = None,
+           out_dir: str | Path | None = None, cache_dir=None, device=None, bootstrap: int = 100,
+           progress: bool = True, log: Callable[[str], None] | None = None) -> SelectResult:
+    """Rank ``catalogue`` on ``dataset``, then confirm the choice with successive halving under the
+    budget (module docstring). ``budget_params`` is in millions of parameters."""
+    import torch
+
+    from zooforge.selection.rank import rank
+    from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
+    from zooforge.tuning.methods import build, inputs_for, save_adapters
+    from zooforge.tuning.tune import DEFAULT_LR
+    from zooforge.zoo import filter_entries, load_catalogue, load_dataset
+    from zooforge.zoo.backbone import Backbone
+    from zooforge.zoo.cache import atomic_write_bytes
+
+    cfg = config or SelectConfig()
+    if cfg.method not in DEFAULT_LR:
+        raise ZooforgeError(f"unknown method {cfg.method!r}; choose one of {', '.join(DEFAULT_LR)}.")
+    say = log or (lambda message: None)
+    started = time.perf_counter()
+    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
+    entries = {e.id: e for e in filter_entries(catalogue if isinstance(catalogue, list) else load_catalogue(catalogue),
+                                               list(models) if models else None)}
+    table = rank(list(entries.values()), ds, metrics, bootstrap=bootstrap, seed=cfg.seed, cache_dir=cache_dir,
+                 device=device, budget_gmacs=budget_gmacs, budget_params=budget_params, progress=progress)
+    first = (list(metrics) if metrics else [c[:-5] for c in table.columns if c.endswith("_rank")
+                                             and c != "mean_rank"])[0]
+    ranked = entrants(table, first, cfg.min_entrants, cfg.max_entrants)
+    if not ranked:
+        raise ZooforgeError("no model could be ranked within the budgets; nothing to fine-tune (see `rank`).")
+    gmacs = dict(zip(table["model"], table["gmacs"]))
+    fit_idx, val_idx = ds.split_indices(VALIDATION_SPLIT, cfg.seed)
+    n_fit = len(fit_idx)
+    factor = 1.0 if cfg.method == "linear" else TRAIN_FLOPS_FACTOR
+    per_epoch = [n_fit * float(gmacs[m]) * factor for m in ranked]
+    scored = [r["model"] for r in table.iter_rows(named=True) if r["gmacs"] is not None and r["error"] is None]
+    fine_tune_all = sum(cfg.full_epochs * len(ds) * float(gmacs[m]) * TRAIN_FLOPS_FACTOR for m in scored)
+    budget = cfg.fraction * fine_tune_all if cfg.fraction is not None else math.inf
+    n_arms, e0 = plan_schedule(per_epoch, budget)
+    if n_arms == 0:
+        cheapest = min(per_epoch)
+        raise ZooforgeError(f"the budget ({cfg.fraction:.3g} of fine-tuning all {len(scored)} models) cannot pay for "
+                            f"one epoch of one model: that takes at least {cheapest / fine_tune_all:.3g} of it "
+                            f"(--budget {math.ceil(cheapest / fine_tune_all * 1000) / 1000:g}).")
+    arms = ranked[:n_arms]
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
+    say(f"{len(ranked)} model(s) the ranking cannot separate; {n_arms} enter successive halving at {e0} epoch(s) "
+        f"({', '.join(arms)})")
+    out = Path(out_dir) if out_dir is not None else None
+    ledger_path = out / "trials.jsonl" if out else None
+    done: dict[str, dict] = {}
+    if ledger_path is not None and ledger_path.is_file():
+        for line in ledger_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue                      # a line cut by a kill mid-write: that trial runs again
+            done[row["key"]] = row
+    fit, val = ds.subset(fit_idx, "select-fit"), ds.subset(val_idx, "select-val")
+    y_fit, y_val = torch.as_tensor(fit.labels), torch.as_tensor(val.labels)
+    trained: dict[str, object] = {}
+    spent_seconds = [0.0]
+    spent = [0.0]
+
+    def trial(model_id: str, epochs: int, round_: int) -> float:
+        key = _trial_key(entries[model_id], ds, cfg, epochs, lr)
+        if key in done:
+            row = done[key]
+            spent[0] += row["cost"]
+            return row["val_accuracy"]
+        if cfg.seconds is not None and spent_seconds[0] > cfg.seconds:
+            raise _OutOfTime
+        backbone = Backbone.from_entry(entries[model_id])
+        x_fit, x_val = inputs_for(backbone, fit), inputs_for(backbone, val)
+        torch.manual_seed(cfg.seed)
+        task = build(backbone, ds.num_classes, cfg.method)
+        t0 = time.perf_counter()
+        train(task, x_fit, y_fit, TrainConfig(epochs=epochs, lr=lr, batch_size=cfg.batch_size, seed=cfg.seed,
+                                              device=device, progress=False))
+        acc = evaluate_accuracy(task, x_val, y_val)
+        seconds = time.perf_counter() - t0
+        cost = epochs * n_fit * float(gmacs[model_id]) * factor
+        spent[0] += cost
+        spent_seconds[0] += seconds
+        row = {"key": key, "round": round_, "model": model_id, "epochs": epochs, "val_accuracy": acc,
+               "seconds": seconds, "cost": cost}
+        done[key] = row
+        trained[model_id] = task
+        if ledger_path is not None:
+            ledger_path.parent.mkdir(parents=True, exist_ok=True)
+            with ledger_path.open("a") as fh:       # one line per finished trial: a kill loses one at most
+                fh.write(json.dumps(row) + "\n")
+        say(f"round {round_}: {model_id} {epochs} epoch(s): validation accuracy {acc:.4f} ({seconds:.1f} s)")
+        return acc
+
+    try:
+        winner, rows = successive_halving(arms, e0, trial)
+    except _OutOfTime:
+        finished = [r for r in done.values() if r["model"] in arms]
+        if not finished:
+            raise ZooforgeError(f"--budget-seconds {cfg.seconds:g} ran out before one trial finished.") from None
+        best_round = max(r["round"] for r in finished)
+        last = [r for r in finished if r["round"] == best_round]
+        winner = max(last, key=lambda r: (r["val_accuracy"], -arms.index(r["model"])))["model"]
+        rows = sorted(finished, key=lambda r: (r["round"], arms.index(r["model"])))
+        say(f"the time budget ran out in round {best_round + 1}: choosing among the models of round {best_round}")
+    for row in rows:
+        row.update({k: done.get(_trial_key(entries[row["model"]], ds, cfg, row["epochs"], lr), {}).get(k)
+                    for k in ("seconds", "cost")})
+    final = [r for r in rows if r["model"] == winner][-1]
+    task = trained.get(winner)
+    if out is not None:
+        if task is None:                          # resumed after the winner's trial: retrain it to save it
+            saved = done.pop(_trial_key(entries[winner], ds, cfg, final["epochs"], lr))
+            spent[0] -= saved["cost"]
+            ledger_path = None                    # do not record it twice
+            trial(winner, final["epochs"], final["round"])
+            task = trained[winner]
+        save_adapters(task, out)
+    result = SelectResult(winner, final["val_accuracy"], rows, arms, spent[0], fine_tune_all,
+                          time.perf_counter() - started, table, task)
+    if out is not None:
+        atomic_write_bytes(out / "result.json", json.dumps(result.record(), indent=2, default=str).encode())
+    return result
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def rounds_table(result: SelectResult):
+    """The per-trial rows as a polars frame (for --out .parquet/.csv and reports)."""
+    import polars as pl
+
+    return pl.DataFrame(result.rounds, schema_overrides={"val_accuracy": pl.Float64, "seconds": pl.Float64,
+                                                         "cost": pl.Float64})
