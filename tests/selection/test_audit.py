@@ -183,3 +183,16 @@ def test_reports_carry_tables_plots_and_provenance(tmp_path):
     assert table["dataset_fingerprint"][0] in text and "logme 90%" in text and "<img" in text
     with pytest.raises(ZooforgeError, match="use .html or .md"):
         ranking_report(table, tmp_path / "rank.pdf")
+
+
+def test_the_audit_folder_reads_as_one_table(tmp_path):
+    plan = _plan(tmp_path, models=["demo/effnet-shapes", "demo/effnet-glyphs"], datasets=["demo:shapes?n=6"])
+    summary = run_audit(plan, progress=False)
+    whole = pl.read_parquet(summary.out)                      # what the README shows: nothing but Parquet inside
+    assert_frame_equal(_stable(whole.sort("dataset", "model", "metric")), _stable(summary.table))
+    assert whole["schema_version"].unique().to_list() == [2]
+    provenance = summary.out.with_name(summary.out.name + ".plan.json")
+    assert provenance.is_file() and not (summary.out / "plan.json").exists()
+    from zooforge.selection.audit import read_provenance
+
+    assert read_provenance(summary.out)["settings_digest"] == summary.table["settings"][0]

@@ -41,15 +41,19 @@ from zooforge.errors import ZooforgeError, describe
 from zooforge.zoo.cache import atomic_write_bytes
 
 __all__ = ["Plan", "Cell", "load_plan", "plan_cells", "run_audit", "read_audit", "audit_tables", "AuditSummary",
-           "SCHEMA", "TIMING_COLUMNS", "audit_generations", "entry_digest"]
+           "SCHEMA", "SCHEMA_VERSION", "TIMING_COLUMNS", "audit_generations", "entry_digest", "provenance_path",
+           "read_provenance"]
 
 # One row per (model, dataset, metric). Timing columns measure a particular run.
 SCHEMA: dict[str, pl.DataType] = {
     "model": pl.Utf8, "dataset": pl.Utf8, "metric": pl.Utf8, "score": pl.Float64, "lo": pl.Float64,
     "hi": pl.Float64, "status": pl.Utf8, "reason": pl.Utf8, "params_m": pl.Float64, "gmacs": pl.Float64,
     "n_samples": pl.Int64, "num_classes": pl.Int64, "feature_dim": pl.Int64, "dataset_fingerprint": pl.Utf8,
-    "settings": pl.Utf8, "samples_per_s": pl.Float64, "seconds": pl.Float64,
+    "settings": pl.Utf8, "samples_per_s": pl.Float64, "seconds": pl.Float64, "schema_version": pl.Int32,
 }
+# Bumped when a column changes meaning or is added; parts of older versions still read (missing
+# columns become null).
+SCHEMA_VERSION = 2
 TIMING_COLUMNS = ("samples_per_s", "seconds")
 _PLAN_KEYS = {"catalogues", "models", "datasets", "metrics", "out", "max_per_class", "bootstrap", "seed",
               "batch_size", "device", "cache_dir", "skip_bad_files"}
@@ -186,7 +190,8 @@ def plan_cells(plan: Plan) -> list[Cell]:
 
 # ---- one cell -----------------------------------------------------------------------------------
 def _rows(cell: Cell, plan: Plan, **common) -> list[dict]:
-    base = {k: None for k in SCHEMA} | {"model": cell.entry.id, "dataset": cell.dataset, "settings": cell.digest}
+    base = {k: None for k in SCHEMA} | {"model": cell.entry.id, "dataset": cell.dataset, "settings": cell.digest,
+                                        "schema_version": SCHEMA_VERSION}
     return [base | {"metric": m} | common for m in sorted(plan.metrics)]
 
 
@@ -301,7 +306,9 @@ def run_audit(plan: Plan | str | Path, *, backend: str = "local", address: str |
     for stale in out.glob(".cell-*.parquet.*"):     # temporary files of a run killed mid-write
         stale.unlink(missing_ok=True)
     provenance = _provenance(plan) | {"cells": sorted(c.part_name for c in cells)}
-    atomic_write_bytes(out / "plan.json", json.dumps(provenance, indent=2, default=str).encode())
+    # beside the folder, not in it: pl.read_parquet / pyarrow / DuckDB read every file in the folder
+    atomic_write_bytes(provenance_path(out), json.dumps(provenance, indent=2, default=str).encode())
+    (out / "plan.json").unlink(missing_ok=True)         # where audits before schema 2 kept it
     datasets = _load_datasets(plan, cells)
     done, stale = _finished(out, cells, retry_failed, {k: getattr(v, "fingerprint", None) for k, v in datasets.items()})
     todo = [c for c in cells if c.key not in done]
@@ -440,14 +447,32 @@ class _Progress:
 
 
 # ---- reading ------------------------------------------------------------------------------------
+def provenance_path(out: str | Path) -> Path:
+    """The audit's provenance (plan, settings, versions, the latest plan's cells): a file beside the
+    folder of parts, ``<folder>.plan.json``, so the folder holds nothing but Parquet."""
+    out = Path(out)
+    return out.with_name(out.name + ".plan.json")
+
+
+def read_provenance(out: str | Path) -> dict:
+    """The provenance of an audit folder ({} when there is none); also reads the old in-folder file."""
+    for path in (provenance_path(out), Path(out) / "plan.json"):
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except ValueError:
+                return {}
+    return {}
+
+
 def audit_generations(out: str | Path) -> tuple[list[str], list[str]]:
     """(part names of the latest run's plan, part names left by earlier plans of other settings or
     models) in an audit folder. A folder written before plans listed their cells has only the first."""
     out = Path(out)
     every = sorted(p.name for p in out.glob("cell-*.parquet"))
     try:
-        latest = set(json.loads((out / "plan.json").read_text())["cells"])
-    except (OSError, ValueError, KeyError, TypeError):
+        latest = set(read_provenance(out)["cells"])
+    except (KeyError, TypeError):
         return every, []
     return [n for n in every if n in latest], [n for n in every if n not in latest]
 
@@ -470,7 +495,7 @@ def read_audit(out: str | Path, cells: Iterable[Cell] | None = None, *, generati
         latest, older = audit_generations(out)
         names = latest + (older if generation == "all" else [])
     parts = [pl.read_parquet(out / n) for n in names if (out / n).exists()]
-    table = pl.concat(parts, how="vertical") if parts else _frame([])
+    table = pl.concat([_frame([]), *parts], how="diagonal_relaxed") if parts else _frame([])
     return table.sort("dataset", "model", "metric")
 
 

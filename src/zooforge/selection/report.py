@@ -3,7 +3,7 @@
 ``.html`` gives one file with the plots embedded (base64 PNG); ``.md`` gives Markdown with the PNGs
 written next to it in ``<stem>_files/``. Provenance: the library versions, each dataset's
 fingerprint, the estimators and their settings (bootstrap rounds, seed, subsampling), and for an audit
-the plan it ran and the versions it ran with (``plan.json`` in the audit folder).
+the plan it ran and the versions it ran with (``<folder>.plan.json`` beside the audit folder).
 """
 
 from __future__ import annotations
@@ -197,11 +197,11 @@ def ranking_report(table: pl.DataFrame, path: str | Path, *, title: str | None =
 def audit_report(audit: str | Path, path: str | Path, *, title: str | None = None) -> Path:
     """A report of an audit folder: one ranking per dataset, a model x dataset summary, failures,
     and the plan and versions it ran with."""
-    from zooforge.selection.audit import audit_generations, audit_tables, read_audit
+    from zooforge.selection.audit import audit_generations, audit_tables, read_audit, read_provenance
 
     audit = Path(audit)
     table = read_audit(audit)                  # the latest plan's cells: earlier generations stay on disk
-    provenance = json.loads((audit / "plan.json").read_text()) if (audit / "plan.json").exists() else {}
+    provenance = read_provenance(audit)
     older = audit_generations(audit)[1]
     if table.height == 0:
         raise ZooforgeError(f"the audit at {audit} has no finished cells yet.")
