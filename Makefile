@@ -29,6 +29,7 @@ demo: install
 	$(VENV)/bin/zooforge demo
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: install

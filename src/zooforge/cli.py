@@ -436,7 +436,7 @@ def demo(
 
 def _print_demo_truth(table, task: str) -> None:
     from zooforge.selection.evaluate import evaluate as evaluate_ranking
-    from zooforge.zoo.demo.truth import load_truth
+    from zooforge.demo.truth import load_truth
 
     try:
         truth = load_truth()

@@ -8,7 +8,7 @@ from zooforge.cli import app
 from zooforge.errors import ZooforgeError
 from zooforge.zoo import load_catalogue
 from zooforge.zoo.demo.tasks import TARGET_TASKS
-from zooforge.zoo.demo.truth import PROTOCOL, fine_tune_accuracy, load_truth
+from zooforge.demo.truth import PROTOCOL, fine_tune_accuracy, load_truth
 
 
 def test_truth_covers_every_model_task_and_seed():
@@ -40,7 +40,7 @@ def test_one_cell_reproduces_the_shipped_number():
 
 
 def test_missing_truth_file_says_how_to_rebuild(tmp_path):
-    with pytest.raises(ZooforgeError, match="python -m zooforge.zoo.demo.truth"):
+    with pytest.raises(ZooforgeError, match="python -m zooforge.demo.truth"):
         load_truth(tmp_path / "none.json")
 
 
@@ -57,7 +57,7 @@ def test_demo_command_prints_kendall_tau_per_estimator(tmp_path):
 def test_truth_runs_are_keyed_on_everything_that_determines_them():
     from dataclasses import replace
 
-    from zooforge.zoo.demo.truth import run_key
+    from zooforge.demo.truth import run_key
 
     entry = next(e for e in load_catalogue("demo") if e.id == "demo/effnet-shapes")
     base = run_key(entry, "counting", 0)
