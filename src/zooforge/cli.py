@@ -180,6 +180,10 @@ def print_ranking(table, metrics, title: str, wide: bool = False) -> None:
             console.print(f"[red]{row['model']} failed:[/] {row['error']}", soft_wrap=True)
         elif row["skipped"]:
             console.print(f"[yellow]{row['model']} skipped[/] {row['skipped']}", soft_wrap=True)
+    if any("classifier head" in (row["skipped"] or "") for row in table.iter_rows(named=True)):
+        console.print("[dim]models missing a score rank below those that have them all: to compare models "
+                      "without a classifier head on equal terms, rank with feature estimators only "
+                      "(e.g. -m logme -m hscore_shrink -m gbc)[/]", soft_wrap=True)
 
 
 @app.command()
