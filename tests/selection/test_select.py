@@ -127,3 +127,10 @@ def test_select_resumes_after_sigkill(tmp_path):
     assert len(keys) == len(set(keys))                                  # no finished trial ran twice
     assert after[:len(before)] == before
     assert json.loads((out / "result.json").read_text())["model"] in {r["model"] for r in after}
+
+
+def test_a_time_budget_alone_runs_and_stops(tmp_path):
+    cfg = SelectConfig(fraction=None, seconds=1e-9, method="linear")      # spent after the first trial
+    r = select("demo", "demo:shapes?n=6", cfg, models=["demo/effnet-*"], metrics=["logme"], bootstrap=0,
+               cache_dir=tmp_path / "c", progress=False)
+    assert len(r.rounds) == 1 and r.model == r.rounds[0]["model"]

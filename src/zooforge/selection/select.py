@@ -197,8 +197,10 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
     per_epoch = [n_fit * float(gmacs[m]) * factor for m in ranked]
     scored = [r["model"] for r in table.iter_rows(named=True) if r["gmacs"] is not None and r["error"] is None]
     fine_tune_all = sum(cfg.full_epochs * len(ds) * float(gmacs[m]) * TRAIN_FLOPS_FACTOR for m in scored)
-    budget = cfg.fraction * fine_tune_all if cfg.fraction is not None else math.inf
-    n_arms, e0 = plan_schedule(per_epoch, budget)
+    if cfg.fraction is not None:
+        n_arms, e0 = plan_schedule(per_epoch, cfg.fraction * fine_tune_all)
+    else:                                           # only a time budget: every entrant, from one epoch
+        n_arms, e0 = len(per_epoch), 1
     if n_arms == 0:
         cheapest = min(per_epoch)
         raise ZooforgeError(f"the budget ({cfg.fraction:.3g} of fine-tuning all {len(scored)} models) cannot pay for "
@@ -220,7 +222,8 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
             done[row["key"]] = row
     fit, val = ds.subset(fit_idx, "select-fit"), ds.subset(val_idx, "select-val")
     y_fit, y_val = torch.as_tensor(fit.labels), torch.as_tensor(val.labels)
-    trained: dict[str, object] = {}
+    trained: dict[str, object] = {}               # this round's fine-tuned models only (memory)
+    latest_round = [0]
     spent_seconds = [0.0]
     spent = [0.0]
 
@@ -232,6 +235,9 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
             return row["val_accuracy"]
         if cfg.seconds is not None and spent_seconds[0] > cfg.seconds:
             raise _OutOfTime
+        if round_ > latest_round[0]:
+            trained.clear()                         # earlier rounds' models are not the choice
+            latest_round[0] = round_
         backbone = Backbone.from_entry(entries[model_id])
         x_fit, x_val = inputs_for(backbone, fit), inputs_for(backbone, val)
         torch.manual_seed(cfg.seed)
