@@ -181,3 +181,12 @@ def test_hf_folder_names_resolve_against_the_catalogue(tiny_vit_folder, tmp_path
     cat.write_text('[[model]]\nid = "c"\nsource = "hf"\nname = "./not-here"\n')
     with pytest.raises(CatalogueError, match=r"looks like a folder but .*not-here does not exist"):
         load_catalogue(cat)
+
+
+def test_a_vision_folder_without_a_processor_loads_from_its_config(tiny_vit_folder):
+    (tiny_vit_folder / "preprocessor_config.json").unlink()
+    with pytest.warns(UserWarning, match=r"no image processor saved with it; resizing to 32x32"):
+        b = Backbone.from_entry(CatalogueEntry(id="hf/vit", source="hf", name=str(tiny_vit_folder)))
+    assert b.modality == "image"
+    out = b.forward(b.prepare(np.zeros((2, 50, 40, 3), np.uint8)))
+    assert out["features"].shape == (2, 32)

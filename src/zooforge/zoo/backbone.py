@@ -421,8 +421,12 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
             processor = transformers.AutoImageProcessor.from_pretrained(name, **opts)
             modality = "image"
         except Exception:
-            if modality == "image":
-                raise BackboneLoadError(f"model {entry.id!r}: no image processor found for {name}.") from None
+            processor = _processor_from_config(entry, config, transformers)
+            if processor is not None:
+                modality = "image"
+            elif modality == "image":
+                raise BackboneLoadError(f"model {entry.id!r}: no image processor found for {name}, and its config "
+                                        f"has no image_size to build one from.") from None
     if modality in (None, "text"):
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(name, **opts)
@@ -461,6 +465,28 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
         channels = {f"{layer_prefix}.{i}": hidden for i in range(num_layers)}
     return Backbone(entry, model, modality, num_source_classes=int(config.num_labels) if has_head else 0,
                     processor=processor, tokenizer=tokenizer, layer_channels=channels)
+
+
+def _processor_from_config(entry: CatalogueEntry, config, transformers):
+    """An image processor for a vision model saved without one (no preprocessor_config.json): resize
+    to the config's ``image_size`` and normalise with the entry's mean/std, else ImageNet's. None
+    when the config is not a vision config. Warns, since the model's own preprocessing is unknown."""
+    import warnings
+
+    size = getattr(config, "image_size", None)
+    if not isinstance(size, int) and not (isinstance(size, (list, tuple)) and len(size) == 2):
+        return None
+    height, width = (size, size) if isinstance(size, int) else size
+    if entry.input_size is not None:
+        height, width = entry.input_size[1], entry.input_size[2]
+    mean = list(entry.mean) if entry.mean else [0.485, 0.456, 0.406]
+    std = list(entry.std) if entry.std else [0.229, 0.224, 0.225]
+    warnings.warn(f"model {entry.id!r}: no image processor saved with it; resizing to {height}x{width} and "
+                  f"normalising with mean {mean}, std {std} (from the catalogue entry or ImageNet's). Save the "
+                  f"model's processor beside it (processor.save_pretrained) or set input_size/mean/std.",
+                  stacklevel=3)
+    return transformers.ViTImageProcessor(size={"height": height, "width": width}, image_mean=mean, image_std=std,
+                                          do_resize=True, do_normalize=True, do_rescale=True)
 
 
 def _packaged_folder(entry: CatalogueEntry) -> str:
