@@ -620,6 +620,8 @@ def compose(
                               baseline=baseline, out_dir=out, device=device)
     except (ZooforgeError, ValueError) as exc:
         _fail(exc)
+    for model_id, why in r.left_out.items():          # never silently: a model the user listed may be among them
+        console.print(f"[yellow]{model_id} left out of the assembly:[/] {why}", soft_wrap=True)
     console.print(f"solver: {r.explanation}; within-stage CKA {r.within_stage_similarity:.3f}")
     if r.screened:
         t = Table(title=f"screening ({screen_epochs or epochs} epochs each on 80% of the training split; a mix is "

@@ -308,3 +308,16 @@ def test_screen_keeps_a_mix_only_when_it_beats_the_single_model_beyond_the_paire
     assert cm._keep([tie, single], single=None) == (0, 0, None)     # nothing fits alone: the best of the rest
     assert cm._keep([single, tie], single=None)[0] == 0             # ties: the shortlist's order
     assert cm._keep([single], single=0) == (0, None, None)
+
+
+def test_compose_reports_the_models_it_leaves_out(tiny_vit_folder):
+    # Issue #20: a Hugging Face ViT selected for compose was left out without a word.
+    from zooforge.reassembly.compose import compose
+    from zooforge.zoo import CatalogueEntry, load_catalogue
+
+    demo = [e for e in load_catalogue("demo") if e.id in ("demo/convnext-shapes", "demo/byobnet-counting")]
+    vit = CatalogueEntry(id="hf/tiny-vit", source="hf", name=str(tiny_vit_folder))
+    r = compose([*demo, vit], "demo:shapes?n=12", 0.002, None, stages=2, epochs=1, screen=1, baseline=False)
+    assert "hf/tiny-vit" in r.left_out and r.left_out["hf/tiny-vit"]
+    assert "hf/tiny-vit" in r.record()["left_out"]
+    assert all(row["model"] != "hf/tiny-vit" for row in r.stages)

@@ -71,6 +71,7 @@ class ComposeResult:
     stitch_r2: list[float] = field(default_factory=list)
     screened: list[dict] = field(default_factory=list)   # candidates tried briefly, with val accuracy
     seconds: dict = field(default_factory=dict)
+    left_out: dict = field(default_factory=dict)           # model id -> why it could not take part
     model: Assembly | None = field(default=None, repr=False)
     recipe: dict | None = field(default=None, repr=False)
 
@@ -314,7 +315,7 @@ def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float
                      "gmacs": s.gmacs} for s in solved.solutions]
     result = ComposeResult(solved.status, solved.explain(), rows, best.params, best.gmacs, alternatives=alternatives,
                            within_stage_similarity=p["partition"].similarity, seconds=dict(p["seconds"]),
-                           screened=screened)
+                           screened=screened, left_out=dict(p["skipped"]))
     torch.manual_seed(seed)
     model, r2, recipe = _assemble(p, best, ds.num_classes)
     result.stitch_r2, result.model, result.recipe = r2, model, recipe
