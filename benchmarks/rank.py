@@ -38,6 +38,9 @@ def main():
     p.add_argument("--bootstrap", type=int, default=0)
     p.add_argument("--zoo", choices=["demo", "timm"], default="demo")
     p.add_argument("--rounds", type=int, default=20, help="resampling rounds timed at the end")
+    p.add_argument("--interval-ratio", action="store_true",
+                   help="also time a warm rank with the CLI's default 100 resamples against --bootstrap 0 "
+                        "(alternated, 2 runs each, means; target <= 1.5x, issue #16)")
     args = p.parse_args()
     torch.set_num_threads(2)
     entries = load_catalogue("demo") if args.zoo == "demo" else [
@@ -66,6 +69,16 @@ def main():
         for fs in featuresets:
             score_featureset(fs, metrics, indices=bootstrap_indices(fs.labels, args.rounds, 0))
         t_boot = time.perf_counter() - t0
+        ratio = None
+        if args.interval_ratio:
+            times = {0: [], 100: []}
+            for _ in range(2):
+                for rounds in (0, 100):
+                    t0 = time.perf_counter()
+                    rank(entries, ds, metrics, cache_dir=cache, bootstrap=rounds, progress=False)
+                    times[rounds].append(time.perf_counter() - t0)
+            mean = {k: sum(v) / len(v) for k, v in times.items()}
+            ratio = (mean[0], mean[100])
     print(f"{len(entries)} {args.zoo} models on demo:{args.task} ({len(ds)} images, {ds.num_classes} classes), "
           f"{len(metrics)} default estimators, 2 threads")
     print(f"cold (extract + score): {t_cold:.2f} s; warm (cache hits + score): {t_warm:.2f} s; "
@@ -76,6 +89,9 @@ def main():
           ", ".join(f"{m} {s:.2f}s" for m, s in sorted(per_metric.items(), key=lambda kv: -kv[1])))
     print(f"{args.rounds} resampling rounds of the {len(metrics)} default estimators, all models: {t_boot:.2f} s "
           f"({t_boot / args.rounds:.2f} s a round; the CLI's default is 100)")
+    if ratio is not None:
+        print(f"warm rank with 100 resamples {ratio[1]:.2f} s vs --bootstrap 0 {ratio[0]:.2f} s (means of 2, "
+              f"alternated): {ratio[1] / ratio[0]:.2f}x (target <= 1.5x)")
 
 
 if __name__ == "__main__":
