@@ -311,23 +311,14 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="write the table: .csv, .json or .parquet")] = None,
 ) -> None:
     """Kendall tau, weighted tau, Pearson r, top-1 regret and top-3 hit of each estimator vs truth."""
-    import polars as pl
-
     from zooforge.selection.evaluate import evaluate as evaluate_ranking
+    from zooforge.selection.rank import read_table
 
-    read = {".csv": pl.read_csv, ".json": pl.read_json, ".parquet": pl.read_parquet}
     try:
-        if ranking.suffix not in read or truth.suffix not in (".csv", ".json"):
+        if ranking.suffix not in TABLE_SUFFIXES or truth.suffix not in (".csv", ".json"):
             raise ZooforgeError("ranking must be .csv/.json/.parquet and truth .csv/.json.")
         _check_output(out, TABLE_SUFFIXES, "--out")
-        tables = []
-        for kind, path in (("ranking", ranking), ("truth", truth)):
-            try:
-                tables.append(read[path.suffix](path))
-            except Exception as exc:      # noqa: BLE001 - polars raises several kinds for a file it cannot parse
-                raise ZooforgeError(f"{kind} {path}: not a readable {path.suffix[1:]} table ({type(exc).__name__}: "
-                                    f"{first_line(exc)}).") from None
-        result = evaluate_ranking(*tables)
+        result = evaluate_ranking(read_table(ranking, "ranking"), read_table(truth, "truth"))
     except ValueError as exc:
         _fail(exc)
     t = Table(title="estimators vs fine-tuned accuracy", header_style="bold")

@@ -96,12 +96,11 @@ def run_key(entry, task: str, seed: int, protocol: Protocol = PROTOCOL) -> str:
     """The digest a finished run must match to be reused on resume."""
     import hashlib
 
+    from zooforge.zoo.catalogue import entry_digest
     from zooforge.zoo.demo.tasks import GENERATOR_VERSION
 
-    fields = {k: v for k, v in asdict(entry).items() if k not in ("catalogue", "description", "tags")}
-    if entry.checkpoint is not None and Path(entry.checkpoint).is_file():
-        fields["checkpoint_bytes"] = hashlib.blake2b(Path(entry.checkpoint).read_bytes(), digest_size=16).hexdigest()
-    key = {"protocol": asdict(protocol), "entry": fields, "task": task, "seed": seed,
+    # by content: the truth travels with the repository, where modification times do not survive
+    key = {"protocol": asdict(protocol), "entry": entry_digest(entry, checkpoint_content=True), "task": task, "seed": seed,
            "generator": GENERATOR_VERSION, "torch": torch.__version__}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

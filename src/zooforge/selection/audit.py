@@ -38,10 +38,11 @@ from typing import Any, Callable, Iterable
 import polars as pl
 
 from zooforge.errors import ZooforgeError, describe
+from zooforge.zoo.catalogue import entry_digest
 from zooforge.zoo.cache import atomic_write_bytes
 
 __all__ = ["Plan", "Cell", "load_plan", "plan_cells", "run_audit", "read_audit", "audit_tables", "AuditSummary",
-           "SCHEMA", "SCHEMA_VERSION", "TIMING_COLUMNS", "audit_generations", "entry_digest", "provenance_path",
+           "SCHEMA", "SCHEMA_VERSION", "TIMING_COLUMNS", "audit_generations", "provenance_path",
            "read_provenance"]
 
 # One row per (model, dataset, metric). Timing columns measure a particular run.
@@ -110,19 +111,6 @@ class Cell:
     @property
     def part_name(self) -> str:
         return f"cell-{self.key}.parquet"
-
-
-def entry_digest(entry) -> str:
-    """A digest of a catalogue entry's definition and of its checkpoint file's size and mtime."""
-    fields = {k: v for k, v in asdict(entry).items() if k not in ("catalogue", "description", "tags")}
-    checkpoint = entry.checkpoint
-    if checkpoint is not None:
-        try:
-            stat = Path(checkpoint).stat()
-            fields["checkpoint_stat"] = [stat.st_size, stat.st_mtime_ns]
-        except OSError:
-            fields["checkpoint_stat"] = None            # missing: the cell will record the error
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def load_plan(path: str | Path, **overrides) -> Plan:

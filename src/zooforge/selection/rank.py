@@ -233,6 +233,24 @@ def _rounds(samples) -> int:
     return next((len(v) for v in samples.values() if v is not None), 0)
 
 
+TABLE_READERS = {".csv": pl.read_csv, ".json": pl.read_json, ".parquet": pl.read_parquet}
+
+
+def read_table(path: str | Path, what: str = "table") -> pl.DataFrame:
+    """Read a .csv, .json or .parquet table (``write_table``'s formats); anything polars cannot parse
+    is a ZooforgeError naming ``what`` and the file."""
+    from zooforge.errors import first_line
+
+    path = Path(path)
+    if path.suffix not in TABLE_READERS:
+        raise ZooforgeError(f"{what} {path}: unsupported file type {path.suffix!r}; use .csv, .json or .parquet.")
+    try:
+        return TABLE_READERS[path.suffix](path)
+    except Exception as exc:      # noqa: BLE001 - polars raises several kinds for a file it cannot parse
+        raise ZooforgeError(f"{what} {path}: not a readable {path.suffix[1:]} table ({type(exc).__name__}: "
+                            f"{first_line(exc)}).") from None
+
+
 def write_table(table: pl.DataFrame, path: str | Path) -> Path:
     """Write a ranking as .csv, .json or .parquet, chosen by the suffix."""
     path = Path(path)

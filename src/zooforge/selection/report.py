@@ -244,14 +244,11 @@ def write_report(source: pl.DataFrame | str | Path, path: str | Path, **kwargs) 
     source = Path(source)
     if source.is_dir():
         return audit_report(source, path, **kwargs)
-    read = {".csv": pl.read_csv, ".json": pl.read_json, ".parquet": pl.read_parquet}
-    if source.suffix not in read or not source.is_file():
+    from zooforge.selection.rank import TABLE_READERS, read_table
+
+    if source.suffix not in TABLE_READERS or not source.is_file():
         raise ZooforgeError(f"{source}: give a ranking table (.csv/.json/.parquet) or an audit folder.")
-    try:
-        table = read[source.suffix](source)
-    except Exception as exc:      # noqa: BLE001 - polars raises several kinds for a file it cannot parse
-        raise ZooforgeError(f"{source}: not a readable {source.suffix[1:]} table ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}).") from None
+    table = read_table(source, "ranking")
     needed = {"model", "rank", "mean_rank"} - set(table.columns)
     if needed:
         raise ZooforgeError(f"{source}: not a ranking (no column(s) {sorted(needed)}); give a table written by "

@@ -152,7 +152,7 @@ def successive_halving(arms: Sequence[str], e0: int, trial: Callable[[str, int, 
 
 # ---- the run ---------------------------------------------------------------------------------------
 def _trial_key(entry, ds, cfg: SelectConfig, epochs: int, lr: float) -> str:
-    from zooforge.selection.audit import entry_digest
+    from zooforge.zoo.catalogue import entry_digest
 
     parts = {"entry": entry_digest(entry), "data": ds.fingerprint, "method": cfg.method, "epochs": epochs,
              "lr": lr, "seed": cfg.seed, "split": VALIDATION_SPLIT, "batch_size": cfg.batch_size}
@@ -227,7 +227,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
     spent_seconds = [0.0]
     spent = [0.0]
 
-    def trial(model_id: str, epochs: int, round_: int) -> float:
+    def trial(model_id: str, epochs: int, round_: int, record: bool = True) -> float:
         key = _trial_key(entries[model_id], ds, cfg, epochs, lr)
         if key in done:
             row = done[key]
@@ -254,7 +254,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
                "seconds": seconds, "cost": cost}
         done[key] = row
         trained[model_id] = task
-        if ledger_path is not None:
+        if record and ledger_path is not None:
             ledger_path.parent.mkdir(parents=True, exist_ok=True)
             with ledger_path.open("a") as fh:       # one line per finished trial: a kill loses one at most
                 fh.write(json.dumps(row) + "\n")
@@ -281,8 +281,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
         if task is None:                          # resumed after the winner's trial: retrain it to save it
             saved = done.pop(_trial_key(entries[winner], ds, cfg, final["epochs"], lr))
             spent[0] -= saved["cost"]
-            ledger_path = None                    # do not record it twice
-            trial(winner, final["epochs"], final["round"])
+            trial(winner, final["epochs"], final["round"], record=False)     # it is in the ledger already
             task = trained[winner]
         save_adapters(task, out)
     result = SelectResult(winner, final["val_accuracy"], rows, arms, spent[0], fine_tune_all,

@@ -1,9 +1,9 @@
 """What a model is and how to run it: catalogues, backbones, datasets, features, cost."""
 
-from zooforge.zoo.catalogue import CatalogueEntry, filter_entries, load_catalogue
+from zooforge.zoo.catalogue import CatalogueEntry, entry_digest, filter_entries, load_catalogue
 from zooforge.zoo.data import Dataset, load_dataset
 
-__all__ = ["CatalogueEntry", "load_catalogue", "filter_entries", "Dataset", "load_dataset",
+__all__ = ["CatalogueEntry", "load_catalogue", "filter_entries", "entry_digest", "Dataset", "load_dataset",
            "Backbone", "extract", "FeatureSet"]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from zooforge.errors import CatalogueError
 
-__all__ = ["CatalogueEntry", "load_catalogue", "filter_entries", "BUILTIN_CATALOGUES", "SOURCES"]
+__all__ = ["CatalogueEntry", "load_catalogue", "filter_entries", "entry_digest", "BUILTIN_CATALOGUES", "SOURCES"]
 
 SOURCES = ("timm", "hf", "local")
 MODALITIES = ("image", "text")
@@ -50,6 +50,30 @@ class CatalogueEntry:
 
 
 _FIELDS = {f for f in CatalogueEntry.__dataclass_fields__ if f != "catalogue"}
+
+
+def entry_digest(entry: CatalogueEntry, *, checkpoint_content: bool = False) -> str:
+    """A digest of everything in an entry that determines a model's outputs (not its catalogue file,
+    description or tags), and of its checkpoint file: by size and modification time (cheap, for
+    keys checked at every resume), or by content (for artefacts that travel between machines,
+    where modification times do not survive a clone)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    fields = {k: v for k, v in asdict(entry).items() if k not in ("catalogue", "description", "tags")}
+    if entry.checkpoint is not None:
+        path = Path(entry.checkpoint)
+        try:
+            if checkpoint_content:
+                fields["checkpoint_bytes"] = (hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+                                              if path.is_file() else None)
+            else:
+                stat = path.stat()
+                fields["checkpoint_stat"] = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            fields["checkpoint_stat"] = None            # missing: loading it will record the error
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _resolve(path: str | Path) -> Path:

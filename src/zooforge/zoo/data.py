@@ -278,17 +278,15 @@ def _from_csv(file: Path, split: str | None) -> Dataset:
         rows = [r for r in rows if r["split"] == split]
         meta = {"split": split, "splits": names}
     raw = [r["label"] for r in rows]
-    _encode_labels(raw, str(file), lines, "line")          # refuse missing labels by line first
+    labels, classes = _encode_labels(raw, str(file), lines, "line")   # missing labels refused by line
     if "path" in header:
         paths = [(file.parent / r["path"]).resolve() for r in rows]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise DatasetError(f"{file}: {len(missing)} image file(s) not found, e.g. {missing[0]}")
-        labels, classes = _encode_labels(raw, str(file), lines, "line")
         return Dataset(str(file), "image", [str(p) for p in paths], labels, classes,
                        _hash_files(paths, raw, file.parent.resolve()), meta)
     texts = [r["text"] for r in rows]
-    labels, classes = _encode_labels(raw, str(file), lines, "line")
     digest = hashlib.sha256("\0".join(f"{t}\1{lab}" for t, lab in zip(texts, raw)).encode()).hexdigest()
     return Dataset(str(file), "text", texts, labels, classes, digest, meta)
 
