@@ -23,7 +23,7 @@ import numpy as np
 from zooforge.metrics._validation import check_labels, check_probs
 from zooforge.metrics.registry import register
 
-__all__ = ["leep", "log_expected_empirical_prediction"]
+__all__ = ["leep", "leep_influence", "log_expected_empirical_prediction"]
 
 
 def log_expected_empirical_prediction(theta: np.ndarray, y: np.ndarray, n_classes: int) -> float:
@@ -39,7 +39,28 @@ def log_expected_empirical_prediction(theta: np.ndarray, y: np.ndarray, n_classe
     return float(np.mean(np.log(expected)))
 
 
-@register("leep", needs=("source_probs",), summary="log expected empirical prediction (Nguyen et al. 2020)")
+def leep_influence(source_probs, labels) -> tuple[float, np.ndarray]:
+    """(LEEP, g): g[j] = d LEEP / d w_j, sample j's weight, at equal weights. Besides its own term
+    (log p_j - LEEP) / N, a sample moves the empirical conditional P(y | z) that every prediction uses:
+    d P(y|z) / d w_j = theta_j(z) (1[y_j = y] - P(y|z)) / Q(z), with Q(z) = sum_i theta_i(z)."""
+    y, n_classes = check_labels(labels)
+    theta = check_probs(source_probs, len(y))
+    n = theta.shape[0]
+    onehot = np.zeros((n, n_classes))
+    onehot[np.arange(n), y] = 1.0
+    mass = theta.sum(axis=0)                                           # (Z,): Q(z)
+    safe = np.where(mass > 0, mass, 1.0)
+    conditional = (onehot.T @ theta) / safe                            # (C, Z): P(y | z)
+    expected = np.einsum("nz,nz->n", theta, conditional[y])           # (N,): p_i
+    score = float(np.mean(np.log(expected)))
+    pull = onehot.T @ (theta / expected[:, None])                      # (C, Z): G(y, z)
+    centred = pull - (conditional * pull).sum(axis=0, keepdims=True)   # G(y, z) - sum_y' P(y'|z) G(y', z)
+    indirect = np.einsum("nz,nz->n", theta / safe, centred[y])
+    return score, (np.log(expected) - score + indirect) / n
+
+
+@register("leep", needs=("source_probs",), summary="log expected empirical prediction (Nguyen et al. 2020)",
+          influence=leep_influence)
 def leep(source_probs, labels) -> float:
     """LEEP score of a source model's probabilities on a target task; higher = better."""
     y, n_classes = check_labels(labels)

@@ -82,6 +82,7 @@ class LogMEFit:
     alpha: np.ndarray      # (K,) prior precision at the maximum
     beta: np.ndarray       # (K,) noise precision at the maximum
     weights: np.ndarray    # (K, D) posterior mean m of each target's weights
+    influence: np.ndarray | None = None   # (N,) d score / d sample weight (logme_fit(..., influence=True))
 
     @property
     def score(self) -> float:
@@ -89,8 +90,9 @@ class LogMEFit:
 
 
 def _spectrum(f: torch.Tensor, y: torch.Tensor):
-    """Nonzero eigenvalues sigma (k,), squared projections z = (u_i^T y)^2 (k, K), and a function
-    mapping per-eigenvalue coefficients (k, K) to weights in feature space (D, K)."""
+    """Nonzero eigenvalues sigma (k,), squared projections z = (u_i^T y)^2 (k, K), a function
+    mapping per-eigenvalue coefficients (k, K) to weights in feature space (D, K), and one giving
+    each sample's squared coordinates on the eigenvectors of F^T F (N, k)."""
     n, d = f.shape
     if n > d:
         sigma, vecs = torch.linalg.eigh(f.T @ f)          # F^T F = V diag(sigma) V^T
@@ -101,6 +103,9 @@ def _spectrum(f: torch.Tensor, y: torch.Tensor):
 
         def to_weights(coef):                              # m = V diag(c) V^T F^T y
             return vecs @ (coef * proj)
+
+        def leverage_basis():                              # (f_i . v_j)^2
+            return (f @ vecs).square()
     else:
         sigma, vecs = torch.linalg.eigh(f @ f.T)          # F F^T = U diag(sigma) U^T
         keep = sigma > RANK_RTOL * sigma.max().clamp_min(0)
@@ -110,11 +115,21 @@ def _spectrum(f: torch.Tensor, y: torch.Tensor):
 
         def to_weights(coef):                              # m = F^T U diag(c) U^T y (push-through)
             return f.T @ (vecs @ (coef * proj))
-    return sigma, z, to_weights
+
+        def leverage_basis():                              # (f_i . v_j)^2 = sigma_j u_ij^2
+            return vecs.square() * sigma
+    return sigma, z, to_weights, leverage_basis
 
 
-def logme_fit(features, labels, *, regression: bool = False) -> LogMEFit:
-    """Fit LogME for every class (or regression target) at once; see the module docstring."""
+def logme_fit(features, labels, *, regression: bool = False, influence: bool = False) -> LogMEFit:
+    """Fit LogME for every class (or regression target) at once; see the module docstring.
+
+    ``influence`` also returns each sample's influence on the score: the derivative of the score
+    with respect to the sample's weight, all weights 1. At the maximum the evidence is stationary in
+    alpha, beta and the posterior mean m, so (envelope theorem) only the explicit dependence counts:
+    d L_k / d w_i = 1/2 log beta - 1/2 log 2 pi - beta/2 r_ik^2 - beta/2 f_i^T A^-1 f_i, with r the
+    residual y - F m and the last term the sample's leverage; the score is the mean over k of L_k / N.
+    """
     if regression:
         raw = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
         targets = check_features(raw[:, None] if raw.ndim == 1 else raw, "labels")
@@ -125,7 +140,7 @@ def logme_fit(features, labels, *, regression: bool = False) -> LogMEFit:
         f = feature_tensor(features, n_samples=len(codes))
         y = onehot(codes, n_classes, f)
     n, d = f.shape
-    sigma, z, to_weights = _spectrum(f, y)
+    sigma, z, to_weights, leverage_basis = _spectrum(f, y)
     s = sigma[:, None]                                     # (k, 1)
     k = sigma.shape[0]
     outside = (y.square().sum(dim=0) - z.sum(dim=0)).clamp_min(0)   # |y|^2 outside F's column space
@@ -178,10 +193,22 @@ def logme_fit(features, labels, *, regression: bool = False) -> LogMEFit:
                 - alpha / 2 * m_sq - log_det / 2 - n / 2 * math.log(2 * math.pi)) / n
     weights = to_weights(1.0 / (s + t))                    # (D, K)
     as_np = lambda v: v.detach().cpu().to(torch.float64).numpy()  # noqa: E731
-    return LogMEFit(as_np(evidence), as_np(alpha), as_np(beta), as_np(weights.T))
+    grad = None
+    if influence:
+        resid_i = (y - f @ weights).square()               # (N, K)
+        lev = leverage_basis() @ (1.0 / (alpha + beta * s))            # (N, K): f_i^T A_k^-1 f_i
+        d_l = 0.5 * torch.log(beta) - 0.5 * math.log(2 * math.pi) - beta / 2 * (resid_i + lev)
+        grad = as_np(d_l.mean(dim=1) / n - evidence.mean() / n)
+    return LogMEFit(as_np(evidence), as_np(alpha), as_np(beta), as_np(weights.T), grad)
 
 
-@register("logme", needs=("features",), summary="log maximum evidence of a linear model (You et al. 2021)")
+def _logme_influence(features, labels) -> tuple[float, np.ndarray]:
+    fit = logme_fit(features, labels, influence=True)
+    return fit.score, fit.influence
+
+
+@register("logme", needs=("features",), summary="log maximum evidence of a linear model (You et al. 2021)",
+          influence=_logme_influence)
 def logme(features, labels, *, regression: bool = False) -> float:
     """Mean per-sample maximum log evidence over classes; higher = better transfer."""
     return logme_fit(features, labels, regression=regression).score

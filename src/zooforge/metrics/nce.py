@@ -22,7 +22,7 @@ import numpy as np
 from zooforge.metrics._validation import check_categorical, check_labels, check_probs
 from zooforge.metrics.registry import register
 
-__all__ = ["nce", "negative_conditional_entropy"]
+__all__ = ["nce", "nce_influence", "negative_conditional_entropy"]
 
 
 def negative_conditional_entropy(joint: np.ndarray) -> float:
@@ -39,7 +39,21 @@ def _source_classes(source_preds, n_samples: int) -> np.ndarray:
     return check_categorical(arr, "source_preds", n_samples=n_samples)[0]
 
 
-@register("nce", needs=("source_probs",), summary="-H(Y|Z) with Z the source head's argmax (Tran et al. 2019)")
+def nce_influence(source_probs, labels) -> tuple[float, np.ndarray]:
+    """(NCE, g): g[i] = d NCE / d w_i at equal weights = (log P(y_i | z_i) - NCE) / N (the counts'
+    own derivative: d/dn_zy of sum n_zy log n_zy - sum n_z log n_z is log(n_zy / n_z))."""
+    y, n_classes = check_labels(labels)
+    z = _source_classes(source_probs, len(y))
+    _, z = np.unique(z, return_inverse=True)
+    counts = np.zeros((z.max() + 1, n_classes))
+    np.add.at(counts, (z, y), 1.0)
+    score = negative_conditional_entropy(counts / len(y))
+    log_conditional = np.log(counts[z, y] / counts.sum(axis=1)[z])
+    return score, (log_conditional - score) / len(y)
+
+
+@register("nce", needs=("source_probs",), summary="-H(Y|Z) with Z the source head's argmax (Tran et al. 2019)",
+          influence=nce_influence)
 def _nce_registered(source_probs, labels) -> float:
     return nce(source_probs, labels)
 

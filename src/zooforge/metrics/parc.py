@@ -29,15 +29,42 @@ from __future__ import annotations
 import numpy as np
 
 from zooforge.metrics._sampling import stratified_subsample
-from zooforge.metrics._validation import check_features, check_labels
+from zooforge.metrics._validation import canonical_order, check_features, check_labels
 from zooforge.metrics.registry import register
 
-__all__ = ["parc"]
+__all__ = ["parc", "parc_influence"]
 
 
-@register("parc", needs=("features",), summary="Spearman of feature vs label dissimilarities (Bolya et al. 2021)")
+def parc_influence(features, labels, *, pca_dim: int = 32, max_samples: int = 5000, seed: int = 0):
+    """(PARC, g): PARC is a correlation over the N(N-1)/2 sample pairs, so a sample's weight acts
+    through its N - 1 pairs; with the pairs' ranks held fixed, d rho / d w_pair is the influence of
+    a pair on a correlation, (a b - rho (a^2 + b^2) / 2) / M for the standardised ranks a, b, and
+    g[i] sums it over sample i's pairs. First order in the ranks only (it leaves out how a sample
+    moves the PCA and every other pair's rank). When PARC subsamples (N > ``max_samples``), g is
+    None and intervals come from resampling."""
+    from scipy.stats import rankdata
+
+    score, (rdm_f, rdm_y, upper, n) = _parc(features, labels, pca_dim, max_samples, seed)
+    if n != len(np.asarray(labels)):
+        return score, None
+    a, b = rankdata(rdm_f), rankdata(rdm_y)
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    rho = score / 100.0
+    pair = (a * b - rho * (a * a + b * b) / 2) / len(a)
+    g = np.bincount(upper[0], pair, minlength=n) + np.bincount(upper[1], pair, minlength=n)
+    out = np.empty(n)
+    out[canonical_order(check_features(features))] = 100.0 * g      # PARC runs on rows in content order
+    return score, out
+
+
+@register("parc", needs=("features",), summary="Spearman of feature vs label dissimilarities (Bolya et al. 2021)",
+          influence=parc_influence)
 def parc(features, labels, *, pca_dim: int = 32, max_samples: int = 5000, seed: int = 0) -> float:
     """PARC score (x100); higher = better transfer."""
+    return _parc(features, labels, pca_dim, max_samples, seed)[0]
+
+
+def _parc(features, labels, pca_dim, max_samples, seed):
     from scipy.stats import spearmanr
 
     y, n_classes = check_labels(labels)
@@ -63,5 +90,6 @@ def parc(features, labels, *, pca_dim: int = 32, max_samples: int = 5000, seed: 
     # 1 - corr of two one-hot rows is exactly 0 (same class) or 1 + 1/(C-1) (different classes);
     # np.corrcoef gets those with rounding noise that breaks the ties Spearman must see as ties.
     rdm_labels = np.where(y[upper[0]] == y[upper[1]], 0.0, 1.0 + 1.0 / (n_classes - 1))
-    rho = spearmanr(rdm_features[upper], rdm_labels).statistic
-    return float(rho * 100.0)
+    rdm_features = rdm_features[upper]
+    rho = spearmanr(rdm_features, rdm_labels).statistic
+    return float(rho * 100.0), (rdm_features, rdm_labels, upper, x.shape[0])

@@ -36,6 +36,10 @@ class Estimator:
     fn: Callable[..., float]
     needs: frozenset[str]
     summary: str
+    # Same arguments as ``fn``; returns (score, g) with g[i] the derivative of the score with respect
+    # to sample i's weight at equal weights: what the interval of a resample-free ("infinitesimal
+    # jackknife") estimate is made of. None: intervals come from resampling.
+    influence: Callable[..., tuple[float, Any]] | None = None
 
     def missing(self, available: set[str] | frozenset[str]) -> list[str]:
         """Inputs this estimator needs that are not in ``available``."""
@@ -43,6 +47,17 @@ class Estimator:
 
     def __call__(self, labels: Any, inputs: Mapping[str, Any], **options: Any) -> float:
         """Score with the arrays in ``inputs`` (keys from INPUTS, plus ``source_labels``)."""
+        with _blas_beside_torch():
+            return self.fn(**self._kwargs(labels, inputs), **options)
+
+    def with_influence(self, labels: Any, inputs: Mapping[str, Any]) -> tuple[float, Any]:
+        """(score, per-sample influence) through ``influence``; see that field."""
+        if self.influence is None:
+            raise ValueError(f"estimator {self.name!r} has no influence function; resample it instead.")
+        with _blas_beside_torch():
+            return self.influence(**self._kwargs(labels, inputs))
+
+    def _kwargs(self, labels, inputs) -> dict[str, Any]:
         lacking = self.missing(set(k for k, v in inputs.items() if v is not None))
         if lacking:
             raise ValueError(f"estimator {self.name!r} needs {', '.join(lacking)}, which were not given.")
@@ -51,8 +66,7 @@ class Estimator:
             kwargs[key] = inputs[key]
         if "source_features" in self.needs:
             kwargs["source_labels"] = inputs["source_labels"]
-        with _blas_beside_torch():
-            return self.fn(**kwargs, **options)
+        return kwargs
 
 
 @contextmanager
@@ -77,8 +91,9 @@ _REGISTRY: dict[str, Estimator] = {}
 REGISTRY: Mapping[str, Estimator] = MappingProxyType(_REGISTRY)  # read-only view
 
 
-def register(name: str, *, needs: tuple[str, ...], summary: str):
-    """Decorator: record ``fn`` under ``name`` with the inputs it needs; returns ``fn`` unchanged."""
+def register(name: str, *, needs: tuple[str, ...], summary: str, influence: Callable[..., tuple[float, Any]] | None = None):
+    """Decorator: record ``fn`` under ``name`` with the inputs it needs (and, optionally, its
+    ``influence`` function: see :class:`Estimator`); returns ``fn`` unchanged."""
     unknown = set(needs) - set(INPUTS)
     if unknown:
         raise ValueError(f"register({name!r}): unknown needs {sorted(unknown)}; valid: {list(INPUTS)}.")
@@ -86,7 +101,7 @@ def register(name: str, *, needs: tuple[str, ...], summary: str):
     def decorator(fn: Callable[..., float]) -> Callable[..., float]:
         if name in _REGISTRY:
             raise ValueError(f"estimator {name!r} is already registered (by {_REGISTRY[name].fn.__module__}).")
-        _REGISTRY[name] = Estimator(name, fn, frozenset(needs), summary)
+        _REGISTRY[name] = Estimator(name, fn, frozenset(needs), summary, influence)
         return fn
 
     return decorator

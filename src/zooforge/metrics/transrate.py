@@ -24,7 +24,7 @@ from zooforge.metrics._torch import feature_tensor
 from zooforge.metrics._validation import check_labels
 from zooforge.metrics.registry import register
 
-__all__ = ["transrate", "coding_rate"]
+__all__ = ["transrate", "transrate_influence", "coding_rate"]
 
 
 def coding_rate(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -35,7 +35,36 @@ def coding_rate(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return 0.5 * torch.log1p(eig / (n * eps)).sum()
 
 
-@register("transrate", needs=("features",), summary="coding-rate mutual information (Huang et al. 2022)")
+def _weighted_transrate(z: torch.Tensor, labels_t: torch.Tensor, n_classes: int, w: torch.Tensor, eps: float):
+    """TransRate with sample weights ``w`` (all 1: the plain score), differentiable in ``w``: every
+    sample's row of Z counts w times, in the centring, in each Gram matrix and in each n."""
+    mean = (w[:, None] * z).sum(0) / w.sum()
+    a = (z - mean) * w.sqrt()[:, None]
+
+    def rate(rows: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        gram = rows.T @ rows if rows.shape[1] <= rows.shape[0] else rows @ rows.T
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        return 0.5 * torch.linalg.slogdet(eye + gram / (n * eps))[1]
+
+    per_class = torch.stack([rate(a[labels_t == c], w[labels_t == c].sum()) for c in range(n_classes)])
+    return rate(a, w.sum()) - per_class.mean()
+
+
+def transrate_influence(features, labels, *, eps: float = 1e-4):
+    """(TransRate, g) with g[i] = d TransRate / d w_i at equal weights, by autograd through the
+    weighted form (:func:`_weighted_transrate`): exact, about three times one score's cost."""
+    y, n_classes = check_labels(labels)
+    z = feature_tensor(features, n_samples=len(y))
+    labels_t = torch.as_tensor(y, device=z.device)
+    w = torch.ones(len(y), dtype=z.dtype, device=z.device, requires_grad=True)
+    with torch.enable_grad():
+        value = _weighted_transrate(z, labels_t, n_classes, w, eps)
+        (grad,) = torch.autograd.grad(value, w)
+    return transrate(features, labels, eps=eps), grad.detach().cpu().double().numpy()
+
+
+@register("transrate", needs=("features",), summary="coding-rate mutual information (Huang et al. 2022)",
+          influence=transrate_influence)
 def transrate(features, labels, *, eps: float = 1e-4) -> float:
     """TransRate; higher = better transfer."""
     if eps <= 0:
