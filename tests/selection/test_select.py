@@ -91,6 +91,13 @@ def test_select_on_the_demo_zoo_resumes_without_repeating_trials(tmp_path):
     assert len((tmp_path / "s" / "trials.jsonl").read_text().splitlines()) == len(lines)   # nothing re-run
     recorded = json.loads((tmp_path / "s" / "result.json").read_text())
     assert recorded["model"] == first.model and recorded["spent_fraction"] <= 0.1
+    # the report section: the choice, every round, the plot by round and the ranking it started from
+    from zooforge.selection.report import write_report
+
+    html = write_report(tmp_path / "s", tmp_path / "select.html").read_text()
+    assert (tmp_path / "s" / "rounds.png").stat().st_size > 1000
+    assert f"Chose {first.model}" in html and "validation accuracy by round" in html
+    assert html.count("<tr") >= len(first.rounds) + len(models) and "data:image/png;base64" in html
 
 
 def test_select_refuses_a_budget_too_small_and_says_what_fits(tmp_path):
@@ -134,3 +141,12 @@ def test_a_time_budget_alone_runs_and_stops(tmp_path):
     r = select("demo", "demo:shapes?n=6", cfg, models=["demo/effnet-*"], metrics=["logme"], bootstrap=0,
                cache_dir=tmp_path / "c", progress=False)
     assert len(r.rounds) == 1 and r.model == r.rounds[0]["model"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 13])
+def test_the_progress_total_is_the_number_of_trials_halving_runs(n):
+    from zooforge.selection.select import halving_trials
+
+    calls = []
+    successive_halving([f"m{i}" for i in range(n)], 1, lambda arm, epochs, r: calls.append(arm) or -len(arm))
+    assert halving_trials(n) == len(calls)

@@ -95,10 +95,11 @@ def build_model(spec: DemoModel, out_dir: Path, *, per_class: int = TRAIN_PER_CL
     return {"id": spec.id, "val_accuracy": result.history[-1].get("val_accuracy"), "seconds": result.seconds}
 
 
-def write_catalogue(out_dir: Path) -> Path:
-    """The demo catalogue: trained models point at their weights; random ones build from timm."""
-    lines = ["# The offline demo zoo. Rebuild the weights with: python -m zooforge.demo.build", ""]
-    for spec in ZOO:
+def write_catalogue(out_dir: Path, zoo: tuple[DemoModel, ...] = ZOO,
+                    header: str = "The offline demo zoo. Rebuild the weights with: python -m zooforge.demo.build") -> Path:
+    """A catalogue of ``zoo``: trained models point at their weights; random ones build from timm."""
+    lines = [f"# {header}", ""]
+    for spec in zoo:
         lines += ["[[model]]", f'id = "{spec.id}"']
         if spec.source_task:
             n = len(TASKS[spec.source_task].classes)

@@ -188,7 +188,7 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
     the error instead. ``backbone``/``dataset`` may be passed in when already loaded."""
     import numpy as np
 
-    from zooforge.selection.rank import bootstrap_indices, score_model
+    from zooforge.selection.rank import resamples, score_model
     from zooforge.zoo import load_dataset
     from zooforge.zoo.backbone import Backbone
 
@@ -203,7 +203,7 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
         info |= {"n_samples": len(dataset), "num_classes": dataset.num_classes,
                  "dataset_fingerprint": dataset.fingerprint}
         result = score_model(backbone, dataset, sorted(plan.metrics),
-                             indices=bootstrap_indices(dataset.labels, plan.bootstrap, plan.seed),
+                             resamples=resamples(dataset.labels, plan.bootstrap, plan.seed),
                              cache_dir=plan.cache_dir, device=plan.device, batch_size=plan.batch_size,
                              progress=progress)
         scores = result.pop("scores")

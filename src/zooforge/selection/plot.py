@@ -1,4 +1,5 @@
-"""Score vs GMACs with bootstrap error bars and the Pareto front (matplotlib, no display needed)."""
+"""Score vs GMACs with bootstrap error bars and the Pareto front; ``select``'s validation accuracy by
+round (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import polars as pl
 from zooforge.errors import ZooforgeError
 from zooforge.selection.rank import pareto_front
 
-__all__ = ["plot_ranking"]
+__all__ = ["plot_ranking", "plot_rounds"]
 
 
 def plot_ranking(table: pl.DataFrame, out: str | Path, metric: str | None = None,
@@ -55,6 +56,37 @@ def plot_ranking(table: pl.DataFrame, out: str | Path, metric: str | None = None
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} vs cost")
     ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def plot_rounds(rounds: list[dict], out: str | Path, title: str | None = None, chosen: str | None = None) -> Path:
+    """Validation accuracy of each model by successive-halving round (x: epochs trained, log 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rounds:
+        raise ZooforgeError("no rounds to plot: select ran no trial.")
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    by_model: dict[str, list[dict]] = {}
+    for r in rounds:
+        by_model.setdefault(r["model"], []).append(r)
+    for model, rows in by_model.items():
+        rows = sorted(rows, key=lambda r: r["round"])
+        ax.plot([r["epochs"] for r in rows], [r["val_accuracy"] for r in rows], "o-", ms=4,
+                lw=2.5 if model == chosen else 1, label=model.split("/")[-1] + (" (chosen)" if model == chosen else ""))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("epochs trained in the round")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title or "successive halving")
+    ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,15 +1,21 @@
 """Rank a catalogue of backbones for a dataset: extract (cached) -> score -> table.
 
-The table has one row per model: each estimator's score, its rank (1 = best), a 90% interval
-(stratified 80% subsamples, calibrated to the full-data score's spread by the delete-d jackknife,
-see :func:`delete_d_calibrate`) and P(top-1) (the share of resamples in which the model scores best; all models
-share the same resamples, so the comparison is paired), the mean rank across estimators, a z-scored
+The table has one row per model: each estimator's score, its rank (1 = best), a 90% interval and
+P(top-1) (the share of resamples in which the model scores best; all models share the same
+resamples, so the comparison is paired; see :class:`Resamples`: from the estimator's influence
+function where it has one, else from stratified 80% subsamples calibrated by the delete-d
+jackknife, :func:`delete_d_calibrate`), the mean rank across estimators, a z-scored
 ensemble, cost (params, GMACs, measured samples/s), and, given budgets, which models fit and which lie
 on the score-vs-GMACs Pareto front. Estimators a model cannot feed are skipped with the reason.
+
+Rows are sorted by an :mod:`ordering <zooforge.selection.ordering>` (column ``ordering`` names it;
+``order_value`` is its value, ``p_top1`` the share of resamples in which the model comes first under
+it). The default ordering was chosen leave-one-zoo-out on fine-tune truth (``benchmarks/selection.py``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,14 +26,20 @@ from zooforge.errors import ZooforgeError, describe, first_line
 from zooforge.metrics import get_estimator
 
 __all__ = ["rank", "score_model", "score_featureset", "DEFAULT_METRICS", "pareto_front", "delete_d_calibrate",
-           "bootstrap_indices"]
+           "bootstrap_indices", "resamples", "Resamples", "resolve_ordering"]
 
-# Fast, label-based estimators that work from features or a source head: the default set.
-DEFAULT_METRICS = ("logme", "leep", "nce", "hscore_shrink", "gbc", "transrate", "sfda")
+# The default set: the default ordering's estimators first (zooforge.selection.ordering), then the
+# other label-based estimators that work from features or a source head, shown beside them.
+DEFAULT_METRICS = ("linear_probe", "parc", "transrate", "logme", "leep", "nce", "hscore_shrink", "gbc", "sfda")
 
 
-def score_featureset(fs, metrics: Sequence[str], *, indices: np.ndarray | None = None) -> dict[str, dict]:
-    """{metric: {"score", "samples" (scores on each row of ``indices``), "skipped"}} for one FeatureSet."""
+def score_featureset(fs, metrics: Sequence[str], *, resamples: "Resamples | None" = None,
+                     resample: Sequence[str] | None = None) -> dict[str, dict]:
+    """{metric: {"score", "samples" (one draw of the score per resample), "skipped"}} for one FeatureSet.
+
+    With ``resamples``, every estimator with an influence function gets draws (they cost next to
+    nothing); one without gets them by re-scoring on every subsample, only if it is in ``resample``
+    (None: all)."""
     inputs = fs.inputs()
     available = {k for k, v in inputs.items() if v is not None}
     out: dict[str, dict] = {}
@@ -39,14 +51,17 @@ def score_featureset(fs, metrics: Sequence[str], *, indices: np.ndarray | None =
                          "skipped": f"needs {', '.join(lacking)} (model has no {'classifier head' if 'source_probs' in lacking else 'source data'})"}
             continue
         try:
-            score = est(fs.labels, inputs)
+            influence = None
+            if resamples is not None and est.influence is not None:
+                score, influence = est.with_influence(fs.labels, inputs)
+            else:
+                score = est(fs.labels, inputs)
             if score is None or not np.isfinite(score):
                 out[name] = {"score": None, "samples": None, "skipped": _not_finite(score, fs.labels)}
                 continue
             samples = None
-            if indices is not None:
-                raw = np.array([_resampled(est, fs, inputs, idx) for idx in indices])
-                samples = delete_d_calibrate(raw, score, indices.shape[1], len(fs.labels))
+            if resamples is not None and (influence is not None or resample is None or name in resample):
+                samples = resamples.draw(score, influence, lambda idx: _resampled(est, fs, inputs, idx))
             out[name] = {"score": score, "samples": samples, "skipped": None}
         except ValueError as exc:
             out[name] = {"score": None, "samples": None, "skipped": first_line(exc)}
@@ -61,7 +76,8 @@ def _not_finite(score, labels) -> str:
             f"{int(counts.min()) if counts.size else 0}: too few samples per class for this estimator?")
 
 
-def score_model(backbone, dataset, metrics: Sequence[str], *, indices: np.ndarray | None = None, cache_dir=None,
+def score_model(backbone, dataset, metrics: Sequence[str], *, resamples: "Resamples | None" = None,
+                resample: Sequence[str] | None = None, cache_dir=None,
                 device=None, batch_size: int = 128, progress: bool = False) -> dict:
     """Extract (cached) and score one model on one dataset: the step ``rank`` runs per model and an
     audit per cell. Returns the cost (``params_m``, ``gmacs``, measured ``samples_per_s``; a cache hit
@@ -72,7 +88,7 @@ def score_model(backbone, dataset, metrics: Sequence[str], *, indices: np.ndarra
     fs = extract(backbone, dataset, cache_dir=cache_dir, device=device, batch_size=batch_size, progress=progress)
     return {"params_m": backbone.num_params / 1e6, "gmacs": float(backbone.gmacs),
             "samples_per_s": fs.provenance.get("samples_per_s"), "feature_dim": int(fs.features.shape[1]),
-            "scores": score_featureset(fs, metrics, indices=indices)}
+            "scores": score_featureset(fs, metrics, resamples=resamples, resample=resample)}
 
 
 def _resampled(est, fs, inputs, idx) -> float:
@@ -96,6 +112,49 @@ def delete_d_calibrate(samples: np.ndarray, score: float, m: int, n: int) -> np.
     if not finite.any():
         return samples
     return score + np.sqrt(m / (n - m)) * (samples - samples[finite].mean())
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """The randomness one table's intervals share, so that comparisons between models are paired.
+
+    An estimator with an influence function (LogME, LEEP, NCE) gets its draws without re-scoring:
+    score + draws @ g, the linearisation of the stratified bootstrap (the "infinitesimal jackknife",
+    Jaeckel 1972, Efron 1982 ch. 6): ``draws`` are standard normals centred within each class, so a
+    draw's variance is sum over classes of sum_i (g_i - mean of g in the class)^2, the bootstrap's
+    to first order. The others are re-scored on each stratified 80% subsample of ``indices`` and
+    calibrated by :func:`delete_d_calibrate`. Both estimate the spread of the full-data score.
+    """
+
+    indices: np.ndarray          # (R, m) sample indices of each subsample
+    draws: np.ndarray            # (R, N) class-centred standard normals
+
+    @property
+    def rounds(self) -> int:
+        return len(self.indices)
+
+    def draw(self, score: float, influence, rescore) -> np.ndarray:
+        """R draws of the full-data score: from the influence when given and finite, else by ``rescore``
+        (subsample indices -> score) on every subsample."""
+        if influence is not None:
+            g = np.asarray(influence, dtype=float)
+            if g.shape == (self.draws.shape[1],) and np.isfinite(g).all():
+                return score + self.draws @ g
+        raw = np.array([rescore(idx) for idx in self.indices])
+        return delete_d_calibrate(raw, score, self.indices.shape[1], self.draws.shape[1])
+
+
+def resamples(labels: np.ndarray, rounds: int, seed: int) -> Resamples | None:
+    """The :class:`Resamples` of ``rounds`` draws for a dataset with ``labels``; None for 0 rounds."""
+    if rounds <= 0:
+        return None
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, 1])
+    draws = rng.standard_normal((rounds, len(labels)))
+    for c in np.unique(labels):
+        members = labels == c
+        draws[:, members] -= draws[:, members].mean(axis=1, keepdims=True)
+    return Resamples(bootstrap_indices(labels, rounds, seed), draws)
 
 
 # Share of each class kept per resample. Resampling *with* replacement duplicates samples, which
@@ -129,27 +188,38 @@ def pareto_front(score: np.ndarray, gmacs: np.ndarray) -> np.ndarray:
 def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Sequence[str] | None = None,
          split: str | None = None, max_per_class: int | None = None, cache_dir=None, device=None,
          batch_size: int = 128, bootstrap: int = 100, seed: int = 0, budget_gmacs: float | None = None,
-         budget_params: float | None = None, progress: bool = True) -> pl.DataFrame:
+         budget_params: float | None = None, progress: bool = True, ordering=None,
+         intervals: str = "fast") -> pl.DataFrame:
     """Rank ``catalogue`` (a path, a built-in name or a list of entries) on ``dataset`` (a spec or a
-    Dataset). ``budget_params`` is in millions of parameters. See the module docstring."""
+    Dataset). ``budget_params`` is in millions of parameters. ``ordering`` (an
+    :class:`~zooforge.selection.ordering.Ordering` or its name) sorts the table; by default, for
+    the default estimators, the shipped default ordering, else the mean rank over ``metrics``.
+    ``intervals``: ``"fast"`` gives intervals to the estimators with an influence
+    function and to the ordering's (the others' cells stay empty: re-scoring them on every resample
+    costs tens of times the point scores); ``"all"`` to every estimator. See the module docstring."""
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
     from zooforge.zoo.backbone import Backbone
 
     metrics = list(metrics or DEFAULT_METRICS)
     for name in metrics:
         get_estimator(name)            # unknown names fail before any work
+    ordering = resolve_ordering(ordering, metrics)
+    if intervals not in ("fast", "all"):
+        raise ZooforgeError(f"intervals must be 'fast' or 'all'; got {intervals!r}.")
+    resample = None if intervals == "all" else list(ordering.metrics)
     entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue, check_files=False)
     entries = filter_entries(entries, list(models) if models else None)
     if not entries:
         raise ZooforgeError("the catalogue has no models" + (f" matching {list(models)}" if models else "") + ".")
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, split, max_per_class=max_per_class, seed=seed)
-    indices = bootstrap_indices(ds.labels, bootstrap, seed)
+    shared = resamples(ds.labels, bootstrap, seed)
     rows, samples = [], {}
     for entry in entries:
         row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None,
                "gmacs": None, "samples_per_s": None, "error": None}
         try:
-            result = score_model(Backbone.from_entry(entry), ds, metrics, indices=indices, cache_dir=cache_dir,
+            result = score_model(Backbone.from_entry(entry), ds, metrics, resamples=shared, resample=resample,
+                                 cache_dir=cache_dir,
                                  device=device, batch_size=batch_size, progress=progress)
             scores = result.pop("scores")
             row |= {k: result[k] for k in ("params_m", "gmacs", "samples_per_s")}
@@ -167,47 +237,66 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
     table = pl.DataFrame(rows, schema_overrides={m: pl.Float64 for m in metrics} | {
         "params_m": pl.Float64, "gmacs": pl.Float64, "samples_per_s": pl.Float64, "error": pl.Utf8, "skipped": pl.Utf8,
         "dataset": pl.Utf8, "dataset_fingerprint": pl.Utf8})
-    return _finish(table, metrics, samples, indices is not None, budget_gmacs, budget_params)
+    return _finish(table, metrics, samples, shared is not None, budget_gmacs, budget_params, ordering)
 
 
-def _finish(table: pl.DataFrame, metrics, samples, with_bootstrap: bool, budget_gmacs, budget_params) -> pl.DataFrame:
+def _finish(table: pl.DataFrame, metrics, samples, with_bootstrap: bool, budget_gmacs, budget_params,
+            ordering=None) -> pl.DataFrame:
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows (failed/skipped models) stay NaN
-        return _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budget_params)
+        return _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budget_params,
+                               resolve_ordering(ordering, metrics))
 
 
-def _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budget_params) -> pl.DataFrame:
+def resolve_ordering(ordering, metrics: Sequence[str]):
+    """The ordering a table of ``metrics`` is sorted by: the one given (an Ordering or its name);
+    else, for the default estimators, the default ordering; else (estimators the user chose) the
+    mean rank over ``metrics``."""
+    from zooforge.selection.ordering import DEFAULT_ORDERING, Ordering
+
+    if isinstance(ordering, str):
+        ordering = Ordering.parse(ordering)
+    if ordering is None:
+        ordering = DEFAULT_ORDERING if set(metrics) == set(DEFAULT_METRICS) else Ordering(tuple(metrics))
+    absent = [m for m in ordering.metrics if m not in metrics]
+    if absent:
+        raise ZooforgeError(f"the ordering {ordering.name} needs estimator(s) {', '.join(absent)}, which were not "
+                            f"computed; add them with -m or choose --order from {', '.join(metrics)}.")
+    return ordering
+
+
+def _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budget_params, ordering) -> pl.DataFrame:
+    from zooforge.selection.ordering import metric_ranks, order
+
     ids = table["model"].to_list()
     extra: dict[str, list] = {}
     zs = []
+    values_by_metric = {m: table[m].to_numpy().astype(float) for m in metrics}
+    boots = {}
     for m in metrics:
-        values = table[m].to_numpy().astype(float)
-        order = (-np.nan_to_num(values, nan=-np.inf)).argsort(kind="stable")
-        ranks = np.full(len(values), np.nan)
-        ranks[order] = np.arange(1, len(values) + 1)
-        ranks[np.isnan(values)] = np.nan
-        extra[f"{m}_rank"] = ranks.tolist()
+        values = values_by_metric[m]
+        extra[f"{m}_rank"] = metric_ranks(values).tolist()
         finite = values[~np.isnan(values)]
         if finite.size > 1 and finite.std() > 0:
             zs.append((values - finite.mean()) / finite.std())
         if with_bootstrap:
             boot = np.stack([samples[(i, m)] if samples[(i, m)] is not None else np.full(_rounds(samples), np.nan)
                              for i in ids])                                   # (models, rounds)
+            boots[m] = boot
             extra[f"{m}_lo"] = np.nanpercentile(boot, 5, axis=1).tolist() if np.isfinite(boot).any() else [None] * len(ids)
             extra[f"{m}_hi"] = np.nanpercentile(boot, 95, axis=1).tolist() if np.isfinite(boot).any() else [None] * len(ids)
-            filled = np.where(np.isnan(boot), -np.inf, boot)
-            valid = np.isfinite(boot).any(axis=0)
-            best = filled.argmax(axis=0)
-            p_top = [float(np.mean(best[valid] == k)) if valid.any() and not np.isnan(values[k]) else None
-                     for k in range(len(ids))]
-            extra[f"{m}_p_top1"] = p_top
+            extra[f"{m}_p_top1"] = _p_top1(boot, values)
     rank_cols = np.array([extra[f"{m}_rank"] for m in metrics], dtype=float)
     mean_rank = np.nanmean(rank_cols, axis=0) if len(metrics) else np.full(len(ids), np.nan)
+    keys = order(values_by_metric, ordering)
     # A model that lacks a score (skipped, not finite, failed) never outranks one that has it: the
-    # order is by the number of estimators without a score first, then the mean rank.
-    extra["missing_scores"] = np.isnan(rank_cols).sum(axis=0).astype(float).tolist() if len(metrics) else [0.0] * len(ids)
+    # order is by the number of the ordering's estimators without a score first, then its value.
+    extra["missing_scores"] = keys["missing"].astype(float).tolist()
+    extra["order_value"] = keys["value"].tolist()
+    if with_bootstrap:
+        extra["p_top1"] = _ordering_p_top1(boots, values_by_metric, ordering, keys)
     ensemble = np.nanmean(np.stack(zs), axis=0) if zs else np.full(len(ids), np.nan)
     extra["mean_rank"] = mean_rank.tolist()
     extra["ensemble_z"] = ensemble.tolist()
@@ -219,14 +308,41 @@ def _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budge
         fits &= np.nan_to_num(gmacs, nan=np.inf) <= budget_gmacs
     if budget_params is not None:
         fits &= np.nan_to_num(params, nan=np.inf) <= budget_params
-    out = out.with_columns(pl.Series("within_budget", fits),
-                           pl.Series("pareto", pareto_front(np.asarray(ensemble, float), np.nan_to_num(gmacs, nan=np.inf))))
+    out = out.with_columns(pl.Series("within_budget", fits), pl.lit(ordering.name).alias("ordering"),
+                           pl.Series("pareto", pareto_front(np.asarray(ensemble, float), np.nan_to_num(gmacs, nan=np.inf))),
+                           pl.Series("_position", keys["position"]))
     out = (out.with_columns(pl.col("missing_scores").cast(pl.Int64))
-           .sort(["missing_scores", "mean_rank"], nulls_last=True).with_row_index("rank", offset=1))
+           .sort("_position").drop("_position").with_row_index("rank", offset=1))
     # a failed model is never the best, whatever its (missing) scores
     best_in_budget = out.filter(pl.col("within_budget") & pl.col("mean_rank").is_not_null() & pl.col("error").is_null())
     best_id = best_in_budget["model"][0] if best_in_budget.height else None
     return out.with_columns((pl.col("model") == pl.lit(best_id)).alias("best_within_budget"))
+
+
+def _p_top1(boot: np.ndarray, values: np.ndarray) -> list:
+    """Share of resamples (columns of ``boot``) in which each model scores best."""
+    filled = np.where(np.isnan(boot), -np.inf, boot)
+    valid = np.isfinite(boot).any(axis=0)
+    best = filled.argmax(axis=0)
+    return [float(np.mean(best[valid] == k)) if valid.any() and not np.isnan(values[k]) else None
+            for k in range(len(values))]
+
+
+def _ordering_p_top1(boots, values_by_metric, ordering, keys) -> list:
+    """Share of resamples in which each model comes first under ``ordering`` (all models share each
+    resample, so the comparison is paired). Estimators without resamples keep their point scores."""
+    from zooforge.selection.ordering import order
+
+    rounds = next((b.shape[1] for b in boots.values()), 0)
+    if rounds == 0:
+        return [None] * len(keys["position"])
+    firsts = np.zeros(len(keys["position"]))
+    for r in range(rounds):
+        draw = {m: (boots[m][:, r] if m in boots and np.isfinite(boots[m][:, r]).any() else v)
+                for m, v in values_by_metric.items()}
+        firsts[order(draw, ordering)["position"].argmin()] += 1
+    unscored = ~np.isfinite(np.array([values_by_metric[m] for m in ordering.metrics])).any(axis=0)
+    return [None if unscored[k] else float(firsts[k] / rounds) for k in range(len(firsts))]
 
 
 def _rounds(samples) -> int:

@@ -25,7 +25,8 @@ __all__ = ["write_report", "ranking_report", "audit_report"]
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em}th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}tr.best td{background:#eef8ee}.err{color:#b00}.dim{color:#777}
-img{max-width:100%}code{background:#f5f5f5;padding:0 .2em}"""
+img{max-width:100%}code{background:#f5f5f5;padding:0 .2em}
+.scroll{overflow-x:auto;max-width:100%}td{white-space:nowrap}td.l{white-space:normal;min-width:12em}"""
 
 
 def _metrics_of(table: pl.DataFrame) -> list[str]:
@@ -79,11 +80,11 @@ class _Doc:
             else:
                 _, header, rows, best = b
                 cls = ["" if self._numeric(rows, i) else "l" for i in range(len(header))]
-                out.append("<table><tr>" + "".join(f"<th class='{c}'>{html.escape(h)}</th>" for c, h in zip(cls, header)) + "</tr>")
+                out.append("<div class='scroll'><table><tr>" + "".join(f"<th class='{c}'>{html.escape(h)}</th>" for c, h in zip(cls, header)) + "</tr>")
                 for row, is_best in zip(rows, best):
                     out.append(f"<tr class='{'best' if is_best else ''}'>" +
                                "".join(f"<td class='{c}'>{html.escape(v)}</td>" for c, v in zip(cls, row)) + "</tr>")
-                out.append("</table>")
+                out.append("</table></div>")     # a wide table scrolls inside the page, not past it
         return "\n".join(out) + "\n"
 
     def markdown(self, assets: Path, link_prefix: str) -> str:
@@ -122,7 +123,8 @@ def _ranking_section(doc: _Doc, table: pl.DataFrame, title: str, budget_gmacs: f
     header = ["rank", "model", "params (M)", "GMACs"]
     for m in metrics:
         header += [m] + ([f"{m} 90%"] if f"{m}_lo" in table.columns else [])
-    header += ["mean rank", "ensemble z", "Pareto"] + (["P(top-1)"] if metrics and f"{metrics[0]}_p_top1" in table.columns else [])
+    p_col = "p_top1" if "p_top1" in table.columns else (f"{metrics[0]}_p_top1" if metrics else None)
+    header += ["mean rank", "ensemble z", "Pareto"] + (["P(top-1)"] if p_col in table.columns else [])
     rows, best = [], []
     for r in table.iter_rows(named=True):
         cells = [format_value(r["rank"]), r["model"], format_value(r["params_m"], 3), format_value(r["gmacs"], 3)]
@@ -132,7 +134,7 @@ def _ranking_section(doc: _Doc, table: pl.DataFrame, title: str, budget_gmacs: f
                 cells.append(f"[{format_value(r[f'{m}_lo'], 3)}, {format_value(r[f'{m}_hi'], 3)}]" if r[f"{m}_lo"] is not None else "–")
         cells += [format_value(r["mean_rank"], 3), format_value(r["ensemble_z"], 3), format_value(r.get("pareto"))]
         if header[-1] == "P(top-1)":
-            cells.append(format_value(r.get(f"{metrics[0]}_p_top1"), 2))
+            cells.append(format_value(r.get(p_col), 2))
         rows.append(cells)
         best.append(bool(r.get("best_within_budget")))
     doc.table(header, rows, best)
@@ -185,7 +187,8 @@ def ranking_report(table: pl.DataFrame, path: str | Path, *, title: str | None =
     title = title or f"zooforge ranking{f' on {dataset}' if dataset else ''}"
     doc = _Doc(title)
     doc.para(f"{table.height} model(s); estimators: {', '.join(_metrics_of(table))}. Higher scores are better; "
-             "rank 1 has the best mean rank across estimators. The shaded row is the best model within budget.")
+             f"rows are ordered by {table['ordering'][0] if 'ordering' in table.columns and table.height else 'mean rank'}. "
+             "The shaded row is the best model within budget.")
     _ranking_section(doc, table, title, budget_gmacs, "ranking")
     fingerprints = {}
     if "dataset_fingerprint" in table.columns and table.height:
@@ -237,11 +240,46 @@ def audit_report(audit: str | Path, path: str | Path, *, title: str | None = Non
     return _write(doc, path)
 
 
+def select_report(folder: str | Path, path: str | Path, *, title: str | None = None) -> Path:
+    """A report of a ``select --out`` folder: the choice and the compute spent, every round, the
+    validation accuracy by round, and the ranking it started from."""
+    from zooforge.selection.plot import plot_rounds
+    from zooforge.selection.rank import read_table
+
+    folder = Path(folder)
+    try:
+        result = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ZooforgeError(f"{folder}/result.json: not readable ({exc}); give a folder written by `zooforge select --out`.") from None
+    doc = _Doc(title or "zooforge select")
+    doc.heading("Choice")
+    doc.para(f"Chose {result['model']} (validation accuracy {format_value(result['val_accuracy'])}) after "
+             f"{len(result['rounds'])} trial(s) over {len(result['entrants'])} entrant(s) "
+             f"({', '.join(result['entrants'])}); spent {100 * result['spent_fraction']:.1f}% of the compute of fully "
+             f"fine-tuning every model ({result['spent']:.4g} of {result['fine_tune_all']:.4g} GMAC), "
+             f"{result['seconds']:.1f} s. Validation: 20% of the training data; no test split was read.")
+    doc.table(["round", "model", "epochs", "validation accuracy", "seconds"],
+              [[str(r["round"]), r["model"], str(r["epochs"]), format_value(r["val_accuracy"]),
+                format_value(r.get("seconds"), 3)] for r in result["rounds"]],
+              [r["model"] == result["model"] for r in result["rounds"]])
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plot_rounds(result["rounds"], Path(tmp) / "rounds.png", chosen=result["model"])
+        doc.image(png.read_bytes(), "rounds.png", "validation accuracy by round")
+    if (folder / "ranking.parquet").is_file():
+        doc.heading("The ranking it started from")
+        _ranking_section(doc, read_table(folder / "ranking.parquet", "ranking"), "ranking", None, "ranking")
+    _provenance_section(doc, {})
+    return _write(doc, path)
+
+
 def write_report(source: pl.DataFrame | str | Path, path: str | Path, **kwargs) -> Path:
-    """A report of a ranking table (a frame, or a .csv/.json/.parquet file) or an audit folder."""
+    """A report of a ranking table (a frame, or a .csv/.json/.parquet file), an audit folder or a
+    ``select --out`` folder."""
     if isinstance(source, pl.DataFrame):
         return ranking_report(source, path, **kwargs)
     source = Path(source)
+    if source.is_dir() and (source / "result.json").is_file() and (source / "trials.jsonl").exists():
+        return select_report(source, path, **kwargs)
     if source.is_dir():
         return audit_report(source, path, **kwargs)
     from zooforge.selection.rank import TABLE_READERS, read_table

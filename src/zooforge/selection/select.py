@@ -150,6 +150,21 @@ def successive_halving(arms: Sequence[str], e0: int, trial: Callable[[str, int, 
         r += 1
 
 
+def halving_trials(n: int) -> int:
+    """How many trials successive halving runs over ``n`` arms: every round's survivors, down to one."""
+    total = n
+    while n > 1:
+        n = math.ceil(n / 2)
+        total += n if n > 1 else 0
+    return total
+
+
+def _interactive() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
 # ---- the run ---------------------------------------------------------------------------------------
 def _trial_key(entry, ds, cfg: SelectConfig, epochs: int, lr: float) -> str:
     from zooforge.zoo.catalogue import entry_digest
@@ -185,8 +200,9 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
                                                list(models) if models else None)}
     table = rank(list(entries.values()), ds, metrics, bootstrap=bootstrap, seed=cfg.seed, cache_dir=cache_dir,
                  device=device, budget_gmacs=budget_gmacs, budget_params=budget_params, progress=progress)
-    first = (list(metrics) if metrics else [c[:-5] for c in table.columns if c.endswith("_rank")
-                                             and c != "mean_rank"])[0]
+    from zooforge.selection.ordering import Ordering
+
+    first = Ordering.parse(table["ordering"][0]).metrics[0]      # the intervals of the ordering's first estimator
     ranked = entrants(table, first, cfg.min_entrants, cfg.max_entrants)
     if not ranked:
         raise ZooforgeError("no model could be ranked within the budgets; nothing to fine-tune (see `rank`).")
@@ -259,8 +275,17 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
             with ledger_path.open("a") as fh:       # one line per finished trial: a kill loses one at most
                 fh.write(json.dumps(row) + "\n")
         say(f"round {round_}: {model_id} {epochs} epoch(s): validation accuracy {acc:.4f} ({seconds:.1f} s)")
+        if bar is not None:
+            bar.advance(bar_task)
         return acc
 
+    bar = bar_task = None
+    if progress and _interactive():
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar_task = bar.add_task("fine-tuning trials", total=halving_trials(len(arms)))
+        bar.start()
     try:
         winner, rows = successive_halving(arms, e0, trial)
     except _OutOfTime:
@@ -272,6 +297,9 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
         winner = max(last, key=lambda r: (r["val_accuracy"], -arms.index(r["model"])))["model"]
         rows = sorted(finished, key=lambda r: (r["round"], arms.index(r["model"])))
         say(f"the time budget ran out in round {best_round + 1}: choosing among the models of round {best_round}")
+    finally:
+        if bar is not None:
+            bar.stop()
     for row in rows:
         row.update({k: done.get(_trial_key(entries[row["model"]], ds, cfg, row["epochs"], lr), {}).get(k)
                     for k in ("seconds", "cost")})
@@ -287,7 +315,12 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
     result = SelectResult(winner, final["val_accuracy"], rows, arms, spent[0], fine_tune_all,
                           time.perf_counter() - started, table, task)
     if out is not None:
+        from zooforge.selection.plot import plot_rounds
+        from zooforge.selection.rank import write_table
+
         atomic_write_bytes(out / "result.json", json.dumps(result.record(), indent=2, default=str).encode())
+        write_table(table, out / "ranking.parquet")
+        plot_rounds(rows, out / "rounds.png", chosen=winner)
     return result
 
 

@@ -41,10 +41,18 @@ def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
 def count_gmacs(model: nn.Module, *example_args, **example_kwargs) -> float:
     """Giga multiply-accumulates of ``model(*example_args, **example_kwargs)`` (batch of one)."""
     was_training = model.training
+    # FlopCounterMode's module tracker hooks the gradient of every tensor a module receives; a
+    # parameter passed into a submodule (timm's attention-pool latent) is a leaf that requires grad
+    # and, under no_grad, has no gradient node to hook, so the count crashed. Nothing here trains.
+    needs_grad = [p for p in model.parameters() if p.requires_grad]
     model.eval()
     try:
+        for p in needs_grad:
+            p.requires_grad_(False)
         with FlopCounterMode(display=False) as counter:
             model(*example_args, **example_kwargs)
     finally:
+        for p in needs_grad:
+            p.requires_grad_(True)
         model.train(was_training)
     return counter.get_total_flops() / 2 / 1e9

@@ -4,7 +4,10 @@ Sentences are drawn from templates, a per-class vocabulary and shared filler wor
 sample like the image tasks. ``topics`` asks what a sentence is about; in ``intent`` every class
 shares the same nouns and only the verb phrase tells a question from a request from a complaint, so a
 bag of topic words does not solve it. A fifth of the sentences carry a distractor word from another
-class.
+class. Two harder ones, where a bag of words is not enough: in ``negation`` a sentence's sentiment
+flips when it is negated ("the soup was not bad"), and in ``relation`` the class is the animal that
+acts, written in active or passive voice ("the cat was chased by the fox" is the fox's), with both
+animals drawn from the same set.
 """
 
 from __future__ import annotations
@@ -57,9 +60,40 @@ def _intent(rng: np.random.Generator, cls: str) -> str:
     return f"{text} {rng.choice(_FILLER)}"
 
 
+_THINGS = ["soup", "film", "hotel", "concert", "phone", "lecture", "train ride", "haircut", "game", "book"]
+_SENTIMENT = {"positive": ["good", "great", "lovely", "excellent", "pleasant", "fun"],
+              "negative": ["bad", "awful", "boring", "terrible", "dull", "rude"]}
+_NEGATION_TEMPLATES = ["the {t} was {neg}{a}", "honestly the {t} was {neg}{a} {f}", "i thought the {t} was {neg}{a}",
+                       "my friends said the {t} was {neg}{a}", "the {t} {f} was {neg}{a}"]
+
+
+def _negation(rng: np.random.Generator, cls: str) -> str:
+    negated = rng.uniform() < 0.5                             # half the sentences say the opposite word, negated
+    other = "negative" if cls == "positive" else "positive"
+    adjective = rng.choice(_SENTIMENT[other if negated else cls])
+    neg = rng.choice(["not ", "never ", "not at all "]) if negated else rng.choice(["", "really ", "quite "])
+    return rng.choice(_NEGATION_TEMPLATES).format(t=rng.choice(_THINGS), a=adjective, neg=neg, f=rng.choice(_FILLER))
+
+
+_ANIMALS = ["dog", "cat", "fox", "horse"]
+_ACTIONS = [("chased", "chased"), ("bit", "bitten"), ("followed", "followed"), ("pushed", "pushed"), ("saw", "seen")]
+
+
+def _relation(rng: np.random.Generator, cls: str) -> str:
+    victim = rng.choice([a for a in _ANIMALS if a != cls])
+    active, passive = _ACTIONS[rng.integers(len(_ACTIONS))]
+    if rng.uniform() < 0.5:
+        text = f"the {cls} {active} the {victim}"
+    else:
+        text = f"the {victim} was {passive} by the {cls}"
+    return f"{text} {rng.choice(_FILLER)}"
+
+
 TEXT_TASKS = {
     "topics": (tuple(_TOPICS), _topic),
     "intent": (tuple(_INTENTS), _intent),
+    "negation": (tuple(_SENTIMENT), _negation),
+    "relation": (tuple(_ANIMALS), _relation),
 }
 
 

@@ -1,0 +1,478 @@
+"""How well does each estimator, and each way of combining them, pick the model to fine-tune?
+
+    python benchmarks/selection.py build            # zoos, fine-tune truth, estimator scores (resumable)
+    python benchmarks/selection.py select           # `zooforge select` at 5..100% budgets on every target (resumable)
+    python benchmarks/selection.py report           # tables, leave-one-zoo-out and select's regret, from the stored data
+
+Three zoos of different kinds, each with its own target tasks:
+
+* ``demo``: the 14-model demo zoo (6 timm architectures trained on demo source tasks, 2 random);
+  truth from ``zooforge.demo.truth`` (shipped) on its 7 target tasks, plus two 20-a-class targets.
+* ``timm2``: 12 models of 7 *other* timm test architectures (ConvNeXt-2, EfficientNet-GN, ViT-3,
+  NFNet, CoAtNet, ViT-relpos, EfficientNet-LN), trained by this script on demo source tasks, one of
+  them for 3 epochs only (under-trained), two at random init; 8 target tasks.
+* ``text``: the real all-MiniLM-L6-v2 and 8 variants (random init; truncated to 4, 2, 1 layers; the
+  top 2 or 4 layers re-initialised; weights perturbed by noise of 0.5 and 1.5 times each tensor's
+  std); 4 text tasks, two of which a bag of words cannot solve (``negation``, ``relation``).
+
+A target ``task@n`` trains (truth) and ranks on n samples a class instead of the protocol's.
+
+Truth protocol (``zooforge.demo.truth``'s, per zoo below): full fine-tuning with the shared training
+loop on the data that ``rank`` scores, the learning rate chosen on a stratified 20% validation split
+of it, the chosen run scored on a separate test split the estimators never see; 2 seeds, mean
+accuracy. A target is used only when its truth does not saturate: best accuracy below 0.98 and a
+spread (best - worst) of at least 0.05 (a rule fixed before looking at the scores).
+
+``build`` writes everything it computes to ``benchmarks/selection_data.json`` (truth, every run,
+every estimator's score and every model's cost per target), one finished step at a time: killed, it
+goes on where it stopped. ``report`` needs only that file, so the default ordering's choice can be
+reproduced without fine-tuning anything (``tests/selection/test_ordering.py`` does).
+
+The report, per estimator and per ordering: weighted tau (scipy's, hyperbolic weights), Kendall tau,
+top-1 regret (accuracy points lost by fine-tuning the ordering's first model instead of the best),
+and top-1 regret within two GMACs budgets per zoo (its 50% and 25% quantiles of GMACs: the largest
+models excluded). An ordering ranks *every* model: one without a score from the ordering's
+estimators goes after the models that have it, as in ``zooforge rank``. Leave-one-zoo-out: the
+rule that picks an ordering (:func:`zooforge.selection.ordering.choose_ordering`) sees two zoos, and
+its choice is scored on the third, in every rotation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+DATA = HERE / "selection_data.json"
+WORK = HERE / ".selection"              # weights, text model folders, feature cache, partial runs (not committed)
+
+TIMM2 = (  # (id, arch, source task or None, model_args, source epochs)
+    ("timm2/convnext2-shapes", "test_convnext2", "shapes-source", {}, 20),
+    ("timm2/convnext2-textures", "test_convnext2", "textures-source", {}, 20),
+    ("timm2/convnext2-counting", "test_convnext2", "counting-source", {}, 20),
+    ("timm2/effgn-glyphs", "test_efficientnet_gn", "glyphs-source", {}, 20),
+    ("timm2/effgn-orientation", "test_efficientnet_gn", "orientation-source", {}, 20),
+    ("timm2/vit3-shapes", "test_vit3", "shapes-source", {"img_size": 32}, 20),
+    ("timm2/vit3-counting", "test_vit3", "counting-source", {"img_size": 32}, 20),
+    ("timm2/nfnet-textures", "test_nfnet", "textures-source", {}, 20),
+    ("timm2/coatnet-orientation", "test_coatnet", "orientation-source", {"img_size": 32}, 20),
+    ("timm2/convnext2-glyphs-short", "test_convnext2", "glyphs-source", {}, 3),
+    ("timm2/vitrelpos-random", "test_vit_relpos", None, {"img_size": 32}, 0),
+    ("timm2/effln-random", "test_efficientnet_ln", None, {}, 0),
+)
+
+# (id, layers kept, top layers re-initialised, noise (x each tensor's std), pretrained)
+TEXT = (
+    ("text/minilm-l6", 6, 0, 0.0, True),
+    ("text/minilm-l6-random", 6, 0, 0.0, False),
+    ("text/minilm-l4", 4, 0, 0.0, True),
+    ("text/minilm-l2", 2, 0, 0.0, True),
+    ("text/minilm-l1", 1, 0, 0.0, True),
+    ("text/minilm-l6-reinit2", 6, 2, 0.0, True),
+    ("text/minilm-l6-reinit4", 6, 4, 0.0, True),
+    ("text/minilm-l6-noise05", 6, 0, 0.5, True),
+    ("text/minilm-l6-noise15", 6, 0, 1.5, True),
+)
+
+
+def _protocols():
+    from zooforge.demo.truth import PROTOCOL, Protocol
+
+    text = Protocol(train_per_class=40, test_per_class=50, epochs=6, batch_size=16, lrs=(1e-4, 3e-5))
+    return {"demo": PROTOCOL, "timm2": PROTOCOL, "text": text}
+
+
+# "task@n": the task trained (truth) and ranked on n samples a class instead of the protocol's: the
+# way to make a target that every model masters at 100 a class separate them again.
+ZOO_TARGETS = {
+    "demo": ("colour", "counting", "glyphs", "orientation", "position", "shapes", "textures",
+             "orientation@20", "textures@20"),
+    "timm2": ("shapes", "textures", "counting", "orientation", "position", "glyphs", "orientation@20", "textures@20"),
+    "text": ("topics@10", "intent", "negation", "relation"),
+}
+MAX_BEST, MIN_SPREAD = 0.98, 0.05       # the saturation rule (module docstring)
+
+
+# --- building the zoos ------------------------------------------------------------------------------
+
+def build_timm2(work: Path) -> Path:
+    from zooforge.demo.build import DemoModel, build_model, write_catalogue
+
+    out = work / "timm2"
+    specs = tuple(DemoModel(i, a, s, m) for i, a, s, m, _ in TIMM2)
+    for spec, (*_, epochs) in zip(specs, TIMM2):
+        if spec.source_task and not (out / spec.weights_file).is_file():
+            print(f"training {spec.id} on demo:{spec.source_task} ({epochs} epochs)", flush=True)
+            build_model(spec, out, epochs=epochs, progress=False)
+    return write_catalogue(out, specs, "A second image zoo for benchmarks/selection.py (built by its `build`).")
+
+
+def build_text(work: Path) -> Path:
+    import torch
+    import transformers
+
+    from zooforge.zoo.catalogue import load_catalogue
+
+    out = work / "text"
+    out.mkdir(parents=True, exist_ok=True)
+    base = load_catalogue("text-demo")[0]
+    from zooforge.zoo.backbone import _packaged_folder
+
+    source = _packaged_folder(base)
+    lines = ["# MiniLM variants for benchmarks/selection.py (built by its `build`).", ""]
+    for mid, layers, reinit, noise, pretrained in TEXT:
+        folder = out / mid.split("/")[1]
+        name = source
+        if reinit or noise:
+            name = folder.name
+            if not (folder / "config.json").is_file():
+                print(f"writing {mid}", flush=True)
+                model = transformers.AutoModel.from_pretrained(source)
+                gen = torch.Generator().manual_seed(0)
+                with torch.no_grad():
+                    for layer in model.encoder.layer[len(model.encoder.layer) - reinit:]:
+                        for module in layer.modules():
+                            if isinstance(module, torch.nn.Linear):
+                                module.weight.normal_(0.0, model.config.initializer_range, generator=gen)
+                                module.bias.zero_()
+                            elif isinstance(module, torch.nn.LayerNorm):
+                                module.weight.fill_(1.0)
+                                module.bias.zero_()
+                    if noise:
+                        for p in model.parameters():
+                            if p.ndim > 1:
+                                p.add_(torch.randn(p.shape, generator=gen) * noise * p.std())
+                model.save_pretrained(folder)
+                transformers.AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+        lines += ["[[model]]", f'id = "{mid}"', 'source = "hf"', f'name = "{name}"', 'modality = "text"']
+        if not pretrained:
+            lines.append("pretrained = false")
+        if layers < 6:
+            lines.append(f"model_args = {{ num_hidden_layers = {layers} }}")
+        lines += ['tags = ["minilm"]', ""]
+    path = out / "catalogue.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def catalogue_path(zoo: str, work: Path):
+    return {"demo": lambda: "demo", "timm2": lambda: build_timm2(work), "text": lambda: build_text(work)}[zoo]()
+
+
+# --- truth and scores -------------------------------------------------------------------------------
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"zoos": {}}
+
+
+def _save(data: dict, path: Path) -> None:
+    from zooforge.zoo.cache import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+def split_target(target: str) -> tuple[str, int | None]:
+    """``"orientation@20"`` -> ("orientation", 20): the task trained and ranked on 20 samples a class."""
+    task, _, n = target.partition("@")
+    return task, int(n) if n else None
+
+
+def target_protocol(zoo: str, target: str):
+    from dataclasses import replace
+
+    protocol = _protocols()[zoo]
+    n = split_target(target)[1]
+    return replace(protocol, train_per_class=n) if n else protocol
+
+
+def target_data(zoo: str, target: str) -> str:
+    return f"demo:{split_target(target)[0]}?n={target_protocol(zoo, target).train_per_class}"
+
+
+def build_truth(zoo: str, entries, targets, work: Path) -> dict[str, list[dict]]:
+    """Every (target, model, seed) run of the target's protocol, resumable through a partial jsonl."""
+    from zooforge.demo.truth import fine_tune_accuracy, load_truth, run_key
+
+    out: dict[str, list[dict]] = {}
+    computed = list(targets)
+    if zoo == "demo":                                   # shipped: the demo truth is the same protocol's output
+        shipped = load_truth()["runs"]
+        for t in [t for t in targets if split_target(t)[1] is None]:
+            out[t] = [r for r in shipped if r["task"] == t]
+            computed.remove(t)
+    partial = work / f"{zoo}.truth.jsonl"
+    stored = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
+    by_id = {e.id: e for e in entries}
+
+    def key(entry, target, seed):
+        return run_key(entry, split_target(target)[0], seed, target_protocol(zoo, target))
+
+    runs = [r for r in stored if r["model"] in by_id and r.get("key") == key(by_id[r["model"]], r.get("target", r["task"]), r["seed"])]
+    done = {(r.get("target", r["task"]), r["model"], r["seed"]) for r in runs}
+    todo = [(t, e, s) for t in computed for e in entries for s in target_protocol(zoo, t).seeds if (t, e.id, s) not in done]
+    print(f"{zoo}: {len(done)} truth run(s) stored, {len(todo)} to go", flush=True)
+    start = time.perf_counter()
+    for i, (target, entry, seed) in enumerate(todo, 1):
+        run = (fine_tune_accuracy(entry, split_target(target)[0], seed, target_protocol(zoo, target))
+               | {"key": key(entry, target, seed), "target": target})
+        runs.append(run)
+        with partial.open("a") as f:
+            f.write(json.dumps(run) + "\n")
+        eta = (time.perf_counter() - start) / i * (len(todo) - i)
+        print(f"  [{i}/{len(todo)}] {target:14s} {entry.id:30s} seed {seed}: {run['accuracy']:.3f} "
+              f"(lr {run['lr']:g}); ETA {eta / 60:.1f} min", flush=True)
+    for t in computed:
+        out[t] = [r for r in runs if r.get("target", r["task"]) == t]
+    return out
+
+
+def build_scores(zoo: str, catalogue, target: str, work: Path) -> dict:
+    """Every registered estimator on the data the truth was trained on, and each model's cost."""
+    from zooforge.metrics import list_estimators
+    from zooforge.selection.rank import rank
+
+    table = rank(catalogue, target_data(zoo, target), list_estimators(), bootstrap=0,
+                 cache_dir=work / "cache", progress=False)
+    out = {}
+    for row in table.iter_rows(named=True):
+        if row["error"]:
+            raise RuntimeError(f"{row['model']} failed on {target}: {row['error']}")
+        out[row["model"]] = {"gmacs": row["gmacs"], "params_m": row["params_m"],
+                             "scores": {m: row[m] for m in list_estimators()}, "skipped": row["skipped"]}
+    return out
+
+
+def build(zoos, data_path: Path, work: Path) -> dict:
+    import torch
+
+    from zooforge.zoo import load_catalogue
+
+    torch.set_num_threads(2)
+    data = _load(data_path)
+    for zoo in zoos:
+        catalogue = catalogue_path(zoo, work)
+        entries = load_catalogue(catalogue)
+        targets = ZOO_TARGETS[zoo]
+        runs = build_truth(zoo, entries, targets, work)
+        record = data["zoos"].setdefault(zoo, {"targets": {}})
+        from dataclasses import asdict
+
+        record["protocol"] = asdict(_protocols()[zoo])      # a target "task@n" trains and ranks on n a class
+        for target in targets:
+            cell = record["targets"].setdefault(target, {})
+            cell["runs"] = sorted(({k: r[k] for k in ("model", "seed", "lr", "val_accuracy", "accuracy")}
+                                   for r in runs[target]), key=lambda r: (r["model"], r["seed"]))
+            accs: dict[str, list[float]] = {}
+            for r in runs[target]:
+                accs.setdefault(r["model"], []).append(r["accuracy"])
+            cell["truth"] = {m: float(np.mean(a)) for m, a in sorted(accs.items())}
+            if "models" not in cell:
+                print(f"{zoo}/{target}: scoring", flush=True)
+                cell["models"] = build_scores(zoo, catalogue, target, work)
+            _save(data, data_path)
+    return data
+
+
+# --- select: short fine-tunes under a budget --------------------------------------------------------
+
+SELECT_BUDGETS = (0.05, 0.10, 0.15, 0.30, 1.0)
+
+
+def run_select(data_path: Path, work: Path, budgets=SELECT_BUDGETS, zoos=None) -> dict:
+    """``zooforge.selection.select`` on every used target at each budget (a share of fine-tuning
+    every model fully); the choice and the compute spent go into the data file, one run at a time.
+    The trials' learning rate is the zoo protocol's first (a user sets --lr for a text zoo too)."""
+    import torch
+
+    from zooforge.selection.select import SelectConfig, select
+
+    torch.set_num_threads(2)
+    data = _load(data_path)
+    used = {z: t for z, t in targets_used(data).items() if not zoos or z in zoos}
+    catalogues = {z: catalogue_path(z, work) for z in used}
+    for budget in budgets:                         # every target at the small budgets first
+        for zoo, target in [(z, t) for z, ts in used.items() for t in ts]:
+            protocol = target_protocol(zoo, target)
+            cell = data["zoos"][zoo]["targets"][target]
+            done = cell.setdefault("select", {})
+            if f"{budget:g}" in done:
+                continue
+            start = time.perf_counter()
+            result = select(catalogues[zoo], target_data(zoo, target),
+                            SelectConfig(fraction=budget, lr=protocol.lrs[0], seed=0),
+                            out_dir=work / "select" / zoo / target / f"{budget:g}", cache_dir=work / "cache",
+                            progress=False)
+            done[f"{budget:g}"] = {"model": result.model, "spent_fraction": result.spent_fraction,
+                                   "entrants": result.entrants, "seconds": time.perf_counter() - start}
+            truth = cell["truth"]
+            print(f"{zoo}/{target} budget {budget:g}: {result.model} (regret "
+                  f"{100 * (max(truth.values()) - truth[result.model]):.1f} points, spent "
+                  f"{result.spent_fraction:.3f}, {len(result.entrants)} entrants)", flush=True)
+            _save(data, data_path)
+    return data
+
+
+def select_report(data: dict, results_final, out=sys.stdout) -> None:
+    """Regret of ``select`` at each budget against the default ordering's top-1 (budget 0)."""
+    rows = {}
+    for zoo, targets in targets_used(data).items():
+        for target in targets:
+            cell = data["zoos"][zoo]["targets"][target]
+            truth = cell["truth"]
+            best = max(truth.values())
+            for budget, r in cell.get("select", {}).items():
+                rows.setdefault(budget, {})[(zoo, target)] = 100 * (best - truth[r["model"]])
+    if not rows:
+        print("\nselect: not run yet (python benchmarks/selection.py select)", file=out)
+        return
+    print("\nselect (successive halving on the leaders) vs the default ordering's first model; regret in points:",
+          file=out)
+    for budget in sorted(rows, key=float):
+        regrets = rows[budget]
+        worse = [f"{z}/{t}" for (z, t), r in regrets.items() if r > results_final.get((z, t), np.inf) + 1e-9]
+        print(f"  budget {float(budget):>5.0%}: mean regret {np.mean(list(regrets.values())):5.2f} over "
+              f"{len(regrets)} targets; worse than the ranking's top-1 on: {', '.join(worse) or 'none'}", file=out)
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+def targets_used(data: dict) -> dict[str, list[str]]:
+    """{zoo: targets whose truth does not saturate} (MAX_BEST, MIN_SPREAD)."""
+    out = {}
+    for zoo, record in data["zoos"].items():
+        keep = []
+        for target, cell in record["targets"].items():
+            acc = np.array(list(cell["truth"].values()))
+            if "models" in cell and acc.max() < MAX_BEST and acc.max() - acc.min() >= MIN_SPREAD:
+                keep.append(target)
+        out[zoo] = sorted(keep)
+    return out
+
+
+def tables(data: dict):
+    """Per zoo and target: (model ids, accuracy, gmacs, {metric: scores}); and each zoo's two budgets."""
+    cells, budgets = {}, {}
+    for zoo, targets in targets_used(data).items():
+        for target in targets:
+            cell = data["zoos"][zoo]["targets"][target]
+            models = sorted(cell["truth"])
+            metrics = sorted({m for r in cell["models"].values() for m in r["scores"]})
+            scores = {m: np.array([np.nan if cell["models"][i]["scores"][m] is None else cell["models"][i]["scores"][m]
+                                   for i in models], float) for m in metrics}
+            gmacs = np.array([cell["models"][i]["gmacs"] for i in models], float)
+            cells[(zoo, target)] = (models, np.array([cell["truth"][i] for i in models]), gmacs, scores)
+            budgets.setdefault(zoo, tuple(float(np.quantile(gmacs, q)) for q in (0.5, 0.25)))
+    return cells, budgets
+
+
+def judge_all(cells, budgets, orderings):
+    """{ordering name: {zoo: mean of judge() over the zoo's targets}} and the per-target rows."""
+    from zooforge.selection.ordering import judge, order
+
+    per_target, results = {}, {}
+    for o in orderings:
+        zoos: dict[str, list[dict]] = {}
+        for (zoo, target), (models, acc, gmacs, scores) in cells.items():
+            row = judge(order(scores, o)["position"], acc, gmacs, budgets[zoo])
+            per_target[(o.name, zoo, target)] = row
+            zoos.setdefault(zoo, []).append(row)
+        results[o.name] = {z: {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]} for z, rows in zoos.items()}
+    return results, per_target
+
+
+def _line(name, by_zoo, zoos, out):
+    mean = {k: np.mean([by_zoo[z][k] for z in zoos]) for k in by_zoo[zoos[0]]}
+    cols = " ".join(f"{by_zoo[z]['weighted_tau']:6.3f}" for z in zoos)
+    print(f"{name:44s} {cols} | {mean['weighted_tau']:6.3f} {mean['kendall_tau']:6.3f} {mean['regret']:6.1f} "
+          f"{mean['regret_b0']:6.1f} {mean['regret_b1']:6.1f}", file=out)
+
+
+def report(data: dict, out=sys.stdout) -> dict:
+    from zooforge.metrics import list_estimators
+    from zooforge.selection.ordering import DEFAULT_ORDERING, Ordering, candidates, choose_ordering
+    from zooforge.selection.rank import DEFAULT_METRICS
+
+    cells, budgets = tables(data)
+    zoos = sorted({z for z, _ in cells})
+    used = targets_used(data)
+    print(f"targets (best < {MAX_BEST}, spread >= {MIN_SPREAD}): " +
+          "; ".join(f"{z}: {', '.join(t)}" for z, t in used.items()), file=out)
+    print("skipped as saturated: " + "; ".join(f"{z}: {', '.join(sorted(set(data['zoos'][z]['targets']) - set(t)))}"
+                                                  for z, t in used.items()), file=out)
+    print("GMACs budgets (each zoo's 50% and 25% quantiles): " +
+          "; ".join(f"{z}: {b[0]:.4g}, {b[1]:.4g}" for z, b in budgets.items()), file=out)
+    scored = sorted(m for m in list_estimators() if any(np.isfinite(c[3].get(m, np.array([np.nan]))).any()
+                                                      for c in cells.values()))
+    pool = candidates(scored)
+    legacy = Ordering(tuple(DEFAULT_METRICS), "rank")
+    results, per_target = judge_all(cells, budgets, pool + [legacy])
+    header = f"{'ordering':44s} " + " ".join(f"{z[:6]:>6s}" for z in zoos) + \
+        " |  tau_w  kendall regret reg@b50 reg@b25   (tau_w per zoo | means over zoos; regrets in points)"
+    print("\nEach estimator alone, and the previous default (mean rank of 7):", file=out)
+    print(header, file=out)
+    for m in scored:
+        _line(m, results[m], zoos, out)
+    _line(f"previous default {legacy.name[:27]}", results[legacy.name], zoos, out)
+
+    print("\nLeave one zoo out: the rule (choose_ordering) picks on two zoos; its pick is scored on the third.",
+          file=out)
+    print(f"{'held out':10s} {'picked':44s} {'tau_w':>6s} {'regret':>6s} | best single there (hindsight)", file=out)
+    held = []
+    for z in zoos:
+        train = {name: {k: v for k, v in by.items() if k != z} for name, by in results.items() if name != legacy.name}
+        pick = choose_ordering(train)
+        single = {m: results[m][z] for m in scored}
+        best_single = max(single, key=lambda m: single[m]["weighted_tau"])
+        r = results[pick.name][z]
+        held.append({"zoo": z, "pick": pick.name} | r)
+        print(f"{z:10s} {pick.name:44s} {r['weighted_tau']:6.3f} {r['regret']:6.1f} | {best_single} "
+              f"{single[best_single]['weighted_tau']:.3f}, regret {single[best_single]['regret']:.1f}", file=out)
+    lozo_tau = float(np.mean([h["weighted_tau"] for h in held]))
+    lozo_regret = float(np.mean([h["regret"] for h in held]))
+    overall = {m: float(np.mean([results[m][z]["weighted_tau"] for z in zoos])) for m in scored}
+    best = max(overall, key=overall.get)
+    best_regret = float(np.mean([results[best][z]["regret"] for z in zoos]))
+    print(f"rule, held out: mean tau_w {lozo_tau:.3f}, mean top-1 regret {lozo_regret:.1f} points; best single "
+          f"estimator over all zoos (chosen in hindsight): {best} {overall[best]:.3f}, {best_regret:.1f} points; "
+          f"previous default: {np.mean([results[legacy.name][z]['weighted_tau'] for z in zoos]):.3f}, "
+          f"{np.mean([results[legacy.name][z]['regret'] for z in zoos]):.1f} points", file=out)
+    final = choose_ordering({n: v for n, v in results.items() if n != legacy.name})
+    print(f"\nThe rule on all three zoos picks: {final.name}  (shipped default: {DEFAULT_ORDERING.name})", file=out)
+    print(f"{'per target':24s} {'tau_w':>6s} {'kendall':>7s} {'regret':>6s} {'reg@b50':>7s} {'reg@b25':>7s}", file=out)
+    for (zoo, target) in cells:
+        r = per_target[(final.name, zoo, target)]
+        print(f"{zoo + '/' + target:24s} {r['weighted_tau']:6.3f} {r['kendall_tau']:7.3f} {r['regret']:6.1f} "
+              f"{r['regret_b0']:7.1f} {r['regret_b1']:7.1f}", file=out)
+    select_report(data, {(z, t): per_target[(final.name, z, t)]["regret"] for (z, t) in cells}, out)
+    return {"final": final, "held_out": held, "results": results}
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--zoo", action="append", choices=list(ZOO_TARGETS))
+    b.add_argument("--work", type=Path, default=WORK)
+    b.add_argument("--data", type=Path, default=DATA)
+    r = sub.add_parser("report")
+    r.add_argument("--data", type=Path, default=DATA)
+    s = sub.add_parser("select")
+    s.add_argument("--zoo", action="append", choices=list(ZOO_TARGETS))
+    s.add_argument("--budget", action="append", type=float, help=f"(default: {SELECT_BUDGETS})")
+    s.add_argument("--work", type=Path, default=WORK)
+    s.add_argument("--data", type=Path, default=DATA)
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        build(args.zoo or list(ZOO_TARGETS), args.data, args.work)
+    elif args.cmd == "select":
+        run_select(args.data, args.work, tuple(args.budget or SELECT_BUDGETS), args.zoo)
+    else:
+        report(_load(args.data))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from zooforge.errors import ZooforgeError
+from zooforge.selection.ordering import DEFAULT_ORDERING, Ordering, candidates, choose_ordering, judge, order
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_names_round_trip_and_bad_orderings_are_refused():
+    for o in (Ordering(("logme",)), Ordering(("logme", "nce"), "rank"), Ordering(("gbc", "logme", "nce"), "z")):
+        assert Ordering.parse(o.name) == o
+    assert Ordering.parse(" rank( logme + leep ) ") == Ordering(("logme", "leep"), "rank")
+    with pytest.raises(ValueError, match="at least one"):
+        Ordering(())
+    with pytest.raises(ValueError, match="'rank' or 'z'"):
+        Ordering(("logme",), "max")
+
+
+def test_order_puts_missing_scores_last_then_the_value_then_the_overall_mean_rank():
+    scores = {"a": np.array([3.0, np.nan, 1.0, 2.0, 2.0]), "b": np.array([0.0, 9.0, 5.0, 1.0, 4.0])}
+    keys = order(scores, Ordering(("a",)))
+    # model 1 lacks `a`: last although `b` loves it; models 3 and 4 tie on `a`: b breaks the tie
+    assert list(np.argsort(keys["position"])) == [0, 4, 3, 2, 1]
+    assert list(keys["missing"]) == [0, 1, 0, 0, 0]
+    both = order(scores, Ordering(("a", "b"), "rank"))
+    assert both["position"].argmax() == 1                  # still missing one of the two
+    z = order(scores, Ordering(("a", "b"), "z"))
+    assert set(z["value"][[0, 2, 3, 4]]) and np.isfinite(z["value"]).all()
+
+
+def test_an_estimator_that_scored_nobody_is_left_out_and_none_left_falls_back_to_the_mean_rank():
+    scores = {"leep": np.full(3, np.nan), "logme": np.array([1.0, 3.0, 2.0]), "gbc": np.array([1.0, 2.0, 3.0])}
+    keys = order(scores, Ordering(("leep", "logme"), "rank"))
+    assert list(np.argsort(keys["position"])) == [1, 2, 0] and not keys["missing"].any()
+    only = order(scores, Ordering(("leep",)))
+    assert list(np.argsort(only["position"])) == [1, 2, 0]      # mean ranks 1.5, 1.5 (tie: stable), 3
+
+
+def test_judge_regret_and_budgets():
+    acc = np.array([0.9, 0.8, 0.5])
+    gmacs = np.array([10.0, 1.0, 0.5])
+    r = judge(np.array([1, 0, 2]), acc, gmacs, budgets=(2.0, 0.5))
+    assert r["regret"] == pytest.approx(10.0)           # picked 0.8 instead of 0.9: 10 points
+    assert r["regret_b0"] == 0.0 and r["regret_b1"] == 0.0
+    perfect = judge(np.array([0, 1, 2]), acc)
+    assert perfect["weighted_tau"] == pytest.approx(1.0) and perfect["kendall_tau"] == pytest.approx(1.0)
+
+
+def test_the_rule_prefers_tau_then_regret_then_fewer_estimators():
+    results = {"logme": {"z1": {"weighted_tau": 0.70, "regret": 1.0}, "z2": {"weighted_tau": 0.70, "regret": 1.0}},
+               "rank(logme+nce)": {"z1": {"weighted_tau": 0.705, "regret": 1.0}, "z2": {"weighted_tau": 0.705, "regret": 1.0}},
+               "nce": {"z1": {"weighted_tau": 0.9, "regret": 5.0}, "z2": {"weighted_tau": 0.2, "regret": 5.0}}}
+    assert choose_ordering(results) == Ordering(("logme",))        # a near-tie goes to the simpler one
+    results["rank(logme+nce)"]["z1"]["regret"] = 0.0
+    assert choose_ordering(results) == Ordering(("logme", "nce"))
+    assert len(candidates(["a", "b", "c"])) == 3 + 2 * 3 + 2 * 1
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("selection_benchmark", ROOT / "benchmarks" / "selection.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_default_ordering_is_what_the_rule_picks_from_the_stored_benchmark():
+    """Issue #16: the default is reproducible from the benchmark's stored truth and scores."""
+    bench = _benchmark()
+    data = json.loads(bench.DATA.read_text())
+    assert len(data["zoos"]) >= 3 and sum(len(t) for t in bench.targets_used(data).values()) >= 12
+    import io
+
+    result = bench.report(data, out=io.StringIO())
+    assert result["final"] == DEFAULT_ORDERING
+    from zooforge.selection.rank import DEFAULT_METRICS
+
+    assert set(DEFAULT_ORDERING.metrics) <= set(DEFAULT_METRICS)
+
+
+def test_rank_sorts_by_the_ordering_and_names_it(tmp_path):
+    from zooforge.selection.rank import DEFAULT_METRICS, rank
+
+    cache = tmp_path / "cache"
+    kw = dict(models=["demo/resnet-*", "demo/effnet-textures", "demo/vit-glyphs"], cache_dir=cache, progress=False)
+    default = rank("demo", "demo:textures?n=12", list(DEFAULT_METRICS), bootstrap=10, **kw)
+    assert set(default["ordering"]) == {DEFAULT_ORDERING.name}
+    assert default["p_top1"].sum() == pytest.approx(1.0)
+    chosen = rank("demo", "demo:textures?n=12", ["logme", "leep"], bootstrap=0, **kw)
+    assert set(chosen["ordering"]) == {"rank(logme+leep)"}
+    by_gbc = rank("demo", "demo:textures?n=12", ["logme", "gbc"], bootstrap=0, ordering="gbc", **kw)
+    assert by_gbc["gbc"].is_sorted(descending=True, nulls_last=True)
+    with pytest.raises(ZooforgeError, match="needs estimator.s. nce, which were not computed"):
+        rank("demo", "demo:textures?n=12", ["logme"], bootstrap=0, ordering="rank(logme+nce)", **kw)
+    assert isinstance(default, pl.DataFrame)
