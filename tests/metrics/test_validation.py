@@ -26,7 +26,7 @@ def test_nan_in_torch_features():
 
 
 def test_length_mismatch():
-    with pytest.raises(ValueError, match=r"`features` has 6 rows but `labels` has 5 entries"):
+    with pytest.raises(ValueError, match=r"`features` has 6 rows but `labels` has 5;"):
         M.logme(F, Y[:5])
 
 
@@ -64,3 +64,14 @@ def test_source_features_dimension_mismatch():
 def test_estimator_call_names_missing_inputs():
     with pytest.raises(ValueError, match=r"estimator 'leep' needs source_probs"):
         M.REGISTRY["leep"](Y, {"features": F})
+
+
+def test_length_errors_name_the_arrays_actually_compared():
+    """Issue #19: OTCE compares source_features with source_labels and NCE compares source_preds with
+    labels; the message names those, not a generic `labels` or "the features"."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 3)), np.arange(12) % 3
+    with pytest.raises(ValueError, match=r"`source_features` has 12 rows but `source_labels` has 11;"):
+        M.f_otce(x, y, x, y[:11])
+    with pytest.raises(ValueError, match=r"`source_preds` has 11 entries but `labels` has 12;"):
+        M.nce(np.arange(11) % 2, y)

@@ -64,10 +64,11 @@ def _report_nonfinite(count: int, first_row: int, name: str) -> ValueError:
 
 
 def check_features(features: Any, name: str = "features", *, n_samples: int | None = None,
-                   keep_torch: bool = False):
+                   keep_torch: bool = False, against: str = "`labels`"):
     """Validate an (N, D) real matrix; return it as float64 (or a tensor in the working dtype).
 
-    ``n_samples`` (when given) must equal N. NaN/inf, empty input and D = 0 are rejected.
+    ``n_samples`` (when given) must equal N, the length of ``against`` (named in the error).
+    NaN/inf, empty input and D = 0 are rejected.
     """
     if keep_torch and _is_torch(features):
         import torch
@@ -81,7 +82,7 @@ def check_features(features: Any, name: str = "features", *, n_samples: int | No
         if bool(bad.any()):
             rows = torch.nonzero(bad.any(dim=1)).flatten()
             raise _report_nonfinite(int(bad.sum()), int(rows[0]), name)
-        _check_length(t.shape[0], n_samples, name)
+        _check_length(t.shape[0], n_samples, name, against)
         return t
     arr = _to_numpy(features, name)
     _check_2d_float(arr, name, "D")
@@ -92,20 +93,21 @@ def check_features(features: Any, name: str = "features", *, n_samples: int | No
     if not finite.all():
         rows = np.flatnonzero(~finite.all(axis=1))
         raise _report_nonfinite(int((~finite).sum()), int(rows[0]), name)
-    _check_length(arr.shape[0], n_samples, name)
+    _check_length(arr.shape[0], n_samples, name, against)
     return arr
 
 
-def _check_length(n: int, n_samples: int | None, name: str) -> None:
+def _check_length(n: int, n_samples: int | None, name: str, against: str) -> None:
     if n_samples is not None and n != n_samples:
         raise ValueError(
-            f"`{name}` has {n} rows but `labels` has {n_samples} entries; "
+            f"`{name}` has {n} rows but {against} has {n_samples}; "
             "they must match (one row per labelled sample)."
         )
 
 
-def check_categorical(values: Any, name: str, *, n_samples: int | None = None):
-    """Validate a 1-D vector of category ids of any hashable type; return (codes 0..K-1, K)."""
+def check_categorical(values: Any, name: str, *, n_samples: int | None = None, against: str = "`labels`"):
+    """Validate a 1-D vector of category ids of any hashable type; return (codes 0..K-1, K).
+    ``n_samples`` (when given) is the length of ``against``, named in the error."""
     arr = _to_numpy(values, name)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -115,7 +117,7 @@ def check_categorical(values: Any, name: str, *, n_samples: int | None = None):
         raise ValueError(f"`{name}` is empty: an estimator needs at least one sample.")
     if n_samples is not None and arr.shape[0] != n_samples:
         raise ValueError(
-            f"`{name}` has {arr.shape[0]} entries but the features have {n_samples} rows; "
+            f"`{name}` has {arr.shape[0]} entries but {against} has {n_samples}; "
             "they must match (one entry per sample)."
         )
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -127,14 +129,14 @@ def check_categorical(values: Any, name: str, *, n_samples: int | None = None):
 
 
 def check_labels(labels: Any, n_samples: int | None = None, name: str = "labels", *,
-                 min_per_class: int = 1):
+                 min_per_class: int = 1, against: str = "`features`"):
     """Validate target labels (any integer or string type); return (codes 0..C-1, C).
 
     Requires at least two classes and ``min_per_class`` samples in every class; the error names the
     offending classes by their original values.
     """
     arr = _to_numpy(labels, name)
-    codes, n_classes = check_categorical(arr, name, n_samples=n_samples)
+    codes, n_classes = check_categorical(arr, name, n_samples=n_samples, against=against)
     classes = np.unique(arr.astype(str) if arr.dtype == object else arr).tolist()
     if n_classes < 2:
         raise ValueError(
@@ -152,9 +154,9 @@ def check_labels(labels: Any, n_samples: int | None = None, name: str = "labels"
     return codes, n_classes
 
 
-def check_probs(probs: Any, n_samples: int | None = None, name: str = "source_probs"):
+def check_probs(probs: Any, n_samples: int | None = None, name: str = "source_probs", *, against: str = "`labels`"):
     """Validate an (N, Z) matrix of probabilities whose rows sum to 1; return float64."""
-    arr = check_features(probs, name, n_samples=n_samples)
+    arr = check_features(probs, name, n_samples=n_samples, against=against)
     if (arr < 0).any():
         raise ValueError(
             f"`{name}` has negative entries (min {arr.min():.3g}); pass probabilities, e.g. "

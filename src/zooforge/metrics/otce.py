@@ -49,7 +49,7 @@ EMD_MAX_ITER = 100_000
 
 def _side(features, labels, name: str, max_samples: int, seed: int):
     y, _ = check_labels(labels, name=f"{name}labels")
-    x = check_features(features, f"{name}features", n_samples=len(y))
+    x = check_features(features, f"{name}features", n_samples=len(y), against=f"`{name}labels`")
     return stratified_subsample(x, y, max_samples, seed)
 
 
