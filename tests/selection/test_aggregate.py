@@ -55,6 +55,45 @@ def test_aggregating_copies_of_one_model_is_that_model():
     torch.testing.assert_close(agg(x), net(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("copies", [1, 3])
+def test_zootuning_of_one_expert_or_copies_of_it_is_plain_fine_tuning(copies):
+    """Issue #20: aggregation that cannot reproduce its one member's fine-tuning is broken. Trained
+    the same way (same head init, data order, optimiser), Zoo-Tuning of k copies of an expert ends
+    where plain fine-tuning of the expert ends; with the learned channel alignment it does not."""
+    from zooforge.selection.aggregate.zootuning import ZooTuned
+    from zooforge.tuning.loop import train
+    from zooforge.tuning.methods import MethodConfig, TaskModel, inputs_for
+    from zooforge.zoo import load_catalogue, load_dataset
+    from zooforge.zoo.backbone import Backbone
+
+    entry = next(e for e in load_catalogue("demo") if e.id == "demo/convnext-shapes")
+    ds = load_dataset("demo:shapes?n=8")
+    cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=8, seed=0, device="cpu", progress=False)
+    x, y = inputs_for(Backbone.from_entry(entry), ds), torch.as_tensor(ds.labels)
+
+    def fine_tuned(make):
+        model = make()
+        train(model, x, y, cfg)
+        with torch.no_grad():
+            return model.eval()(x)
+
+    def plain():
+        backbone = Backbone.from_entry(entry)
+        torch.manual_seed(5)
+        return TaskModel(backbone, 4, MethodConfig("full"))
+
+    def zoo(align):
+        members = [Backbone.from_entry(entry) for _ in range(copies)]
+        body = aggregate_models([m.model for m in members], {"head.fc"}, align=align)
+        torch.manual_seed(5)
+        return ZooTuned(members[0].with_model(body), 4, MethodConfig("full"))
+
+    reference = fine_tuned(plain)
+    scale = float(reference.abs().max())
+    assert float((fine_tuned(lambda: zoo(False)) - reference).abs().max()) < 1e-3 * scale
+    assert float((fine_tuned(lambda: zoo(True)) - reference).abs().max()) > 0.05 * scale
+
+
 def test_btuning_runs_and_its_weights_sum_to_one(tmp_path):
     r = btuning("demo", DATA, top_k=2, config=CFG)
     assert len(r.members) == 2 and sum(r.weights) == pytest.approx(1.0)

@@ -281,7 +281,7 @@ def cut(backbone: Backbone, max_blocks: int | None = None) -> tuple[list[Block],
     ``max_blocks`` merges consecutive blocks (from the end of the run) so deep ViTs do not yield one
     block per transformer layer: groups are as even as possible.
     """
-    if backbone.transform is None:
+    if backbone.family != "timm" or backbone.modality != "image":
         raise ZooforgeError(f"model {backbone.id!r}: DeRy cuts timm/local image models; HF models are not cut.")
     model = backbone.model
     c, h, w = backbone.transform.input_size

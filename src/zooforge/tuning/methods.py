@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from zooforge.errors import ZooforgeError
-from zooforge.zoo.backbone import Backbone, pool
+from zooforge.zoo.backbone import Backbone
 from zooforge.zoo.cost import count_params
 
 __all__ = ["METHODS", "MethodConfig", "TaskModel", "build", "default_targets", "save_adapters",
@@ -144,7 +144,7 @@ def _adapter_sites(backbone: Backbone, mode: str) -> list[str]:
     model = backbone.model
     blocks = [n for n, m in model.named_modules() if hasattr(m, "attn") and hasattr(m, "mlp")
               and isinstance(getattr(m, "mlp"), nn.Module)]
-    if backbone.transform is not None and blocks:                    # timm transformer
+    if backbone.family == "timm" and blocks:                         # timm transformer
         return [f"{b}.attn" for b in blocks] + [f"{b}.mlp" for b in blocks] if mode == "serial" \
             else [f"{b}.mlp" for b in blocks]
     sites = [s for s in backbone.stage_names if s]
@@ -157,7 +157,7 @@ def _attach_adapters(task: "TaskModel", cfg: MethodConfig) -> None:
     backbone = task.backbone
     mode = "serial" if cfg.method == "adapter" else "parallel"
     sites = _adapter_sites(backbone, mode)
-    example = {k: v.to(backbone.device) for k, v in backbone.prepare(backbone._example_samples()).items()}
+    example = backbone.example_inputs()
     shapes = _probe(backbone.model, lambda: task.features(example), sites)
     for name in sites:
         if name not in shapes:
@@ -251,32 +251,16 @@ class TaskModel(nn.Module):
 
     # features of the body only (the source head, if any, is not run)
     def features(self, inputs: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        b = self.backbone
         if isinstance(inputs, torch.Tensor):
-            inputs = self._as_inputs(inputs)
-        if b.transform is not None:
-            return b.model.forward_head(b.model.forward_features(inputs["x"]), pre_logits=True).flatten(1)
-        base = b.model.base_model
-        out = base(**inputs)
-        hidden = out.last_hidden_state
-        if b.modality == "text":
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        return pool(hidden)
-
-    def _as_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        b = self.backbone
-        if b.modality == "text":
-            pad = b.tokenizer.pad_token_id or 0
-            return {"input_ids": x, "attention_mask": (x != pad).long()}
-        return {"x": x} if b.transform is not None else {"pixel_values": x}
+            inputs = self.backbone.as_inputs(inputs)
+        return self.backbone.pooled_features(inputs)
 
     def forward(self, x):
         return self.head(self.features(x))
 
     def _feature_dim(self) -> int:
         b = self.backbone
-        example = {k: v.to(b.device) for k, v in b.prepare(b._example_samples()).items()}
+        example = b.example_inputs()
         was = b.model.training
         b.model.eval()
         with torch.no_grad():
@@ -399,7 +383,7 @@ def inputs_for(backbone: Backbone, dataset, batch_size: int = 512) -> torch.Tens
     if backbone.modality == "text":
         texts = [dataset.text(i) for i in range(len(dataset))]
         return backbone.prepare(texts)["input_ids"]
-    key = "x" if backbone.transform is not None else "pixel_values"
+    key = backbone.input_key
     chunks = []
     for start in range(0, len(dataset), batch_size):
         images = [dataset.image(i) for i in range(start, min(len(dataset), start + batch_size))]

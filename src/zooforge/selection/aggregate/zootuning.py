@@ -10,8 +10,15 @@ uses, per sample, the kernel Σ_k g_k(x) A_k W_k, where
     from the plain average of the models, which for independently trained models whose channels do
     not line up is a poor network; the default ``lead=3`` starts near the top model's function and
     lets the gates and alignments bring the others in;
-  * A_k is a learned output-channel alignment (identity-initialised C_out × C_out matrix), which lets
-    independently trained models whose channels are permuted relative to each other be mixed.
+  * optionally (``align=True``; off by default, as in the paper), A_k is a learned output-channel
+    alignment (identity-initialised C_out × C_out matrix), meant to let independently trained models
+    whose channels are permuted relative to each other be mixed. It is off by default because it
+    breaks the property that aggregation should have: Zoo-Tuning of one expert, or of k copies of
+    it, is plain fine-tuning of that expert. Without A_k it is (Adam is invariant to the gates'
+    scaling of each copy's gradient, so the copies move together, and the gates get no gradient;
+    ``tests/selection/test_aggregate.py`` checks it to 1e-3 of the logits); with A_k trained at the
+    kernels' learning rate, two epochs on 80 demo images move one expert's logits by 40% of their
+    scale away from its own plain fine-tuning (1.24 of 3.03).
 Per-sample kernels run as one grouped convolution (batch as groups, as CondConv does), not K convs.
 Normalisation layers take the average of the models' parameters (weighted by the same prior as
 the gates), BatchNorm running statistics included. The reference ``backbone.py`` resets the running
@@ -122,7 +129,7 @@ def _check_same_architecture(models: list[nn.Module], ids: list[str], skip: set[
                                 f"at {diff[:3]}; use Hub-Pathway for heterogeneous models.")
 
 
-def aggregate_models(models: list[nn.Module], skip: set[str] = frozenset(), *, align: bool = True,
+def aggregate_models(models: list[nn.Module], skip: set[str] = frozenset(), *, align: bool = False,
                      hidden: int = 16, lead: float = 3.0) -> nn.Module:
     """A copy of ``models[0]`` whose conv/linear layers aggregate all ``models`` (see module doc)."""
     target = copy.deepcopy(models[0])
@@ -183,12 +190,10 @@ class ZooTuned(TaskModel):
         return plain
 
 
-def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: bool = True, lead: float = 3.0,
+def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: bool = False, lead: float = 3.0,
               config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, progress: bool = False,
               collapse: bool = True) -> AggregateResult:
     """Zoo-Tuning of ``models`` (ids/globs) or the LogME top-``top_k`` of one architecture."""
-    from dataclasses import replace
-
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     members, _ = load_members(catalogue, models, top_k if not models else None, train_ds, progress=progress)
     if len(members) < 2:
@@ -200,7 +205,7 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
     with Timer() as timer:
         torch.manual_seed(seed)            # gates, alignment and head inits: reproducible whatever ran before
         body = aggregate_models([m.model for m in members], skip, align=align, lead=lead)
-        base = replace(members[0], model=body, _cost=None, _weights_hash=None)
+        base = members[0].with_model(body)
         model = ZooTuned(base, ds.num_classes, MethodConfig("full"))
         x_tr, x_te = inputs_for(base, train_ds), inputs_for(base, test_ds)
         y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
@@ -212,7 +217,7 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
         extra = {"align": align, "lead": lead, "layers": len(gates)}
         if collapse:
             plain = model.collapse(x_tr, members[0].model)
-            single = TaskModel(replace(members[0], model=plain, _cost=None, _weights_hash=None),
+            single = TaskModel(members[0].with_model(plain),
                                ds.num_classes, MethodConfig("full"))
             single.head.load_state_dict(model.head.state_dict())
             extra["collapsed_accuracy"] = evaluate_accuracy(single, x_te, y_te)
