@@ -9,6 +9,7 @@ but some models or audit cells failed (their errors are printed and recorded in 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,6 +40,9 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 # Options shared by several commands: one spelling and one help text each.
 ModelGlobs = Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")]
+OrderOpt = Annotated[Optional[str], typer.Option(
+    "--order", help="how estimators combine into the order: one estimator (logme), rank(a+b) (mean rank) or "
+                    "z(a+b) (mean z-score); default: the benchmarked default, else the mean rank over -m")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: best available)")]
 Epochs = Annotated[int, typer.Option(help="training epochs")]
 PeakLr = Annotated[float, typer.Option(help="peak learning rate")]
@@ -168,13 +172,16 @@ def print_ranking(table, metrics, title: str, wide: bool = False) -> None:
         if first:
             lo, hi = row.get(f"{first}_lo"), row.get(f"{first}_hi")
             cells.append(f"{format_value(lo, 3)} {format_value(hi, 3)}" if lo is not None else "–")
-        cells.append(format_value(row.get(f"{first}_p_top1"), 2))
+        cells.append(format_value(row.get("p_top1", row.get(f"{first}_p_top1")), 2))
         cells.append(format_value(row["mean_rank"], 3))
         t.add_row(*cells)
     console.print(t)
-    if not wide and len(metrics) > 1:
-        console.print(f"[dim]interval and P(top1) of {first}; ordered by mean rank over {', '.join(metrics)}; "
-                      "--wide shows each estimator[/]")
+    ordering = table["ordering"][0] if "ordering" in table.columns and table.height else None
+    if ordering:
+        console.print(f"[dim]ordered by {ordering}{' (the default, chosen leave-one-zoo-out on fine-tune truth)' if ordering == _default_ordering() else ''}; "
+                      f"P(top1): first under that ordering; interval of {first}; mean: mean rank over "
+                      f"{len(metrics)} estimator(s){'; --wide shows each' if not wide and len(metrics) > 1 else ''}[/]",
+                      soft_wrap=True)
     for row in table.iter_rows(named=True):
         if row["error"]:
             console.print(f"[red]{row['model']} failed:[/] {row['error']}", soft_wrap=True)
@@ -184,6 +191,12 @@ def print_ranking(table, metrics, title: str, wide: bool = False) -> None:
         console.print("[dim]models missing a score rank below those that have them all: to compare models "
                       "without a classifier head on equal terms, rank with feature estimators only "
                       "(e.g. -m logme -m hscore_shrink -m gbc)[/]", soft_wrap=True)
+
+
+def _default_ordering() -> str:
+    from zooforge.selection.ordering import DEFAULT_ORDERING
+
+    return DEFAULT_ORDERING.name
 
 
 @app.command()
@@ -231,6 +244,10 @@ def rank(
     split: SplitOpt = None,
     seed: Annotated[int, typer.Option(help="seed of the subsampling and the resamples")] = 0,
     bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the intervals (0: none)")] = 100,
+    order: OrderOpt = None,
+    intervals: Annotated[str, typer.Option(
+        help="fast: intervals for the estimators that need no re-scoring (LogME, LEEP, NCE, linear probe) and "
+             "the ordering's; all: every estimator, re-scored on each resample (slow)")] = "fast",
     batch_size: Annotated[int, typer.Option(help="extraction batch size")] = 128,
     cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $ZOOFORGE_CACHE_DIR)")] = None,
     device: DeviceOpt = None,
@@ -266,7 +283,8 @@ def rank(
         console.print(f"dataset {ds.summary()}", soft_wrap=True)
         table = rank_models(catalogue, ds, metrics, models=model, bootstrap=bootstrap, seed=seed,
                             batch_size=batch_size, cache_dir=cache_dir, device=device,
-                            budget_gmacs=budget_gmacs, budget_params=budget_params, progress=not quiet and not json_out)
+                            budget_gmacs=budget_gmacs, budget_params=budget_params, progress=not quiet and not json_out,
+                            ordering=order, intervals=intervals)
     except ValueError as exc:          # ZooforgeError is one
         _fail(exc)
     if json_out:
@@ -374,16 +392,16 @@ def _print_audit_best(table) -> None:
 
     from zooforge.selection.audit import audit_tables
 
-    t = Table(title="best model per dataset (mean rank across estimators)", header_style="bold")
-    for col in ("dataset", "best model", "mean rank", "runner-up"):
+    t = Table(title="best model per dataset", header_style="bold")
+    for col in ("dataset", "best model", "ordered by", "mean rank", "runner-up"):
         t.add_column(col, no_wrap=col != "runner-up")
     for dataset, ranking in audit_tables(table).items():
         # failed models and NaN mean ranks drop; the order puts models missing a score last
         ranked = ranking.filter(pl.col("mean_rank").is_not_nan() & pl.col("error").is_null())
         if ranked.height == 0:
-            t.add_row(dataset, "[red]no model scored[/]", "-", "-")
+            t.add_row(dataset, "[red]no model scored[/]", "-", "-", "-")
             continue
-        t.add_row(dataset, ranked["model"][0], format_value(ranked["mean_rank"][0], 3),
+        t.add_row(dataset, ranked["model"][0], ranked["ordering"][0], format_value(ranked["mean_rank"][0], 3),
                   ranked["model"][1] if ranked.height > 1 else "-")
     console.print(t)
 
@@ -424,8 +442,8 @@ def demo(
     if best.height == 0:
         _fail(ZooforgeError("no demo model could be scored; see the errors above."))
     top = best.row(0, named=True)
-    console.print(f"Top model by mean rank: [bold]{top['model']}[/] "
-                  f"(LogME {format_value(top['logme'])}, P(top-1 by LogME) {format_value(top.get('logme_p_top1'), 2)}).")
+    console.print(f"Top model by {top['ordering']}: [bold]{top['model']}[/] "
+                  f"(LogME {format_value(top['logme'])}, P(top-1) {format_value(top.get('p_top1'), 2)}).")
     _print_demo_truth(table, task)
 
 
@@ -698,7 +716,66 @@ def select_cmd(
         from zooforge.selection.rank import write_table
 
         write_table(rounds_table(r), out / "rounds.parquet")
-        console.print(f"wrote {out}/result.json, rounds.parquet, trials.jsonl and the chosen model's adapters.safetensors")
+        console.print(f"wrote {out}/result.json, rounds.parquet, rounds.png, ranking.parquet, trials.jsonl and the chosen "
+                      f"model's adapters.safetensors; `zooforge report {out} report.html` writes a report")
+
+
+catalogue_app = typer.Typer(no_args_is_help=True, help="Write a catalogue TOML from timm's registry or the Hugging Face Hub.")
+app.add_typer(catalogue_app, name="catalogue")
+CatalogueOut = Annotated[Path, typer.Option(help="catalogue file to write (.toml)")]
+
+
+def _write_listing(entries, out: Path, header: str) -> None:
+    from zooforge.zoo.listing import dump_catalogue
+
+    dump_catalogue(entries, out, header)
+    console.print(f"wrote {len(entries)} model(s) to {out}")
+
+
+@catalogue_app.command("timm")
+def catalogue_timm(
+    pattern: Annotated[Optional[list[str]], typer.Argument(help="timm name patterns, e.g. 'convnext*' 'resnet*'")] = None,
+    out: CatalogueOut = Path("zoo.toml"),
+    pretrained: Annotated[bool, typer.Option("--pretrained/--all", help="only tags with pretrained weights")] = True,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="patterns to leave out (repeatable)")] = None,
+    max_gmacs: Annotated[Optional[float], typer.Option(help="only models within this many GMACs (zooforge's count)")] = None,
+    max_params: Annotated[Optional[float], typer.Option(help="... and this many million parameters")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="where per-architecture costs are cached")] = None,
+) -> None:
+    """Catalogue from timm's own registry: tagged names, preprocessing, head size, source-data and license tags."""
+    from zooforge.zoo.listing import catalogue_from_timm
+
+    try:
+        _check_output(out, (".toml",), "--out")
+        entries = catalogue_from_timm(pattern or ["*"], pretrained=pretrained, exclude=exclude or (),
+                                      max_gmacs=max_gmacs, max_params=max_params, cache_dir=cache_dir,
+                                      progress=sys.stderr.isatty())
+        _write_listing(entries, out, f"zooforge catalogue timm {' '.join(pattern or ['*'])}"
+                       + (f" --max-gmacs {max_gmacs:g}" if max_gmacs is not None else "")
+                       + (f" --max-params {max_params:g}" if max_params is not None else ""))
+    except ZooforgeError as exc:
+        _fail(exc)
+
+
+@catalogue_app.command("hub")
+def catalogue_hub(
+    task: Annotated[str, typer.Option(help="image-classification | image-feature-extraction | sentence-similarity | ...")],
+    out: CatalogueOut = Path("zoo.toml"),
+    library: Annotated[Optional[str], typer.Option(help="timm | transformers | sentence-transformers")] = None,
+    search: Annotated[Optional[str], typer.Option(help="text the repo id must contain")] = None,
+    sort: Annotated[str, typer.Option(help="hub sort key")] = "downloads",
+    limit: Annotated[int, typer.Option(help="at most this many models")] = 50,
+) -> None:
+    """Catalogue from the Hugging Face Hub (HF_ENDPOINT), each model pinned to its current commit."""
+    from zooforge.zoo.listing import catalogue_from_hub
+
+    try:
+        _check_output(out, (".toml",), "--out")
+        entries = catalogue_from_hub(task, library=library, search=search, sort=sort, limit=limit)
+        _write_listing(entries, out, f"zooforge catalogue hub --task {task}" + (f" --library {library}" if library else "")
+                       + (f" --search {search}" if search else "") + " (revisions pinned to the listed commits)")
+    except ZooforgeError as exc:
+        _fail(exc)
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and trim the feature cache.")

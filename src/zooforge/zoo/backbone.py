@@ -83,8 +83,36 @@ class _offline_if_unreachable:
         return False
 
 
+def _hub_refusal(exc: Exception) -> str | None:
+    """What the hub answered when it was reached and said no (no such repository, revision or file,
+    a gated or private repo), or None when the failure was about reaching it."""
+    from huggingface_hub import errors
+
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:              # transformers and timm wrap the client's error
+        seen.add(id(e))
+        if isinstance(e, errors.RevisionNotFoundError):
+            return "the hub has no such revision"
+        if isinstance(e, errors.GatedRepoError):
+            return "the repository is gated: accept its terms on the hub and log in (hf auth login)"
+        if isinstance(e, errors.RepositoryNotFoundError):
+            return "the hub has no such repository (or it is private: log in with hf auth login)"
+        if isinstance(e, errors.EntryNotFoundError):
+            return "the repository has no such file"
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _offline_hint(entry: CatalogueEntry, exc: Exception, reason: str | None = None) -> BackboneLoadError:
     # one line, so that a table cell (which keeps the first line) still says how to fix it
+    from huggingface_hub import constants
+
+    refusal = None if reason or constants.HF_HUB_OFFLINE else _hub_refusal(exc)
+    if refusal:
+        return BackboneLoadError(
+            f"cannot load model {entry.id!r} ({entry.source} {entry.name!r}"
+            f"{f' at revision {entry.revision}' if entry.revision else ''}): {refusal} (not found on "
+            f"{constants.ENDPOINT}). Fix the name or revision in the catalogue. [{describe(exc)}]")
     why = reason or "the hub cannot be reached, or offline mode (HF_HUB_OFFLINE=1) is set"
     return BackboneLoadError(
         f"cannot load weights for model {entry.id!r} ({entry.source} {entry.name!r}): they are not in the local "
@@ -190,6 +218,37 @@ class Backbone:
         return self.entry.id
 
     @property
+    def family(self) -> str:
+        """How the model is built and run: "timm" (timm architectures, with or without local
+        weights) or "hf" (transformers). With ``modality`` this is all a caller needs to know."""
+        return "hf" if self.entry.source == "hf" else "timm"
+
+    @property
+    def input_key(self) -> str:
+        """The key of the main model input in :meth:`prepare`'s dict."""
+        if self.modality == "text":
+            return "input_ids"
+        return "x" if self.family == "timm" else "pixel_values"
+
+    def as_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model-input dict from the main input tensor alone (text: the attention mask from padding)."""
+        if self.modality == "text":
+            pad = self.tokenizer.pad_token_id or 0
+            return {"input_ids": x, "attention_mask": (x != pad).long()}
+        return {self.input_key: x}
+
+    def example_inputs(self) -> dict[str, torch.Tensor]:
+        """One prepared example on the model's device (a blank image, or a sentence of the cost length)."""
+        return {k: v.to(self.device) for k, v in self.prepare(self._example_samples()).items()}
+
+    def with_model(self, model: nn.Module) -> "Backbone":
+        """This backbone (entry, preprocessing) around another network of the same interface: its
+        cost and weights digest are measured again."""
+        from dataclasses import replace
+
+        return replace(self, model=model, _cost=None, _weights_hash=None)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -209,9 +268,7 @@ class Backbone:
     @property
     def cost(self) -> Cost:
         if self._cost is None:
-            example = self.prepare(self._example_samples())
-            example = {k: v.to(self.device) for k, v in example.items()}
-            self._cost = Cost(count_params(self.model), count_gmacs(self.model, **example))
+            self._cost = Cost(count_params(self.model), count_gmacs(self.model, **self.example_inputs()))
         return self._cost
 
     def adopt_cost(self, cost: Cost) -> None:
@@ -270,7 +327,7 @@ class Backbone:
             handles.append(module.register_forward_hook(
                 lambda _m, _i, out, name=name, channels=channels: captured.__setitem__(name, pool(out, channels))))
         try:
-            out = self._timm_forward(inputs) if self.transform is not None else self._hf_forward(inputs)
+            out = self._timm_forward(inputs) if self.family == "timm" else self._hf_forward(inputs)
         finally:
             for h in handles:
                 h.remove()
@@ -292,16 +349,23 @@ class Backbone:
             result = self.model(**inputs)
         finally:
             handle.remove()
-        hidden = base_out["o"].last_hidden_state
-        if self.modality == "text":
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            features = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-        else:
-            features = pool(hidden)
-        out = {"features": features}
+        out = {"features": self._pool_hidden(base_out["o"].last_hidden_state, inputs)}
         if self.num_source_classes:
             out["logits"] = result.logits
         return out
+
+    def _pool_hidden(self, hidden: torch.Tensor, inputs) -> torch.Tensor:
+        if self.modality == "text":                        # mean over real tokens (the padding masked out)
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        return pool(hidden)
+
+    def pooled_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The pooled features of the body alone (the source head is not run), with gradients: what
+        a task head sits on when fine-tuning. The same features as ``forward(...)["features"]``."""
+        if self.family == "timm":
+            return self.model.forward_head(self.model.forward_features(inputs["x"]), pre_logits=True).flatten(1)
+        return self._pool_hidden(self.model.base_model(**inputs).last_hidden_state, inputs)
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _max_length(self) -> int:
@@ -339,6 +403,8 @@ def _timm_backbone(entry: CatalogueEntry) -> Backbone:
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     pretrained = entry.pretrained and state is None and entry.source == "timm"
+    if pretrained and entry.revision:
+        name, kwargs = _timm_at_revision(name, entry.revision, kwargs)
     reason = None
     try:
         with torch.random.fork_rng(devices=[]), _offline_if_unreachable() as reason:
@@ -360,6 +426,20 @@ def _timm_backbone(entry: CatalogueEntry) -> Backbone:
         channels = {d["module"]: int(d["num_chs"]) for d in items}
     return Backbone(entry, model, "image", num_source_classes=int(getattr(model, "num_classes", 0) or 0),
                     transform=ImageTransform.from_timm(model, entry), layer_channels=channels)
+
+
+def _timm_at_revision(name: str, revision: str, kwargs: dict) -> tuple[str, dict]:
+    """timm names a hub commit as ``<hub id>@<revision>``: on an ``hf-hub:`` name, or on the tag's
+    ``hf_hub_id`` through ``pretrained_cfg_overlay``."""
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        return f"{name.split('@')[0]}@{revision}", kwargs
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        raise BackboneLoadError(f"timm model {name!r} has no hub id to pin to revision {revision!r}; drop `revision`.")
+    overlay = dict(kwargs.get("pretrained_cfg_overlay", {})) | {"hf_hub_id": f"{cfg.hf_hub_id.split('@')[0]}@{revision}"}
+    return name, kwargs | {"pretrained_cfg_overlay": overlay}
 
 
 def _head_size(name: str, state: dict[str, torch.Tensor], kwargs: dict) -> int:
@@ -408,7 +488,7 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
     local = Path(name).is_dir()
     offline = local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     reason = None if offline else hub_unreachable()     # unreachable: the cache only, at once
-    opts = {"local_files_only": offline or reason is not None}
+    opts = {"local_files_only": offline or reason is not None} | ({"revision": entry.revision} if entry.revision else {})
     try:
         config = transformers.AutoConfig.from_pretrained(name, **opts)
     except Exception as exc:
@@ -447,16 +527,20 @@ def _hf_backbone(entry: CatalogueEntry) -> Backbone:
     else:
         from transformers.utils import logging as hf_logging
 
-        shown = hf_logging.is_progress_bar_enabled()
+        shown, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
         hf_logging.disable_progress_bar()          # a bar per tensor-loading pass: noise in every table
+        if "num_hidden_layers" in entry.model_args:   # a truncated model: the dropped layers' report is expected
+            hf_logging.set_verbosity_error()
         try:
             model = auto.from_pretrained(name, **opts, **entry.model_args)
         except Exception as exc:
             raise _offline_hint(entry, exc, reason) from None
         finally:
+            hf_logging.set_verbosity(verbosity)
             if shown:
                 hf_logging.enable_progress_bar()
     model.eval()
+    config = model.config                  # model_args (e.g. num_hidden_layers = 2) may override the saved config
     num_layers = getattr(config, "num_hidden_layers", None)
     layer_prefix = _hf_layer_prefix(model, num_layers)
     channels = {}

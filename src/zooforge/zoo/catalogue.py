@@ -42,6 +42,7 @@ class CatalogueEntry:
     crop_pct: float | None = field(default=None, metadata={"help": "1.0 = resize only, no crop"})
     interpolation: str | None = field(default=None, metadata={"help": "bilinear | bicubic | nearest"})
     pretrained: bool = field(default=True, metadata={"help": "load hub weights when no checkpoint is given"})
+    revision: str | None = field(default=None, metadata={"help": "hub commit (sha, branch or tag) to load; pins an audit"})
     modality: str | None = field(default=None, metadata={"help": "image | text (hf only; inferred if unset)"})
     model_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "extra create_model kwargs"})
     tags: tuple[str, ...] = ()
@@ -50,6 +51,8 @@ class CatalogueEntry:
 
 
 _FIELDS = {f for f in CatalogueEntry.__dataclass_fields__ if f != "catalogue"}
+# Fields added after digests of entries were first stored (resume keys, the shipped demo truth).
+_ADDED_FIELDS = ("revision",)
 
 
 def entry_digest(entry: CatalogueEntry, *, checkpoint_content: bool = False) -> str:
@@ -62,6 +65,9 @@ def entry_digest(entry: CatalogueEntry, *, checkpoint_content: bool = False) -> 
     from dataclasses import asdict
 
     fields = {k: v for k, v in asdict(entry).items() if k not in ("catalogue", "description", "tags")}
+    for key in _ADDED_FIELDS:                      # unset, they leave the digests made before them unchanged
+        if fields.get(key) is None:
+            fields.pop(key, None)
     if entry.checkpoint is not None:
         path = Path(entry.checkpoint)
         try:
@@ -177,6 +183,9 @@ def _parse_entry(t: dict, file: Path, errors: list[str], check_files: bool) -> C
         errors.append(f"`pretrained` must be true or false; got {t.get('pretrained')!r}")
     if not isinstance(t.get("model_args", {}), dict):
         errors.append(f"`model_args` must be a table; got {t.get('model_args')!r}")
+    revision = t.get("revision")
+    if revision is not None and (not isinstance(revision, str) or not revision or "@" in revision):
+        errors.append(f"`revision` must be a commit sha, branch or tag (a non-empty string without @); got {revision!r}")
     tags = t.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(x, str) for x in tags):
         errors.append(f"`tags` must be a list of strings; got {tags!r}")
@@ -185,7 +194,7 @@ def _parse_entry(t: dict, file: Path, errors: list[str], check_files: bool) -> C
     return CatalogueEntry(
         id=t["id"], source=t["source"], name=t["name"], checkpoint=checkpoint, num_classes=num_classes,
         input_size=input_size, mean=mean, std=std, crop_pct=None if crop_pct is None else float(crop_pct),
-        interpolation=interpolation, pretrained=t.get("pretrained", True), modality=modality,
+        interpolation=interpolation, pretrained=t.get("pretrained", True), revision=revision, modality=modality,
         model_args=dict(t.get("model_args", {})), tags=tuple(tags), description=t.get("description", ""),
         catalogue=file,
     )
