@@ -187,8 +187,9 @@ def print_ranking(table, metrics, title: str, wide: bool = False) -> None:
             console.print(f"[red]{row['model']} failed:[/] {row['error']}", soft_wrap=True)
         elif row["skipped"]:
             console.print(f"[yellow]{row['model']} skipped[/] {row['skipped']}", soft_wrap=True)
-    if any("classifier head" in (row["skipped"] or "") for row in table.iter_rows(named=True)):
-        console.print("[dim]models missing a score rank below those that have them all: to compare models "
+    if any("classifier head" in (row["skipped"] or "") and (row.get("missing_scores") or 0) > 0
+           for row in table.iter_rows(named=True)):
+        console.print("[dim]models missing a score of the ordering rank below those that have it: to compare models "
                       "without a classifier head on equal terms, rank with feature estimators only "
                       "(e.g. -m logme -m hscore_shrink -m gbc)[/]", soft_wrap=True)
 

@@ -47,6 +47,9 @@ def test_evaluate_against_truth(table):
     assert result["top1_regret"] == 0.0 and result["top3_hit"]
     with pytest.raises(ZooforgeError, match="not in the ranking: ghost"):
         evaluate(table, {"ghost": 0.5, **truth})
+    # the order a user acts on is judged first, over every model (one missing scores included)
+    first = evaluate(table, truth).row(0, named=True)
+    assert first["metric"] == "ordering" and first["n_models"] == table.height
 
 
 def test_pareto_front():

@@ -1,6 +1,6 @@
 """Judge a ranking against fine-tuned accuracies, the way transferability papers do.
 
-Per estimator: Kendall's tau, weighted tau (``scipy.stats.weightedtau`` defaults: hyperbolic weights
+Per estimator, and first for the table's ordering (its ``rank`` column, every model): Kendall's tau, weighted tau (``scipy.stats.weightedtau`` defaults: hyperbolic weights
 1/(r+1) on the rank, as in the LogME paper), Pearson r, top-1 regret (accuracy of the truly best model
 minus accuracy of the model the estimator put first) and top-3 hit (whether the truly best model is
 among the estimator's top 3).
@@ -38,11 +38,18 @@ def evaluate(ranking: pl.DataFrame, truth: pl.DataFrame | dict[str, float], metr
     unknown = sorted(set(truth["model"]) - set(ranking["model"]))
     if unknown:
         raise ZooforgeError(f"truth names model(s) not in the ranking: {', '.join(unknown)}.")
+    chosen = metrics is not None
     metrics = metrics or [c for c in ranking.columns if f"{c}_rank" in ranking.columns] + (
         ["ensemble_z"] if "ensemble_z" in ranking.columns else [])
     if not metrics:
         raise ZooforgeError("the ranking has no estimator columns (<metric> with <metric>_rank); give a table "
                             "written by `zooforge rank --out`.")
+    ordering_row = None
+    if not chosen and "ordering" in ranking.columns and "rank" in ranking.columns and ranking.height:
+        # the order a user acts on, every model in it (missing scores already sorted last)
+        ordering_row = "ordering"          # its name is in the ranking's `ordering` column
+        ranking = ranking.with_columns((-pl.col("rank").cast(pl.Float64)).alias(ordering_row))
+        metrics = [ordering_row, *metrics]
     joined = ranking.join(truth.select("model", "accuracy"), on="model", how="inner")
     acc = joined["accuracy"].to_numpy().astype(float)
     rows = []
