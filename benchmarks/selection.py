@@ -196,7 +196,7 @@ def target_data(zoo: str, target: str) -> str:
 
 def build_truth(zoo: str, entries, targets, work: Path) -> dict[str, list[dict]]:
     """Every (target, model, seed) run of the target's protocol, resumable through a partial jsonl."""
-    from zooforge.demo.truth import fine_tune_accuracy, load_truth, run_key
+    from zooforge.demo.truth import fine_tune_accuracy, load_truth, record_runs, run_key, stored_runs
 
     out: dict[str, list[dict]] = {}
     computed = list(targets)
@@ -206,7 +206,7 @@ def build_truth(zoo: str, entries, targets, work: Path) -> dict[str, list[dict]]
             out[t] = [r for r in shipped if r["task"] == t]
             computed.remove(t)
     partial = work / f"{zoo}.truth.jsonl"
-    stored = [json.loads(line) for line in partial.read_text().splitlines()] if partial.is_file() else []
+    stored = stored_runs(partial)
     by_id = {e.id: e for e in entries}
 
     def key(entry, target, seed):
@@ -216,16 +216,9 @@ def build_truth(zoo: str, entries, targets, work: Path) -> dict[str, list[dict]]
     done = {(r.get("target", r["task"]), r["model"], r["seed"]) for r in runs}
     todo = [(t, e, s) for t in computed for e in entries for s in target_protocol(zoo, t).seeds if (t, e.id, s) not in done]
     print(f"{zoo}: {len(done)} truth run(s) stored, {len(todo)} to go", flush=True)
-    start = time.perf_counter()
-    for i, (target, entry, seed) in enumerate(todo, 1):
-        run = (fine_tune_accuracy(entry, split_target(target)[0], seed, target_protocol(zoo, target))
-               | {"key": key(entry, target, seed), "target": target})
-        runs.append(run)
-        with partial.open("a") as f:
-            f.write(json.dumps(run) + "\n")
-        eta = (time.perf_counter() - start) / i * (len(todo) - i)
-        print(f"  [{i}/{len(todo)}] {target:14s} {entry.id:30s} seed {seed}: {run['accuracy']:.3f} "
-              f"(lr {run['lr']:g}); ETA {eta / 60:.1f} min", flush=True)
+    runs += record_runs(todo, lambda target, entry, seed: (
+        fine_tune_accuracy(entry, split_target(target)[0], seed, target_protocol(zoo, target))
+        | {"key": key(entry, target, seed), "target": target}), partial)
     for t in computed:
         out[t] = [r for r in runs if r.get("target", r["task"]) == t]
     return out

@@ -9,7 +9,6 @@ but some models or audit cells failed (their errors are printed and recorded in 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -750,7 +749,7 @@ def catalogue_timm(
         _check_output(out, (".toml",), "--out")
         entries = catalogue_from_timm(pattern or ["*"], pretrained=pretrained, exclude=exclude or (),
                                       max_gmacs=max_gmacs, max_params=max_params, cache_dir=cache_dir,
-                                      progress=sys.stderr.isatty())
+                                      progress=True)
         _write_listing(entries, out, f"zooforge catalogue timm {' '.join(pattern or ['*'])}"
                        + (f" --max-gmacs {max_gmacs:g}" if max_gmacs is not None else "")
                        + (f" --max-params {max_params:g}" if max_params is not None else ""))

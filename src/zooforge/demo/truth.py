@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["PROTOCOL", "Protocol", "load_truth", "truth_for", "fine_tune_accuracy", "main"]
+__all__ = ["PROTOCOL", "Protocol", "load_truth", "truth_for", "fine_tune_accuracy", "run_key", "stored_runs",
+           "record_runs", "main"]
 
 HERE = Path(__file__).parent
 TRUTH_FILE = HERE / "truth.json"
@@ -105,6 +106,28 @@ def run_key(entry, task: str, seed: int, protocol: Protocol = PROTOCOL) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def stored_runs(partial: Path) -> list[dict]:
+    """The runs a resumable truth build appended to ``partial`` (one JSON line each), [] before any."""
+    return [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
+
+
+def record_runs(todo, run, partial: Path) -> list[dict]:
+    """Run every (target, entry, seed) of ``todo`` with ``run`` (which returns the run's dict, its
+    ``key`` included), appending each finished run to ``partial`` at once, so that a crash loses at
+    most one; prints progress with an ETA. Returns the new runs."""
+    out = []
+    start = time.perf_counter()
+    for i, (target, entry, seed) in enumerate(todo, 1):
+        row = run(target, entry, seed)
+        out.append(row)
+        with partial.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        eta = (time.perf_counter() - start) / i * (len(todo) - i)
+        print(f"[{i}/{len(todo)}] {target:14s} {entry.id:30s} seed {seed}: test {row['accuracy']:.3f} "
+              f"(lr {row['lr']:g}); ETA {eta / 60:.1f} min", flush=True)
+    return out
+
+
 def _summarise(runs: list[dict]) -> dict[str, dict[str, float]]:
     cells: dict[tuple[str, str], list[float]] = {}
     for r in runs:
@@ -129,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     tasks = args.task or list(TARGET_TASKS)
     entries = [e for e in load_catalogue("demo") if not args.model or e.id in args.model]
     partial = args.out.with_suffix(".partial.jsonl")
-    stored = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
+    stored = stored_runs(partial)
     by_id = {e.id: e for e in load_catalogue("demo")}
     runs = [r for r in stored if r["model"] in by_id and r.get("key") == run_key(by_id[r["model"]], r["task"], r["seed"])]
     if len(runs) < len(stored):
@@ -138,15 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     done = {(r["task"], r["model"], r["seed"]) for r in runs}
     todo = [(t, e, s) for t in tasks for e in entries for s in PROTOCOL.seeds if (t, e.id, s) not in done]
     print(f"{len(done)} run(s) already in {partial}; {len(todo)} to go", flush=True)
-    start = time.perf_counter()
-    for i, (task, entry, seed) in enumerate(todo, 1):
-        run = fine_tune_accuracy(entry, task, seed) | {"key": run_key(entry, task, seed)}
-        runs.append(run)
-        with partial.open("a") as f:                   # one line per finished run: a crash loses at most one
-            f.write(json.dumps(run) + "\n")
-        eta = (time.perf_counter() - start) / i * (len(todo) - i)
-        print(f"[{i}/{len(todo)}] {task:12s} {entry.id:28s} seed {seed}: test {run['accuracy']:.3f} "
-              f"(lr {run['lr']:g}); ETA {eta / 60:.1f} min", flush=True)
+    runs += record_runs(todo, lambda task, entry, seed: fine_tune_accuracy(entry, task, seed)
+                        | {"key": run_key(entry, task, seed)}, partial)
     record = {"protocol": asdict(PROTOCOL), "torch": torch.__version__,
               "accuracy": _summarise(runs), "runs": sorted(runs, key=lambda r: (r["task"], r["model"], r["seed"]))}
     atomic_write_bytes(args.out, json.dumps(record, indent=1).encode())

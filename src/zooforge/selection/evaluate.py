@@ -44,12 +44,11 @@ def evaluate(ranking: pl.DataFrame, truth: pl.DataFrame | dict[str, float], metr
     if not metrics:
         raise ZooforgeError("the ranking has no estimator columns (<metric> with <metric>_rank); give a table "
                             "written by `zooforge rank --out`.")
-    ordering_row = None
     if not chosen and "ordering" in ranking.columns and "rank" in ranking.columns and ranking.height:
-        # the order a user acts on, every model in it (missing scores already sorted last)
-        ordering_row = "ordering"          # its name is in the ranking's `ordering` column
-        ranking = ranking.with_columns((-pl.col("rank").cast(pl.Float64)).alias(ordering_row))
-        metrics = [ordering_row, *metrics]
+        # the order a user acts on, every model in it (missing scores already sorted last); the
+        # ordering's name leaves the table with this, it is printed beside it
+        ranking = ranking.with_columns((-pl.col("rank").cast(pl.Float64)).alias("ordering"))
+        metrics = ["ordering", *metrics]
     joined = ranking.join(truth.select("model", "accuracy"), on="model", how="inner")
     acc = joined["accuracy"].to_numpy().astype(float)
     rows = []

@@ -129,10 +129,6 @@ class Resamples:
     indices: np.ndarray          # (R, m) sample indices of each subsample
     draws: np.ndarray            # (R, N) class-centred standard normals
 
-    @property
-    def rounds(self) -> int:
-        return len(self.indices)
-
     def draw(self, score: float, influence, rescore) -> np.ndarray:
         """R draws of the full-data score: from the influence when given and finite, else by ``rescore``
         (subsample indices -> score) on every subsample."""

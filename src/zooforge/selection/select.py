@@ -159,12 +159,6 @@ def halving_trials(n: int) -> int:
     return total
 
 
-def _interactive() -> bool:
-    import sys
-
-    return sys.stderr.isatty()
-
-
 # ---- the run ---------------------------------------------------------------------------------------
 def _trial_key(entry, ds, cfg: SelectConfig, epochs: int, lr: float) -> str:
     from zooforge.zoo.catalogue import entry_digest
@@ -189,6 +183,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
     from zooforge.zoo.backbone import Backbone
     from zooforge.zoo.cache import atomic_write_bytes
+    from zooforge.zoo.features import progress_bar
 
     cfg = config or SelectConfig()
     if cfg.method not in DEFAULT_LR:
@@ -275,31 +270,21 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
             with ledger_path.open("a") as fh:       # one line per finished trial: a kill loses one at most
                 fh.write(json.dumps(row) + "\n")
         say(f"round {round_}: {model_id} {epochs} epoch(s): validation accuracy {acc:.4f} ({seconds:.1f} s)")
-        if bar is not None:
-            bar.advance(bar_task)
+        advance(1)
         return acc
 
-    bar = bar_task = None
-    if progress and _interactive():
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar_task = bar.add_task("fine-tuning trials", total=halving_trials(len(arms)))
-        bar.start()
-    try:
-        winner, rows = successive_halving(arms, e0, trial)
-    except _OutOfTime:
-        finished = [r for r in done.values() if r["model"] in arms]
-        if not finished:
-            raise ZooforgeError(f"--budget-seconds {cfg.seconds:g} ran out before one trial finished.") from None
-        best_round = max(r["round"] for r in finished)
-        last = [r for r in finished if r["round"] == best_round]
-        winner = max(last, key=lambda r: (r["val_accuracy"], -arms.index(r["model"])))["model"]
-        rows = sorted(finished, key=lambda r: (r["round"], arms.index(r["model"])))
-        say(f"the time budget ran out in round {best_round + 1}: choosing among the models of round {best_round}")
-    finally:
-        if bar is not None:
-            bar.stop()
+    with progress_bar(progress, "fine-tuning trials", halving_trials(len(arms))) as advance:
+        try:
+            winner, rows = successive_halving(arms, e0, trial)
+        except _OutOfTime:
+            finished = [r for r in done.values() if r["model"] in arms]
+            if not finished:
+                raise ZooforgeError(f"--budget-seconds {cfg.seconds:g} ran out before one trial finished.") from None
+            best_round = max(r["round"] for r in finished)
+            last = [r for r in finished if r["round"] == best_round]
+            winner = max(last, key=lambda r: (r["val_accuracy"], -arms.index(r["model"])))["model"]
+            rows = sorted(finished, key=lambda r: (r["round"], arms.index(r["model"])))
+            say(f"the time budget ran out in round {best_round + 1}: choosing among the models of round {best_round}")
     for row in rows:
         row.update({k: done.get(_trial_key(entries[row["model"]], ds, cfg, row["epochs"], lr), {}).get(k)
                     for k in ("seconds", "cost")})

@@ -167,7 +167,7 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
     shards: list[dict[str, np.ndarray]] = []
     start = time.perf_counter()
     computed = 0
-    with _progress_bar(progress, f"extract {backbone.id} on {dataset.name}", n) as advance:
+    with progress_bar(progress, f"extract {backbone.id} on {dataset.name}", n) as advance:
         for s in range(math.ceil(n / shard_size)):
             indices = np.arange(s * shard_size, min(n, (s + 1) * shard_size))
             done = cache.load_shard(key, s) if use_cache else None
@@ -197,8 +197,9 @@ def _to_featureset(arrays: dict[str, np.ndarray], dataset: Dataset, meta: dict, 
         provenance=dict(meta, cache_hit=cache_hit))
 
 
-class _progress_bar:
-    """A rich progress bar as a context manager yielding ``advance(n)``; a no-op when disabled."""
+class progress_bar:
+    """A rich progress bar as a context manager yielding ``advance(n)``; a no-op when disabled or when
+    the output is not a terminal. Extraction, ``select``'s trials and the timm listing use it."""
 
     def __init__(self, enabled: bool, description: str, total: int):
         self.enabled, self.description, self.total = enabled, description, total

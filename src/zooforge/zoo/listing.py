@@ -96,7 +96,8 @@ def catalogue_from_timm(patterns: Iterable[str] = ("*",), *, pretrained: bool = 
     a pretrained tag when ``pretrained``; ``max_gmacs`` / ``max_params`` (millions) keep models
     within zooforge's own cost count. Ordered as timm lists them."""
     import timm
-    from timm.models import get_pretrained_cfg
+
+    from zooforge.zoo.features import progress_bar
 
     patterns, exclude = list(patterns) or ["*"], list(exclude)
     names = timm.list_models(patterns, pretrained=pretrained, exclude_filters=exclude)
@@ -109,28 +110,10 @@ def catalogue_from_timm(patterns: Iterable[str] = ("*",), *, pretrained: bool = 
     before = len(memo)
     entries = []
     try:
-        iterator = names
-        if progress:
-            from rich.progress import track
-
-            iterator = track(names, description="listing timm models", transient=True)
-        for name in iterator:
-            arch, _, tag = name.partition(".")
-            cfg = get_pretrained_cfg(name) if tag else None
-            input_size = tuple(cfg.input_size) if cfg else tuple(timm.get_pretrained_cfg_value(arch, "input_size") or (3, 224, 224))
-            num_classes = int(cfg.num_classes) if cfg and cfg.num_classes is not None else 1000
-            if max_gmacs is not None or max_params is not None:
-                params, gmacs = timm_cost(arch, input_size, num_classes, cache_dir=cache_dir, _memo=memo)
-                if (max_gmacs is not None and gmacs > max_gmacs) or (max_params is not None and params / 1e6 > max_params):
-                    continue
-            entries.append(CatalogueEntry(
-                id=f"timm/{name}", source="timm", name=name, num_classes=num_classes,
-                input_size=input_size if cfg else None,
-                mean=tuple(cfg.mean) if cfg and cfg.mean else None, std=tuple(cfg.std) if cfg and cfg.std else None,
-                crop_pct=float(cfg.crop_pct) if cfg and cfg.crop_pct else None,
-                interpolation=cfg.interpolation if cfg and cfg.interpolation in ("bilinear", "bicubic", "nearest") else None,
-                pretrained=pretrained, tags=_tags(arch, tag, cfg) if tag else (arch,),
-                description=f"timm {name}" + (f" ({cfg.hf_hub_id})" if cfg and cfg.hf_hub_id else "")))
+        with progress_bar(progress, "listing timm models", len(names)) as advance:
+            for name in names:
+                advance(1)
+                entries += _timm_entry(name, pretrained, max_gmacs, max_params, cache_dir, memo)
     finally:
         if len(memo) > before:
             _write_costs(path, memo)
@@ -138,6 +121,29 @@ def catalogue_from_timm(patterns: Iterable[str] = ("*",), *, pretrained: bool = 
         raise ZooforgeError(f"none of the {len(names)} timm model(s) matching {patterns} fits "
                             f"--max-gmacs {max_gmacs} / --max-params {max_params}.")
     return entries
+
+
+def _timm_entry(name: str, pretrained: bool, max_gmacs, max_params, cache_dir, memo) -> list[CatalogueEntry]:
+    """[the entry of timm model ``name``], or [] when it does not fit the cost filters."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    arch, _, tag = name.partition(".")
+    cfg = get_pretrained_cfg(name) if tag else None
+    input_size = tuple(cfg.input_size) if cfg else tuple(timm.get_pretrained_cfg_value(arch, "input_size") or (3, 224, 224))
+    num_classes = int(cfg.num_classes) if cfg and cfg.num_classes is not None else 1000
+    if max_gmacs is not None or max_params is not None:
+        params, gmacs = timm_cost(arch, input_size, num_classes, cache_dir=cache_dir, _memo=memo)
+        if (max_gmacs is not None and gmacs > max_gmacs) or (max_params is not None and params / 1e6 > max_params):
+            return []
+    return [CatalogueEntry(
+        id=f"timm/{name}", source="timm", name=name, num_classes=num_classes,
+        input_size=input_size if cfg else None,
+        mean=tuple(cfg.mean) if cfg and cfg.mean else None, std=tuple(cfg.std) if cfg and cfg.std else None,
+        crop_pct=float(cfg.crop_pct) if cfg and cfg.crop_pct else None,
+        interpolation=cfg.interpolation if cfg and cfg.interpolation in ("bilinear", "bicubic", "nearest") else None,
+        pretrained=pretrained, tags=_tags(arch, tag, cfg) if tag else (arch,),
+        description=f"timm {name}" + (f" ({cfg.hf_hub_id})" if cfg and cfg.hf_hub_id else ""))]
 
 
 HUB_TASKS = ("image-classification", "image-feature-extraction", "sentence-similarity", "feature-extraction",
