@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from zooforge.metrics import get_estimator
-from zooforge.selection.rank import _resampled, delete_d_calibrate, resamples
+from zooforge.selection.intervals import delete_d_calibrate, resamples
+from zooforge.selection.rank import _resampled
 from zooforge.zoo import load_catalogue, load_dataset
 from zooforge.zoo.backbone import Backbone
 from zooforge.zoo.features import extract

@@ -21,7 +21,8 @@ import time
 import torch
 
 from zooforge.metrics import REGISTRY
-from zooforge.selection.rank import DEFAULT_METRICS, rank, resamples, score_featureset
+from zooforge.selection.intervals import resamples
+from zooforge.selection.rank import DEFAULT_METRICS, rank, score_featureset
 from zooforge.zoo import CatalogueEntry, load_catalogue, load_dataset
 from zooforge.zoo.backbone import Backbone
 from zooforge.zoo.features import extract

@@ -136,7 +136,7 @@ def test_resample_free_draws_spread_like_the_score_over_fresh_datasets(name, tol
     known to ~10%); the draws' SD must land within 25% of it on average (stratified draws keep the
     class counts, fresh datasets do not, so they spread a little less). PARC's influence holds the
     pairs' ranks fixed, a cruder first order: its draws are wider (1.3x here), so 40%."""
-    from zooforge.selection.rank import resamples
+    from zooforge.selection.intervals import resamples
 
     scores, spreads = [], []
     for seed in range(60):

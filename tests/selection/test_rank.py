@@ -93,7 +93,7 @@ def test_plot_writes_an_image_with_the_front(table, tmp_path):
 def test_delete_d_calibration_recovers_the_full_sample_spread():
     """For the sample mean, subsamples of 80% spread sqrt(1/m - 1/n): half the full mean's standard
     error. Calibrated, they must spread like the full-sample mean (sigma / sqrt(n)) and centre on it."""
-    from zooforge.selection.rank import bootstrap_indices, delete_d_calibrate
+    from zooforge.selection.intervals import bootstrap_indices, delete_d_calibrate
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=4000)

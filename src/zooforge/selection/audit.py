@@ -188,7 +188,8 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
     the error instead. ``backbone``/``dataset`` may be passed in when already loaded."""
     import numpy as np
 
-    from zooforge.selection.rank import resamples, score_model
+    from zooforge.selection.intervals import resamples
+    from zooforge.selection.rank import score_model
     from zooforge.zoo import load_dataset
     from zooforge.zoo.backbone import Backbone
 

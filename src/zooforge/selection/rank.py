@@ -2,9 +2,9 @@
 
 The table has one row per model: each estimator's score, its rank (1 = best), a 90% interval and
 P(top-1) (the share of resamples in which the model scores best; all models share the same
-resamples, so the comparison is paired; see :class:`Resamples`: from the estimator's influence
+resamples, so the comparison is paired; see :class:`zooforge.selection.intervals.Resamples`: from the estimator's influence
 function where it has one, else from stratified 80% subsamples calibrated by the delete-d
-jackknife, :func:`delete_d_calibrate`), the mean rank across estimators, a z-scored
+jackknife, :func:`~zooforge.selection.intervals.delete_d_calibrate`), the mean rank across estimators, a z-scored
 ensemble, cost (params, GMACs, measured samples/s), and, given budgets, which models fit and which lie
 on the score-vs-GMACs Pareto front. Estimators a model cannot feed are skipped with the reason.
 
@@ -15,7 +15,6 @@ it). The default ordering was chosen leave-one-zoo-out on fine-tune truth (``ben
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,9 +23,10 @@ import polars as pl
 
 from zooforge.errors import ZooforgeError, describe, first_line
 from zooforge.metrics import get_estimator
+from zooforge.selection.intervals import Resamples, resamples
 
-__all__ = ["rank", "score_model", "score_featureset", "DEFAULT_METRICS", "pareto_front", "delete_d_calibrate",
-           "bootstrap_indices", "resamples", "Resamples", "resolve_ordering"]
+__all__ = ["rank", "score_model", "score_featureset", "DEFAULT_METRICS", "pareto_front", "resolve_ordering",
+           "read_table", "write_table"]
 
 # The default set: the default ordering's estimators first (zooforge.selection.ordering), then the
 # other label-based estimators that work from features or a source head, shown beside them.
@@ -96,78 +96,6 @@ def _resampled(est, fs, inputs, idx) -> float:
         return est(fs.labels[idx], {k: (v[idx] if v is not None else None) for k, v in inputs.items()})
     except ValueError:
         return float("nan")   # a resample that lost a class: excluded from the interval
-
-
-def delete_d_calibrate(samples: np.ndarray, score: float, m: int, n: int) -> np.ndarray:
-    """Map scores on subsamples of size ``m`` (without replacement) to draws of the full-data score.
-
-    Subsample scores spread too little and sit off-centre: with d = n - m left out, their spread is
-    sqrt(d/m) of the full score's (the delete-d jackknife, Shao & Wu, Ann. Stat. 1989; 1/2 at 80%),
-    and size-dependent estimators (LogME's evidence, OT costs) shift with m. Centring them on their
-    mean and scaling by sqrt(m/d) gives draws around ``score`` with the jackknife's variance.
-    """
-    if n <= m:
-        return samples
-    finite = np.isfinite(samples)
-    if not finite.any():
-        return samples
-    return score + np.sqrt(m / (n - m)) * (samples - samples[finite].mean())
-
-
-@dataclass(frozen=True)
-class Resamples:
-    """The randomness one table's intervals share, so that comparisons between models are paired.
-
-    An estimator with an influence function (LogME, LEEP, NCE) gets its draws without re-scoring:
-    score + draws @ g, the linearisation of the stratified bootstrap (the "infinitesimal jackknife",
-    Jaeckel 1972, Efron 1982 ch. 6): ``draws`` are standard normals centred within each class, so a
-    draw's variance is sum over classes of sum_i (g_i - mean of g in the class)^2, the bootstrap's
-    to first order. The others are re-scored on each stratified 80% subsample of ``indices`` and
-    calibrated by :func:`delete_d_calibrate`. Both estimate the spread of the full-data score.
-    """
-
-    indices: np.ndarray          # (R, m) sample indices of each subsample
-    draws: np.ndarray            # (R, N) class-centred standard normals
-
-    def draw(self, score: float, influence, rescore) -> np.ndarray:
-        """R draws of the full-data score: from the influence when given and finite, else by ``rescore``
-        (subsample indices -> score) on every subsample."""
-        if influence is not None:
-            g = np.asarray(influence, dtype=float)
-            if g.shape == (self.draws.shape[1],) and np.isfinite(g).all():
-                return score + self.draws @ g
-        raw = np.array([rescore(idx) for idx in self.indices])
-        return delete_d_calibrate(raw, score, self.indices.shape[1], self.draws.shape[1])
-
-
-def resamples(labels: np.ndarray, rounds: int, seed: int) -> Resamples | None:
-    """The :class:`Resamples` of ``rounds`` draws for a dataset with ``labels``; None for 0 rounds."""
-    if rounds <= 0:
-        return None
-    labels = np.asarray(labels)
-    rng = np.random.default_rng([seed, 1])
-    draws = rng.standard_normal((rounds, len(labels)))
-    for c in np.unique(labels):
-        members = labels == c
-        draws[:, members] -= draws[:, members].mean(axis=1, keepdims=True)
-    return Resamples(bootstrap_indices(labels, rounds, seed), draws)
-
-
-# Share of each class kept per resample. Resampling *with* replacement duplicates samples, which
-# shrinks within-class variance and biases separability estimators (H-score, GBC, SFDA) upwards so
-# far that intervals miss the point estimate; subsampling without replacement has no such bias.
-SUBSAMPLE_FRACTION = 0.8
-
-
-def bootstrap_indices(labels: np.ndarray, rounds: int, seed: int) -> np.ndarray | None:
-    """Stratified subsamples without replacement (every class keeps 80% of its samples)."""
-    if rounds <= 0:
-        return None
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    sizes = [max(2, int(np.ceil(SUBSAMPLE_FRACTION * g.size))) if g.size >= 2 else g.size for g in groups]
-    return np.stack([np.sort(np.concatenate([rng.choice(g, size=k, replace=False) for g, k in zip(groups, sizes)]))
-                     for _ in range(rounds)])
 
 
 def pareto_front(score: np.ndarray, gmacs: np.ndarray) -> np.ndarray:
