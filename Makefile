@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 TORCH := torch==2.14.1 torchvision==0.29.1
-EXTRAS := dev,hf,text-demo,peft,ray
+EXTRAS := dev,hf,text-demo,peft,ray,data
 STAMP := $(VENV)/.zooforge-installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 # pip warns about every local index folder it skips; keep the real messages.
 QUIET_PIP := grep -v -e 'is ignored: it is neither a file nor a directory' || true

@@ -56,6 +56,10 @@ AllowFailures = Annotated[bool, typer.Option(
 SplitOpt = Annotated[Optional[str], typer.Option(
     help="dataset split: a folder <root>/<split>/<class>, a CSV `split` value, or train/val/test "
          "(default: train where the data has splits)")]
+DATA_HELP = "folder, .csv, .npz, hf:<dataset>, wds:<shards>, sklearn:digits or demo:<task>"
+TaskOpt = Annotated[Optional[str], typer.Option(
+    help="the target kind: classification, regression or multilabel (default: what the labels say; "
+         "folders and demo class tasks are classes)")]
 SkipBadFiles = Annotated[bool, typer.Option(
     "--skip-bad-files", help="leave out image files that cannot be decoded (listed) instead of stopping")]
 TABLE_SUFFIXES = (".csv", ".json", ".parquet")
@@ -232,7 +236,7 @@ def models(catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or
 def rank(
     ctx: typer.Context,
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
-    data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task>")],
+    data: Annotated[str, typer.Argument(help=DATA_HELP)],
     metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="estimator (repeatable)")] = None,
     model: ModelGlobs = None,
     out: Annotated[Optional[Path], typer.Option(help="write the table: .csv, .json or .parquet")] = None,
@@ -242,6 +246,7 @@ def rank(
     budget_params: Annotated[Optional[float], typer.Option(help="... and this many million parameters")] = None,
     max_per_class: Annotated[Optional[int], typer.Option(help="subsample the dataset per class")] = None,
     split: SplitOpt = None,
+    task: TaskOpt = None,
     seed: Annotated[int, typer.Option(help="seed of the subsampling and the resamples")] = 0,
     bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the intervals (0: none)")] = 100,
     order: OrderOpt = None,
@@ -259,7 +264,7 @@ def rank(
     threads: Threads = None,
 ) -> None:
     """Rank a catalogue of backbones for a dataset without fine-tuning them."""
-    from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models
+    from zooforge.selection.rank import DEFAULT_METRICS, default_metrics, rank as rank_models
     from zooforge.zoo import load_dataset
 
     global console
@@ -279,8 +284,14 @@ def rank(
         _check_output(out, TABLE_SUFFIXES, "--out")
         _check_output(plot, (".png", ".svg", ".pdf"), "--plot")
         _check_output(report, (".html", ".md"), "--report")
-        ds = load_dataset(data, split, max_per_class=max_per_class, seed=seed, skip_bad_files=skip_bad_files)
+        ds = load_dataset(data, split, max_per_class=max_per_class, seed=seed, skip_bad_files=skip_bad_files,
+                          task=task)
         console.print(f"dataset {ds.summary()}", soft_wrap=True)
+        if not metric and ds.task != "classification":
+            metrics = default_metrics(ds.task)
+            console.print(f"[dim]a {ds.task} target: scored by {', '.join(metrics)}; "
+                          f"{', '.join(m for m in DEFAULT_METRICS if m not in metrics)} are defined for classes "
+                          f"only[/]", soft_wrap=True)
         table = rank_models(catalogue, ds, metrics, models=model, bootstrap=bootstrap, seed=seed,
                             batch_size=batch_size, cache_dir=cache_dir, device=device,
                             budget_gmacs=budget_gmacs, budget_params=budget_params, progress=not quiet and not json_out,
@@ -486,7 +497,7 @@ def _train_config(epochs: int, lr: float, batch_size: int, seed: int, device: st
 @app.command()
 def tune(
     model: Annotated[str, typer.Argument(help="catalogue id (with --catalogue), timm name or HF id/folder")],
-    data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task>")],
+    data: Annotated[str, typer.Argument(help=DATA_HELP)],
     method: Annotated[str, typer.Option(help="linear|full|bitfit|adapter|adaptformer|lora|ia3")] = "linear",
     catalogue: Annotated[Optional[str], typer.Option(help="catalogue holding MODEL")] = None,
     epochs: Epochs = 10,
@@ -502,9 +513,11 @@ def tune(
     target: Annotated[Optional[list[str]], typer.Option(
         help="LoRA/IA3 target modules (regex on full names; repeatable); default: per architecture")] = None,
     device: DeviceOpt = None,
+    task: TaskOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write adapters.safetensors, result.json here")] = None,
 ) -> None:
-    """Fine-tune one model with one method; print held-out accuracy, trainable params and time."""
+    """Fine-tune one model with one method; print the held-out score (accuracy; R^2 for regression,
+    mAP for multi-label), trainable params and time."""
     from zooforge.tuning.tune import DEFAULT_LR
     from zooforge.tuning.tune import tune as tune_model
 
@@ -520,14 +533,15 @@ def tune(
         options = {k: v for k, v in (("rank", rank), ("reduction", reduction), ("targets", target))
                    if v not in (None, [])}
         start = DEFAULT_LR.get(method, 1e-3) if not isinstance(peak, float) else peak
-        r = tune_model(model, data, method, catalogue=catalogue, seed=seed, out_dir=out, lr=peak,
+        r = tune_model(model, data, method, catalogue=catalogue, seed=seed, out_dir=out, lr=peak, task=task,
                        config=_train_config(epochs, start, batch_size, seed, device, out), **options)
     except (ZooforgeError, ValueError) as exc:
         _fail(exc)
     if r.lr_trials:
         console.print("lr by validation (80/20 of the training split): " + ", ".join(
             f"{t['lr']:.3g} {t['val_accuracy']:.3f}" for t in r.lr_trials) + f"; chose {r.lr:.3g}")
-    console.print(f"[bold]{r.model}[/] {r.method} (lr {r.lr:.3g}): held-out accuracy [bold]{r.accuracy:.4f}[/], "
+    shown = {"accuracy": "accuracy", "r2": "R^2", "map": "mAP"}[r.metric]
+    console.print(f"[bold]{r.model}[/] {r.method} (lr {r.lr:.3g}): held-out {shown} [bold]{r.accuracy:.4f}[/], "
                   f"trainable {r.trainable_params:,} of {r.total_params:,} ({100 * r.trainable_ratio:.2f}%), "
                   f"{r.seconds:.1f} s, peak memory {r.peak_memory_mb:.0f} MB")
     if out:
@@ -537,7 +551,7 @@ def tune(
 @app.command()
 def aggregate(
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
-    data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task>")],
+    data: Annotated[str, typer.Argument(help=DATA_HELP)],
     method: Annotated[str, typer.Option(help="btuning|zootuning|hubpathway")] = "btuning",
     top_k: Annotated[int, typer.Option(help="models taken from the LogME ranking (Hub-Pathway: routed per input)")] = 3,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="explicit members (globs, repeatable)")] = None,

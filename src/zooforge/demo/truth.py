@@ -8,7 +8,8 @@ shared training loop (:func:`zooforge.tuning.loop.train`) on the ranked data ``d
 for each learning rate of a small grid; the learning rate is chosen on a stratified 20% validation
 split of that data, and the chosen run is scored on the task's separate test split
 (``demo:<task>?n=50``, split ``test``: images the estimators never see). Two seeds (initialisation,
-order and the validation split) per cell; ``accuracy`` is their mean.
+order and the validation split) per cell; ``accuracy`` is their mean. A regression or multi-label
+task (``demo:size``, ``demo:tags``) trains with its own loss, and ``accuracy`` holds its R^2 or mAP.
 
 The script is resumable: every finished run is appended to ``<out>.partial.jsonl`` and skipped on rerun;
 the final JSON is written atomically when all runs are done. Each run carries a key of everything
@@ -69,6 +70,7 @@ def fine_tune_accuracy(entry, task: str, seed: int, protocol: Protocol = PROTOCO
     """One cell-seed of the protocol: the learning-rate sweep, the choice on validation, the test score."""
     from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
     from zooforge.tuning.methods import build, inputs_for
+    from zooforge.tuning.objectives import init_head
     from zooforge.zoo import load_dataset
     from zooforge.zoo.backbone import Backbone
 
@@ -82,7 +84,8 @@ def fine_tune_accuracy(entry, task: str, seed: int, protocol: Protocol = PROTOCO
             inputs = [inputs_for(backbone, d) for d in (fit, val, test)]
         x_fit, x_val, x_test = inputs
         torch.manual_seed(seed)
-        model = build(backbone, data.num_classes, protocol.method)
+        model = build(backbone, data.num_classes, protocol.method, task=data.task)
+        init_head(model, data.task, torch.as_tensor(fit.labels))
         cfg = TrainConfig(epochs=protocol.epochs, batch_size=protocol.batch_size, lr=lr, seed=seed,
                           device="cpu", progress=False)
         train(model, x_fit, torch.as_tensor(fit.labels), cfg)

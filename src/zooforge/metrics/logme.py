@@ -40,7 +40,9 @@ t / sigma_i), so a quarter-decade grid brackets the global maximum; the property
 result against dense (alpha, beta) grids in both regimes (N > D, N < D), and the cost over the
 fixed point is printed by benchmarks/metrics.py.
 
-Shape: ``features`` (N, D); ``labels`` (N,) classes, or (N, K) real targets with ``regression=True``.
+Shape: ``features`` (N, D); ``labels`` (N,) classes, or (N, K) real targets with ``regression=True``
+(``task="regression"``; ``task="multilabel"`` for (N, K) 0/1 tag indicators: the classification form
+is the same evidence over one-hot columns, so a tag's indicator column is one more target).
 """
 
 from __future__ import annotations
@@ -202,13 +204,16 @@ def logme_fit(features, labels, *, regression: bool = False, influence: bool = F
     return LogMEFit(as_np(evidence), as_np(alpha), as_np(beta), as_np(weights.T), grad)
 
 
-def _logme_influence(features, labels) -> tuple[float, np.ndarray]:
-    fit = logme_fit(features, labels, influence=True)
+def _logme_influence(features, labels, task: str = "classification") -> tuple[float, np.ndarray]:
+    fit = logme_fit(features, labels, regression=task != "classification", influence=True)
     return fit.score, fit.influence
 
 
 @register("logme", needs=("features",), summary="log maximum evidence of a linear model (You et al. 2021)",
-          influence=_logme_influence)
-def logme(features, labels, *, regression: bool = False) -> float:
-    """Mean per-sample maximum log evidence over classes; higher = better transfer."""
-    return logme_fit(features, labels, regression=regression).score
+          influence=_logme_influence, tasks=("classification", "regression", "multilabel"))
+def logme(features, labels, *, regression: bool = False, task: str = "classification") -> float:
+    """Mean per-sample maximum log evidence over classes, or over the columns of (N, K) targets
+    (``task="regression"``, or ``regression=True``; the JMLR version's regression form) or of tag
+    indicators (``task="multilabel"``: each tag's 0/1 column is a target, as each class's one-hot
+    column is); higher = better transfer."""
+    return logme_fit(features, labels, regression=regression or task != "classification").score

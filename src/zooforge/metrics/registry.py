@@ -21,11 +21,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-__all__ = ["Estimator", "REGISTRY", "INPUTS", "register", "get_estimator", "list_estimators"]
+__all__ = ["Estimator", "REGISTRY", "INPUTS", "TASKS", "register", "get_estimator", "list_estimators"]
 
 # What an estimator may need beside the target labels. ``source_features`` comes with
 # ``source_labels`` (features and labels of the source task's own data).
 INPUTS = ("features", "source_probs", "source_features")
+# The target kinds (zooforge.zoo.targets): class codes (N,), regression targets (N, K) float, tag
+# indicators (N, K) 0/1. An estimator registers the kinds it has a published form for; the others
+# are skipped with the reason (``Estimator.unsupported``).
+TASKS = ("classification", "regression", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -40,24 +44,37 @@ class Estimator:
     # to sample i's weight at equal weights: what the interval of a resample-free ("infinitesimal
     # jackknife") estimate is made of. None: intervals come from resampling.
     influence: Callable[..., tuple[float, Any]] | None = None
+    # Target kinds it computes; an estimator registered for more than classification takes ``task=``.
+    tasks: frozenset[str] = frozenset({"classification"})
+
+    def unsupported(self, task: str) -> str | None:
+        """Why this estimator cannot score a ``task`` target, or None when it can."""
+        if task in self.tasks:
+            return None
+        return (f"defined for {' and '.join(t for t in TASKS if t in self.tasks)} targets, not {task} "
+                f"(those: {', '.join(list_estimators(task=task))})")
 
     def missing(self, available: set[str] | frozenset[str]) -> list[str]:
         """Inputs this estimator needs that are not in ``available``."""
         return sorted(self.needs - set(available))
 
-    def __call__(self, labels: Any, inputs: Mapping[str, Any], **options: Any) -> float:
-        """Score with the arrays in ``inputs`` (keys from INPUTS, plus ``source_labels``)."""
+    def __call__(self, labels: Any, inputs: Mapping[str, Any], task: str = "classification", **options: Any) -> float:
+        """Score with the arrays in ``inputs`` (keys from INPUTS, plus ``source_labels``) for a
+        ``task`` target (see TASKS); a task it has no form for raises ValueError saying so."""
         with _blas_beside_torch():
-            return self.fn(**self._kwargs(labels, inputs), **options)
+            return self.fn(**self._kwargs(labels, inputs, task), **options)
 
-    def with_influence(self, labels: Any, inputs: Mapping[str, Any]) -> tuple[float, Any]:
-        """(score, per-sample influence) through ``influence``; see that field."""
+    def with_influence(self, labels: Any, inputs: Mapping[str, Any], task: str = "classification") -> tuple[float, Any]:
+        """(score, per-sample influence or None) through ``influence``; see that field."""
         if self.influence is None:
             raise ValueError(f"estimator {self.name!r} has no influence function; resample it instead.")
         with _blas_beside_torch():
-            return self.influence(**self._kwargs(labels, inputs))
+            return self.influence(**self._kwargs(labels, inputs, task))
 
-    def _kwargs(self, labels, inputs) -> dict[str, Any]:
+    def _kwargs(self, labels, inputs, task: str = "classification") -> dict[str, Any]:
+        why = self.unsupported(task)
+        if why:
+            raise ValueError(f"estimator {self.name!r} is {why}.")
         lacking = self.missing(set(k for k, v in inputs.items() if v is not None))
         if lacking:
             raise ValueError(f"estimator {self.name!r} needs {', '.join(lacking)}, which were not given.")
@@ -66,6 +83,8 @@ class Estimator:
             kwargs[key] = inputs[key]
         if "source_features" in self.needs:
             kwargs["source_labels"] = inputs["source_labels"]
+        if self.tasks != {"classification"}:
+            kwargs["task"] = task
         return kwargs
 
 
@@ -91,17 +110,21 @@ _REGISTRY: dict[str, Estimator] = {}
 REGISTRY: Mapping[str, Estimator] = MappingProxyType(_REGISTRY)  # read-only view
 
 
-def register(name: str, *, needs: tuple[str, ...], summary: str, influence: Callable[..., tuple[float, Any]] | None = None):
-    """Decorator: record ``fn`` under ``name`` with the inputs it needs (and, optionally, its
-    ``influence`` function: see :class:`Estimator`); returns ``fn`` unchanged."""
+def register(name: str, *, needs: tuple[str, ...], summary: str, influence: Callable[..., tuple[float, Any]] | None = None,
+             tasks: tuple[str, ...] = ("classification",)):
+    """Decorator: record ``fn`` under ``name`` with the inputs it needs, the target kinds it computes
+    (an estimator with more than classification takes ``task=``) and, optionally, its ``influence``
+    function (see :class:`Estimator`); returns ``fn`` unchanged."""
     unknown = set(needs) - set(INPUTS)
     if unknown:
         raise ValueError(f"register({name!r}): unknown needs {sorted(unknown)}; valid: {list(INPUTS)}.")
+    if not tasks or set(tasks) - set(TASKS):
+        raise ValueError(f"register({name!r}): tasks must be some of {list(TASKS)}; got {list(tasks)}.")
 
     def decorator(fn: Callable[..., float]) -> Callable[..., float]:
         if name in _REGISTRY:
             raise ValueError(f"estimator {name!r} is already registered (by {_REGISTRY[name].fn.__module__}).")
-        _REGISTRY[name] = Estimator(name, fn, frozenset(needs), summary, influence)
+        _REGISTRY[name] = Estimator(name, fn, frozenset(needs), summary, influence, frozenset(tasks))
         return fn
 
     return decorator
@@ -119,6 +142,6 @@ def get_estimator(name: str) -> Estimator:
         ) from None
 
 
-def list_estimators(pattern: str = "*") -> list[str]:
-    """Registered names matching an fnmatch ``pattern``, sorted."""
-    return sorted(fnmatch.filter(_REGISTRY, pattern))
+def list_estimators(pattern: str = "*", *, task: str | None = None) -> list[str]:
+    """Registered names matching an fnmatch ``pattern`` (and computing ``task`` targets), sorted."""
+    return sorted(n for n in fnmatch.filter(_REGISTRY, pattern) if task is None or task in _REGISTRY[n].tasks)

@@ -204,7 +204,7 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
         info |= {"n_samples": len(dataset), "num_classes": dataset.num_classes,
                  "dataset_fingerprint": dataset.fingerprint}
         result = score_model(backbone, dataset, sorted(plan.metrics),
-                             resamples=resamples(dataset.labels, plan.bootstrap, plan.seed),
+                             resamples=resamples(dataset.strata(), plan.bootstrap, plan.seed),
                              cache_dir=plan.cache_dir, device=plan.device, batch_size=plan.batch_size,
                              progress=progress)
         scores = result.pop("scores")

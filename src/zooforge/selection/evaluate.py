@@ -14,14 +14,22 @@ from scipy import stats
 
 from zooforge.errors import ZooforgeError
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "TRUTH_COLUMNS"]
+
+# The fine-tuned score a truth table may give, besides ``accuracy``: any higher-is-better score of
+# the task (R^2 for regression, mAP for multi-label); regrets are then in its units.
+TRUTH_COLUMNS = ("score", "r2", "map")
 
 
 def evaluate(ranking: pl.DataFrame, truth: pl.DataFrame | dict[str, float], metrics=None) -> pl.DataFrame:
     """One row per estimator; ``truth`` maps model id -> fine-tuned accuracy (or a frame with
-    columns model, accuracy)."""
+    columns model and accuracy, or for other tasks score, r2 or map)."""
     if isinstance(truth, dict):
         truth = pl.DataFrame({"model": list(truth), "accuracy": list(truth.values())})
+    if "accuracy" not in truth.columns:           # a regression or multi-label truth: R^2 or mAP
+        alias = next((c for c in TRUTH_COLUMNS if c in truth.columns), None)
+        if alias is not None:
+            truth = truth.rename({alias: "accuracy"})
     missing_cols = {"model", "accuracy"} - set(truth.columns)
     if missing_cols:
         raise ZooforgeError(f"truth needs columns model and accuracy; missing {sorted(missing_cols)} "

@@ -25,12 +25,17 @@ from zooforge.errors import ZooforgeError, describe, first_line
 from zooforge.metrics import get_estimator
 from zooforge.selection.intervals import Resamples, resamples
 
-__all__ = ["rank", "score_model", "score_featureset", "DEFAULT_METRICS", "pareto_front", "resolve_ordering",
+__all__ = ["rank", "score_model", "score_featureset", "DEFAULT_METRICS", "default_metrics", "pareto_front", "resolve_ordering",
            "read_table", "write_table"]
 
 # The default set: the default ordering's estimators first (zooforge.selection.ordering), then the
 # other label-based estimators that work from features or a source head, shown beside them.
 DEFAULT_METRICS = ("linear_probe", "parc", "transrate", "logme", "leep", "nce", "hscore_shrink", "gbc", "sfda")
+
+
+def default_metrics(task: str = "classification") -> list[str]:
+    """The default estimators that have a form for ``task`` targets (all of them for classes)."""
+    return [m for m in DEFAULT_METRICS if get_estimator(m).unsupported(task) is None]
 
 
 def score_featureset(fs, metrics: Sequence[str], *, resamples: "Resamples | None" = None,
@@ -43,8 +48,13 @@ def score_featureset(fs, metrics: Sequence[str], *, resamples: "Resamples | None
     inputs = fs.inputs()
     available = {k for k, v in inputs.items() if v is not None}
     out: dict[str, dict] = {}
+    task = getattr(fs, "task", "classification")
     for name in metrics:
         est = get_estimator(name)
+        unsupported = est.unsupported(task)
+        if unsupported:
+            out[name] = {"score": None, "samples": None, "skipped": unsupported}
+            continue
         lacking = est.missing(available)
         if lacking:
             out[name] = {"score": None, "samples": None,
@@ -53,11 +63,11 @@ def score_featureset(fs, metrics: Sequence[str], *, resamples: "Resamples | None
         try:
             influence = None
             if resamples is not None and est.influence is not None:
-                score, influence = est.with_influence(fs.labels, inputs)
+                score, influence = est.with_influence(fs.labels, inputs, task)
             else:
-                score = est(fs.labels, inputs)
+                score = est(fs.labels, inputs, task)
             if score is None or not np.isfinite(score):
-                out[name] = {"score": None, "samples": None, "skipped": _not_finite(score, fs.labels)}
+                out[name] = {"score": None, "samples": None, "skipped": _not_finite(score, fs.labels, task)}
                 continue
             samples = None
             if resamples is not None and (influence is not None or resample is None or name in resample):
@@ -68,8 +78,10 @@ def score_featureset(fs, metrics: Sequence[str], *, resamples: "Resamples | None
     return out
 
 
-def _not_finite(score, labels) -> str:
+def _not_finite(score, labels, task: str = "classification") -> str:
     """Why a score is missing when the estimator returned one that is not a number."""
+    if task != "classification":
+        return f"returned {score} (not a finite score) on {len(labels)} samples of a {task} target"
     counts = np.bincount(np.asarray(labels))
     counts = counts[counts > 0]
     return (f"returned {score} (not a finite score) on {len(labels)} samples, smallest class "
@@ -93,7 +105,8 @@ def score_model(backbone, dataset, metrics: Sequence[str], *, resamples: "Resamp
 
 def _resampled(est, fs, inputs, idx) -> float:
     try:
-        return est(fs.labels[idx], {k: (v[idx] if v is not None else None) for k, v in inputs.items()})
+        return est(fs.labels[idx], {k: (v[idx] if v is not None else None) for k, v in inputs.items()},
+                   getattr(fs, "task", "classification"))
     except ValueError:
         return float("nan")   # a resample that lost a class: excluded from the interval
 
@@ -113,21 +126,26 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
          split: str | None = None, max_per_class: int | None = None, cache_dir=None, device=None,
          batch_size: int = 128, bootstrap: int = 100, seed: int = 0, budget_gmacs: float | None = None,
          budget_params: float | None = None, progress: bool = True, ordering=None,
-         intervals: str = "fast") -> pl.DataFrame:
+         intervals: str = "fast", task: str | None = None) -> pl.DataFrame:
     """Rank ``catalogue`` (a path, a built-in name or a list of entries) on ``dataset`` (a spec or a
     Dataset). ``budget_params`` is in millions of parameters. ``ordering`` (an
     :class:`~zooforge.selection.ordering.Ordering` or its name) sorts the table; by default, for
     the default estimators, the shipped default ordering, else the mean rank over ``metrics``.
-    ``intervals``: ``"fast"`` gives intervals to the estimators with an influence
+    For a regression or multi-label target the default estimators are those with a form for it
+    (:func:`default_metrics`) and the order is their mean rank (the default ordering was chosen on
+    classification truth). ``intervals``: ``"fast"`` gives intervals to the estimators with an influence
     function and to the ordering's (the others' cells stay empty: re-scoring them on every resample
-    costs tens of times the point scores); ``"all"`` to every estimator. See the module docstring."""
+    costs tens of times the point scores); ``"all"`` to every estimator. ``task`` overrides the
+    target kind the data says (``load_dataset``'s). See the module docstring."""
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
     from zooforge.zoo.backbone import Backbone
 
-    metrics = list(metrics or DEFAULT_METRICS)
-    for name in metrics:
+    for name in metrics or ():
         get_estimator(name)            # unknown names fail before any work
-    ordering = resolve_ordering(ordering, metrics)
+    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, split, max_per_class=max_per_class, seed=seed,
+                                                                        task=task)
+    metrics = list(metrics or default_metrics(ds.task))
+    ordering = resolve_ordering(ordering, metrics, ds.task)
     if intervals not in ("fast", "all"):
         raise ZooforgeError(f"intervals must be 'fast' or 'all'; got {intervals!r}.")
     resample = None if intervals == "all" else list(ordering.metrics)
@@ -135,8 +153,7 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
     entries = filter_entries(entries, list(models) if models else None)
     if not entries:
         raise ZooforgeError("the catalogue has no models" + (f" matching {list(models)}" if models else "") + ".")
-    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, split, max_per_class=max_per_class, seed=seed)
-    shared = resamples(ds.labels, bootstrap, seed)
+    shared = resamples(ds.strata(), bootstrap, seed)
     rows, samples = [], {}
     for entry in entries:
         row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None,
@@ -161,29 +178,38 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
     table = pl.DataFrame(rows, schema_overrides={m: pl.Float64 for m in metrics} | {
         "params_m": pl.Float64, "gmacs": pl.Float64, "samples_per_s": pl.Float64, "error": pl.Utf8, "skipped": pl.Utf8,
         "dataset": pl.Utf8, "dataset_fingerprint": pl.Utf8})
-    return _finish(table, metrics, samples, shared is not None, budget_gmacs, budget_params, ordering)
+    return _finish(table, metrics, samples, shared is not None, budget_gmacs, budget_params, ordering, ds.task)
 
 
 def _finish(table: pl.DataFrame, metrics, samples, with_bootstrap: bool, budget_gmacs, budget_params,
-            ordering=None) -> pl.DataFrame:
+            ordering=None, task: str = "classification") -> pl.DataFrame:
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows (failed/skipped models) stay NaN
         return _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budget_params,
-                               resolve_ordering(ordering, metrics))
+                               resolve_ordering(ordering, metrics, task))
 
 
-def resolve_ordering(ordering, metrics: Sequence[str]):
+def resolve_ordering(ordering, metrics: Sequence[str], task: str = "classification"):
     """The ordering a table of ``metrics`` is sorted by: the one given (an Ordering or its name);
-    else, for the default estimators, the default ordering; else (estimators the user chose) the
-    mean rank over ``metrics``."""
+    else, for the default estimators, the default ordering (for a regression or multi-label target,
+    whose truth it was not chosen on, the mean rank over the default estimators that have a form for
+    it: see ``DEFAULT_METRICS``); else (estimators the user chose) the mean rank over ``metrics``
+    that can score the task."""
     from zooforge.selection.ordering import DEFAULT_ORDERING, Ordering
 
     if isinstance(ordering, str):
         ordering = Ordering.parse(ordering)
     if ordering is None:
-        ordering = DEFAULT_ORDERING if set(metrics) == set(DEFAULT_METRICS) else Ordering(tuple(metrics))
+        able = tuple(m for m in metrics if get_estimator(m).unsupported(task) is None)
+        if task == "classification" and set(metrics) == set(DEFAULT_METRICS):
+            ordering = DEFAULT_ORDERING
+        elif not able:
+            raise ZooforgeError(f"none of the estimators {', '.join(metrics)} can score a {task} target; use "
+                                f"{', '.join(m for m in DEFAULT_METRICS if get_estimator(m).unsupported(task) is None)}.")
+        else:
+            ordering = Ordering(able)
     absent = [m for m in ordering.metrics if m not in metrics]
     if absent:
         raise ZooforgeError(f"the ordering {ordering.name} needs estimator(s) {', '.join(absent)}, which were not "

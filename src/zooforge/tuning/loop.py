@@ -13,7 +13,12 @@ of another run in the same folder is refused, naming what differs, and left unto
 Inputs are one tensor, or a tuple of tensors indexed together (``model(*batch)``), for models that
 take side information per sample (B-Tuning's teacher predictions). A model may leave a scalar tensor
 in ``model.aux_loss`` during a training forward (a regulariser, a load-balancing term); the loop adds
-it to the cross-entropy.
+it to the loss.
+
+Labels say the task (:mod:`zooforge.tuning.objectives`): int64 codes (N,) train with cross-entropy
+and report accuracy; float (N, K) targets with variance-scaled MSE and R^2; int (N, K) tag
+indicators with binary cross-entropy and mAP. "Accuracy" in the history and results means that
+task's score.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ import torch
 from torch import nn
 
 from zooforge.errors import ZooforgeError
+from zooforge.tuning.objectives import Objective, infer_task, objective
 from zooforge.zoo.cost import count_params
 
-__all__ = ["TrainConfig", "TrainResult", "train", "learning_rate", "predict", "evaluate_accuracy"]
+__all__ = ["TrainConfig", "TrainResult", "train", "learning_rate", "outputs", "predict", "evaluate", "evaluate_accuracy"]
 
 
 @dataclass
@@ -167,24 +173,40 @@ def _length(x: Inputs) -> int:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Inputs, batch_size: int = 256) -> torch.Tensor:
-    """Predicted classes (argmax of the logits) for every row of ``x``, in eval mode, on the CPU."""
+def outputs(model: nn.Module, x: Inputs, batch_size: int = 256) -> torch.Tensor:
+    """The model's raw outputs (logits, or regression predictions) for every row of ``x``, in eval
+    mode, as float32 on the CPU."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = [model(*_take(x, slice(i, i + batch_size), device)).argmax(-1).cpu()
+    out = [model(*_take(x, slice(i, i + batch_size), device)).float().cpu()
            for i in range(0, _length(x), batch_size)]
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def predict(model: nn.Module, x: Inputs, batch_size: int = 256) -> torch.Tensor:
+    """Predicted classes (argmax of the logits) for every row of ``x``, in eval mode, on the CPU."""
+    out = outputs(model, x, batch_size)
+    return out.argmax(-1) if len(out) else torch.empty(0, dtype=torch.long)
+
+
+def evaluate(model: nn.Module, x: Inputs, y: torch.Tensor, task: "str | Objective | None" = None,
+             batch_size: int = 256) -> float:
+    """The task's score (accuracy, R^2 or mAP; the task is inferred from ``y`` when not given)."""
+    obj = task if isinstance(task, Objective) else objective(task or infer_task(y))
+    return obj.score(outputs(model, x, batch_size), y.cpu())
 
 
 def evaluate_accuracy(model: nn.Module, x: Inputs, y: torch.Tensor, batch_size: int = 256) -> float:
-    return (predict(model, x, batch_size) == y).sum().item() / max(1, len(y))
+    """The held-out score of ``y``'s task: accuracy for class codes (R^2, mAP for the others)."""
+    return evaluate(model, x, y, batch_size=batch_size)
 
 
 def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainConfig,
           val_x: Inputs | None = None, val_y: torch.Tensor | None = None) -> TrainResult:
-    """Train ``model`` (logits = model(x)) on in-memory tensors with cross-entropy; see module doc.
+    """Train ``model`` (logits = model(x)) on in-memory tensors with the labels' task's loss
+    (cross-entropy for classes); see the module docstring.
 
     ``val_x``/``val_y`` are the validation set: accuracy on it is recorded each epoch and, with
     ``cfg.patience``, decides when to stop and which epoch's weights to keep. Never pass the data you
@@ -193,11 +215,13 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
     """
     if _length(train_x) != len(train_y) or len(train_y) == 0:
         raise ValueError(f"train_x has {_length(train_x)} samples and train_y {len(train_y)}; need equal, non-zero.")
+    task = infer_task(train_y)
     if cfg.patience is not None and val_x is None:
         from zooforge.zoo.data import stratified_split_indices
+        from zooforge.zoo.targets import strata
 
-        fit, held = (torch.as_tensor(i) for i in stratified_split_indices(train_y.cpu().numpy(), 1 - cfg.val_fraction,
-                                                                            cfg.seed))
+        fit, held = (torch.as_tensor(i) for i in stratified_split_indices(strata(train_y.cpu().numpy(), task),
+                                                                            1 - cfg.val_fraction, cfg.seed))
         if len(held) == 0:
             raise ValueError("early stopping needs a validation set, and every class has a single training "
                              "sample; pass val_x/val_y or leave `patience` unset.")
@@ -208,7 +232,7 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
     optimizer = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_y) / (cfg.batch_size * cfg.grad_accum))
     total_steps = steps_per_epoch * cfg.epochs
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    obj = objective(task, train_y, cfg.label_smoothing)
     shuffler = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     best, best_state, since_best, start_epoch = None, None, 0, 0
@@ -249,7 +273,7 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
                 x, y = _take(train_x, idx, device), train_y[idx].to(device, non_blocking=True)
                 with autocast:
                     logits = model(*x)
-                    loss = loss_fn(logits.float(), y)
+                    loss = obj.loss(logits.float(), y)
                     aux = getattr(model, "aux_loss", None)
                     if aux is not None:
                         loss = loss + aux.float()
@@ -257,16 +281,18 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
                     loss = loss * (len(idx) / n_group)
                 scaler.scale(loss).backward()
                 total_loss += loss.item() * n_group
-                correct += (logits.argmax(-1) == y).sum().item()
+                correct += obj.hits(logits, y) or 0
                 seen += len(idx)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-        row = {"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
+        row = {"epoch": epoch + 1, "loss": total_loss / seen}
+        if task == "classification":
+            row["train_accuracy"] = correct / seen
+        row |= {"lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
         if val_x is not None and val_y is not None:
-            row["val_accuracy"] = evaluate_accuracy(model, val_x, val_y)
+            row["val_accuracy"] = evaluate(model, val_x, val_y, obj)       # the task's score
             if best is None or row["val_accuracy"] > best:
                 best, since_best = row["val_accuracy"], 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if cfg.patience else None

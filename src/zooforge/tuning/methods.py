@@ -237,10 +237,12 @@ class TaskModel(nn.Module):
     the training loop can index it like any tensor.
     """
 
-    def __init__(self, backbone: Backbone, num_classes: int, cfg: MethodConfig):
+    def __init__(self, backbone: Backbone, num_classes: int, cfg: MethodConfig, task: str = "classification"):
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"`num_classes` must be at least 2; got {num_classes}.")
+        if num_classes < (2 if task == "classification" else 1):
+            raise ValueError(f"`num_classes` (outputs) must be at least {2 if task == 'classification' else 1} for "
+                             f"{task}; got {num_classes}.")
+        self.task = task
         self.backbone = backbone
         self.body = backbone.model
         self.cfg = cfg
@@ -248,6 +250,11 @@ class TaskModel(nn.Module):
         self.num_classes = num_classes
         dim = self._feature_dim()
         self.head = nn.Linear(dim, num_classes).to(backbone.device)
+        if task == "regression":
+            # outputs in the targets' unit: head(features) * scale + shift, set from the training
+            # targets (objectives.init_head), so the head learns standardised values whatever the unit
+            self.register_buffer("target_scale", torch.ones(num_classes, device=backbone.device))
+            self.register_buffer("target_shift", torch.zeros(num_classes, device=backbone.device))
 
     # features of the body only (the source head, if any, is not run)
     def features(self, inputs: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -256,7 +263,10 @@ class TaskModel(nn.Module):
         return self.backbone.pooled_features(inputs)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        out = self.head(self.features(x))
+        if self.task == "regression":
+            out = out * self.target_scale + self.target_shift
+        return out
 
     def _feature_dim(self) -> int:
         b = self.backbone
@@ -303,15 +313,17 @@ class TaskModel(nn.Module):
         return self
 
 
-def build(backbone: Backbone, num_classes: int, method: str | MethodConfig = "linear", **options: Any) -> TaskModel:
-    """Attach ``method`` to ``backbone`` (in place) and a new ``num_classes`` head; set what trains."""
+def build(backbone: Backbone, num_classes: int, method: str | MethodConfig = "linear", *,
+          task: str = "classification", **options: Any) -> TaskModel:
+    """Attach ``method`` to ``backbone`` (in place) and a new head of ``num_classes`` outputs
+    (classes; for a regression or multi-label ``task``, its targets or tags); set what trains."""
     cfg = method if isinstance(method, MethodConfig) else MethodConfig(method=method, **options)
-    task = TaskModel(backbone, num_classes, cfg)
-    body = task.body
+    model = TaskModel(backbone, num_classes, cfg, task)
+    body = model.body
     if cfg.method in ("adapter", "adaptformer"):
-        _attach_adapters(task, cfg)
+        _attach_adapters(model, cfg)
     elif cfg.method in ("lora", "ia3"):
-        _attach_peft(task, cfg)
+        _attach_peft(model, cfg)
     for name, p in body.named_parameters():
         if cfg.method == "full":
             p.requires_grad_(True)
@@ -325,9 +337,9 @@ def build(backbone: Backbone, num_classes: int, method: str | MethodConfig = "li
             p.requires_grad_("ia3_" in name)
         else:
             p.requires_grad_(False)
-    for p in task.head.parameters():
+    for p in model.head.parameters():
         p.requires_grad_(True)
-    return task
+    return model
 
 
 # ---- saving and re-attaching --------------------------------------------------------------------------
@@ -339,7 +351,10 @@ def save_adapters(task: TaskModel, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     record = {"model": task.backbone.id, "num_classes": task.num_classes, "config": _cfg_dict(task.cfg),
-              "trainable_params": task.trainable_params, "total_params": task.total_params}
+              "trainable_params": task.trainable_params, "total_params": task.total_params, "task": task.task}
+    if task.task == "regression":                  # not trainable, so not in the tensors: the unit
+        record["target_scale"] = task.target_scale.tolist()
+        record["target_shift"] = task.target_shift.tolist()
     atomic_write_bytes(out / "adapters.safetensors",
                        save(task.trainable_state(), metadata={"zooforge": json.dumps(record)}))
     atomic_write_bytes(out / "adapters.json", json.dumps(record, indent=2).encode())
@@ -362,7 +377,12 @@ def load_adapters(backbone: Backbone, path: str | Path) -> TaskModel:
         raise ZooforgeError(f"{path} carries no zooforge record; was it written by save_adapters?")
     if record["model"] != backbone.id:
         raise ZooforgeError(f"adapters in {path} were trained on {record['model']!r}, not {backbone.id!r}.")
-    task = build(backbone, record["num_classes"], MethodConfig(**record["config"]))
+    task = build(backbone, record["num_classes"], MethodConfig(**record["config"]),
+                 task=record.get("task", "classification"))
+    if task.task == "regression":
+        with torch.no_grad():
+            task.target_scale.copy_(torch.as_tensor(record["target_scale"]))
+            task.target_shift.copy_(torch.as_tensor(record["target_shift"]))
     state = load_file(str(path))
     expected = set(task.trainable_state())
     if set(state) != expected:

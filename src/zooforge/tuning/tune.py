@@ -23,6 +23,7 @@ import torch
 from zooforge.errors import ZooforgeError
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import MethodConfig, TaskModel, build, inputs_for, save_adapters
+from zooforge.tuning.objectives import METRIC_NAMES, init_head
 from zooforge.zoo.cache import atomic_write_bytes
 
 __all__ = ["DEFAULT_LR", "LR_GRID", "TuneResult", "choose_by_validation", "resolve_entry", "tune"]
@@ -40,7 +41,7 @@ VALIDATION_SPLIT = 0.8
 class TuneResult:
     model: str
     method: str
-    accuracy: float                 # held-out split
+    accuracy: float                 # held-out split: accuracy, or R^2 / mAP for those tasks (``metric``)
     trainable_params: int
     total_params: int
     peak_memory_mb: float
@@ -49,6 +50,7 @@ class TuneResult:
     lr: float | None = None                     # the peak learning rate of the final run
     lr_trials: list[dict] = field(default_factory=list)   # lr="auto": validation accuracy per rate
     task: TaskModel | None = field(default=None, repr=False)
+    metric: str = "accuracy"                    # what ``accuracy`` holds: accuracy, r2 or map
 
     @property
     def trainable_ratio(self) -> float:
@@ -99,13 +101,14 @@ def choose_by_validation(values: Sequence, trial: Callable[[object], float], nam
 
 def tune(model: str, dataset, method: str = "linear", *, catalogue=None, config: TrainConfig | None = None,
          lr: float | str | None = None, lr_grid: Sequence[float] | None = None, split: float = 0.8, seed: int = 0,
-         out_dir: str | Path | None = None, **method_options) -> TuneResult:
+         out_dir: str | Path | None = None, task: str | None = None, **method_options) -> TuneResult:
     """Fine-tune ``model`` on the train part of a stratified split of ``dataset``; report held-out accuracy.
 
     ``lr``: a peak learning rate; ``"auto"`` to choose one from ``lr_grid`` (default
     ``LR_GRID[method]``) by validation inside the training split (module docstring); None for
     ``config.lr`` when a config is given, else ``DEFAULT_LR[method]``. The held-out split is scored
-    once, at the end, and never selected on."""
+    once, at the end, and never selected on. A regression or multi-label dataset (or ``task``, as in
+    ``load_dataset``) trains with its own loss and reports R^2 or mAP (``TuneResult.metric``)."""
     from zooforge.zoo import load_dataset
     from zooforge.zoo.backbone import Backbone
 
@@ -114,7 +117,7 @@ def tune(model: str, dataset, method: str = "linear", *, catalogue=None, config:
         raise ValueError(f"`lr` must be a number or 'auto'; got {lr!r}.")
     if not isinstance(lr, str) and lr is not None and lr <= 0:
         raise ValueError(f"`lr` must be positive; got {lr}.")
-    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
+    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, task=task)
     train_ds, test_ds = ds.split(split, seed)
     backbone = Backbone.from_entry(resolve_entry(model, catalogue))
     x_tr, x_te = inputs_for(backbone, train_ds), inputs_for(backbone, test_ds)
@@ -127,7 +130,8 @@ def tune(model: str, dataset, method: str = "linear", *, catalogue=None, config:
 
         def trial(value: float) -> float:
             torch.manual_seed(seed)
-            trial_task = build(copy.deepcopy(backbone), ds.num_classes, options)   # methods train in place
+            trial_task = build(copy.deepcopy(backbone), ds.num_classes, options, task=ds.task)   # trains in place
+            init_head(trial_task, ds.task, y_tr[fit])
             train(trial_task, x_tr[fit], y_tr[fit], replace(quiet, lr=value))
             return evaluate_accuracy(trial_task, x_tr[val], y_tr[val])
 
@@ -136,13 +140,15 @@ def tune(model: str, dataset, method: str = "linear", *, catalogue=None, config:
     elif lr is not None:
         cfg = replace(cfg, lr=float(lr))
     torch.manual_seed(seed)
-    task = build(backbone, ds.num_classes, options)
-    res = train(task, x_tr, y_tr, cfg)   # the held-out split is only scored, never selected on
-    result = TuneResult(backbone.id, method, evaluate_accuracy(task, x_te, y_te), task.trainable_params,
-                        task.total_params, res.peak_memory_mb, res.seconds, res.history, cfg.lr, trials, task)
+    model = build(backbone, ds.num_classes, options, task=ds.task)
+    init_head(model, ds.task, y_tr)
+    res = train(model, x_tr, y_tr, cfg)   # the held-out split is only scored, never selected on
+    result = TuneResult(backbone.id, method, evaluate_accuracy(model, x_te, y_te), model.trainable_params,
+                        model.total_params, res.peak_memory_mb, res.seconds, res.history, cfg.lr, trials, model,
+                        METRIC_NAMES[ds.task])
     if out_dir is not None:
-        save_adapters(task, out_dir)
+        save_adapters(model, out_dir)
         record = result.record() | {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
-                                    "classes": list(ds.classes), "config": asdict(cfg)}
+                                    "classes": list(ds.classes), "target_kind": ds.task, "config": asdict(cfg)}
         atomic_write_bytes(Path(out_dir) / "result.json", json.dumps(record, indent=2).encode())
     return result

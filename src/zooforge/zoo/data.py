@@ -28,8 +28,10 @@ instead and records them in ``meta["skipped_files"]``.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
+import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,8 +40,10 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from zooforge.errors import DatasetError
+from zooforge.zoo.targets import check_task, encode_multilabel, encode_regression, infer_task, label_summary, strata
 
-__all__ = ["Dataset", "load_dataset", "stratified_split_indices", "IMAGE_SUFFIXES"]
+__all__ = ["Dataset", "LazyImages", "decode_image", "encode_targets", "load_dataset", "stratified_split_indices",
+           "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 DEFAULT_SPLIT_FRACTION = 0.8   # train share when a dataset has no split of its own
@@ -54,10 +58,55 @@ OS_METADATA = frozenset({"__macosx", "@eadir", "thumbs.db", "desktop.ini", "syst
 MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none"})
 
 
+class LazyImages:
+    """Images read on demand from a container (an Arrow table, Parquet files, tar shards): a dataset
+    too large to decode into memory keeps only this, and subsets are views (``take``), not copies.
+    ``rows`` are the samples' positions in the container; subclasses read one (``_read``) and name
+    it for messages (``_name``). Instances must pickle cheaply (DataLoader workers get them)."""
+
+    rows: np.ndarray
+    checked = False       # True when every image was decoded once while indexing (no second pass)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, i: int) -> np.ndarray:
+        row = int(self.rows[i])
+        raw = self._read(row)
+        return raw if isinstance(raw, np.ndarray) else decode_image(raw, self._name(row))
+
+    def name(self, i: int) -> str:
+        return self._name(int(self.rows[i]))
+
+    def take(self, indices) -> "LazyImages":
+        view = copy.copy(self)
+        view.rows = self.rows[np.asarray(indices, dtype=np.int64)]
+        return view
+
+    def _read(self, row: int) -> "bytes | np.ndarray":
+        raise NotImplementedError
+
+    def _name(self, row: int) -> str:
+        raise NotImplementedError
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Encoded image bytes as an RGB uint8 array; undecodable bytes raise ``DatasetError`` naming ``name``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DatasetError(f"cannot read image {name}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """Labelled samples. ``items`` is a uint8 array (N, H, W, 3), a list of image paths, or a list of
-    strings (text); ``labels`` are codes into ``classes``."""
+    """Labelled samples. ``items`` is a uint8 array (N, H, W, 3), a list of image paths, a
+    :class:`LazyImages`, or a list of strings (text). ``labels`` depend on ``task``
+    (:mod:`zooforge.zoo.targets`): class codes into ``classes``, or (N, K) regression targets /
+    tag indicators whose columns ``classes`` names."""
 
     name: str
     modality: str                       # "image" | "text"
@@ -66,12 +115,14 @@ class Dataset:
     classes: tuple[str, ...]
     fingerprint: str
     meta: dict = field(default_factory=dict, compare=False)
+    task: str = "classification"        # "classification" | "regression" | "multilabel"
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @property
     def num_classes(self) -> int:
+        """Classes, regression targets or tags: the width of a head for this task."""
         return len(self.classes)
 
     @property
@@ -83,18 +134,28 @@ class Dataset:
         """Sample i as an RGB uint8 array (H, W, 3); an unreadable file raises ``DatasetError``."""
         if self.in_memory:
             return self.items[i]
+        if isinstance(self.items, LazyImages):
+            return self.items.read(i)
         return _read_image(self.items[i])
+
+    def item_name(self, i: int) -> str:
+        """Where sample i comes from, for messages (a path, a shard member, a table row)."""
+        if isinstance(self.items, LazyImages):
+            return self.items.name(i)
+        return f"{self.name}[{i}]" if self.in_memory or self.modality == "text" else str(self.items[i])
 
     def text(self, i: int) -> str:
         return self.items[i]
 
+    def strata(self) -> np.ndarray:
+        """Groups to stratify over (see :func:`zooforge.zoo.targets.strata`)."""
+        return strata(self.labels, self.task)
+
     def summary(self) -> str:
-        """One line: name, N, classes, the smallest and largest class, and the split."""
-        counts = np.bincount(self.labels, minlength=self.num_classes)
+        """One line: name, N, the labels (classes and their range, targets, tags) and the split."""
         split = self.meta.get("split")
         skipped = self.meta.get("skipped_files")
-        return (f"{self.name}: {len(self)} {self.modality}s, {self.num_classes} classes "
-                f"({int(counts.min())}-{int(counts.max())} per class)"
+        return (f"{self.name}: {len(self)} {self.modality}s, {label_summary(self.labels, self.classes, self.task)}"
                 + (f", split {split!r}" + (f" of {', '.join(self.meta['splits'])}" if self.meta.get("splits") else "")
                    if split else "")
                 + (f"; {len(skipped)} unreadable file(s) skipped: {', '.join(skipped[:3])}"
@@ -102,27 +163,34 @@ class Dataset:
 
     def subset(self, indices: Sequence[int] | np.ndarray, tag: str) -> "Dataset":
         idx = np.asarray(indices, dtype=np.int64)
-        items = self.items[idx] if self.in_memory else [self.items[i] for i in idx]
+        if self.in_memory:
+            items = self.items[idx]
+        elif isinstance(self.items, LazyImages):
+            items = self.items.take(idx)
+        else:
+            items = [self.items[i] for i in idx]
         digest = hashlib.sha256(self.fingerprint.encode() + idx.tobytes()).hexdigest()
         return replace(self, name=f"{self.name}[{tag}]", items=items, labels=self.labels[idx],
                        fingerprint=digest)
 
     def split(self, fraction: float = DEFAULT_SPLIT_FRACTION, seed: int = 0) -> tuple["Dataset", "Dataset"]:
-        """Stratified (train, held-out) split; every class keeps at least one sample on each side
-        when it has two or more. The rows are :meth:`split_indices`."""
+        """Stratified (train, held-out) split; every class (stratum) keeps at least one sample on each
+        side when it has two or more. The rows are :meth:`split_indices`."""
         first_idx, rest = self.split_indices(fraction, seed)
         return self.subset(first_idx, f"split{fraction}:{seed}:a"), self.subset(rest, f"split{fraction}:{seed}:b")
 
     def split_indices(self, fraction: float = DEFAULT_SPLIT_FRACTION, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The sorted row indices of :meth:`split`'s two sides, for slicing arrays aligned with this dataset."""
-        return stratified_split_indices(self.labels, fraction, seed)
+        return stratified_split_indices(self.strata(), fraction, seed)
 
     def subsample(self, max_per_class: int, seed: int = 0) -> "Dataset":
-        """At most ``max_per_class`` samples of each class, drawn reproducibly."""
+        """At most ``max_per_class`` samples of each class (for regression and multi-label: of each
+        stratum, :meth:`strata`), drawn reproducibly."""
         if max_per_class < 1:
             raise ValueError(f"`max_per_class` must be at least 1; got {max_per_class}.")
         rng = np.random.default_rng(seed)
-        keep = [rng.permutation(np.flatnonzero(self.labels == c))[:max_per_class] for c in range(self.num_classes)]
+        groups = self.strata()
+        keep = [rng.permutation(np.flatnonzero(groups == c))[:max_per_class] for c in np.unique(groups)]
         return self.subset(np.sort(np.concatenate(keep)), f"max{max_per_class}:{seed}")
 
 
@@ -186,6 +254,40 @@ def _encode_labels(raw: Sequence[Any], source: str, rows: Sequence[int] | None =
     return codes.astype(np.int64), tuple(str(c) for c in classes)
 
 
+def encode_targets(raw: Sequence[Any], source: str, task: str | None = None, *, rows: Sequence[int] | None = None,
+                   row_word: str = "sample", names: Sequence[str] | None = None) -> tuple[np.ndarray, tuple[str, ...], str]:
+    """(labels, classes, task) from one raw label per sample, for the asked ``task`` or the one the
+    labels say (:func:`zooforge.zoo.targets.infer_task`). A missing label is an error naming its rows
+    for every kind (a multi-label sample without tags is an empty list, not a missing label).
+    ``names``: the class names of integer codes (a Hugging Face ``ClassLabel``), the target names
+    of regression columns, or the tag names of indicator vectors."""
+    task = check_task(task)
+    missing = [i for i, v in enumerate(raw) if not isinstance(v, (list, tuple, np.ndarray)) and _is_missing(v)]
+    if missing:
+        where = [rows[i] if rows is not None else i for i in missing]
+        shown = ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
+        raise DatasetError(f"{source}: {len(missing)} {row_word}(s) have an empty or missing label ({row_word} "
+                           f"{shown}); give every row a label or remove those rows.")
+    task = task or infer_task(raw)
+    if task == "regression":
+        labels, classes = encode_regression(raw, source, names if names and not _is_codes(raw) else None, rows, row_word)
+        return labels, classes, task
+    if task == "multilabel":
+        labels, classes = encode_multilabel(raw, source, names, rows, row_word)
+        return labels, classes, task
+    if any(isinstance(v, (list, tuple, np.ndarray)) for v in raw):
+        raise DatasetError(f"{source}: labels are lists (several per sample), which a classification task cannot "
+                           f"take; use --task multilabel (tags) or --task regression (numbers).")
+    if names is not None and _is_codes(raw):
+        raw = [names[int(v)] for v in raw]
+    labels, classes = _encode_labels(raw, source, rows, row_word)
+    return labels, classes, task
+
+
+def _is_codes(raw: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw)
+
+
 def _hash_files(paths: Sequence[Path], labels: Sequence[str], root: Path) -> str:
     h = hashlib.sha256()
     for p, label in zip(paths, labels):
@@ -220,7 +322,12 @@ def _split_layout(root: Path) -> list[str]:
     return [d.name for d in splits]
 
 
-def _from_folder(root: Path, split: str | None) -> Dataset:
+def _tagged(fingerprint: str, task: str) -> str:
+    """A fingerprint that also says the target kind (classification's stays as it was: caches keep)."""
+    return fingerprint if task == "classification" else hashlib.sha256(f"{fingerprint}:{task}".encode()).hexdigest()
+
+
+def _from_folder(root: Path, split: str | None, task: str | None = None) -> Dataset:
     splits = _split_layout(root)
     meta: dict = {}
     if splits:
@@ -248,11 +355,12 @@ def _from_folder(root: Path, split: str | None) -> Dataset:
             f"{root}: no images found; expected ImageFolder layout <root>/<class>/<image> with "
             f"suffixes {', '.join(sorted(IMAGE_SUFFIXES))}."
         )
-    labels, classes = _encode_labels(raw, str(root))
-    return Dataset(str(root), "image", [str(p) for p in paths], labels, classes, _hash_files(paths, raw, root), meta)
+    labels, classes, kind = encode_targets(raw, str(root), task or "classification")   # folder names are classes
+    return Dataset(str(root), "image", [str(p) for p in paths], labels, classes,
+                   _tagged(_hash_files(paths, raw, root), kind), meta, kind)
 
 
-def _from_csv(file: Path, split: str | None) -> Dataset:
+def _from_csv(file: Path, split: str | None, task: str | None = None) -> Dataset:
     with file.open(newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
@@ -278,17 +386,18 @@ def _from_csv(file: Path, split: str | None) -> Dataset:
         rows = [r for r in rows if r["split"] == split]
         meta = {"split": split, "splits": names}
     raw = [r["label"] for r in rows]
-    labels, classes = _encode_labels(raw, str(file), lines, "line")   # missing labels refused by line
+    # missing labels refused by line; a multi-label cell holds tags separated by '|'
+    labels, classes, kind = encode_targets(raw, str(file), task, rows=lines, row_word="line")
     if "path" in header:
         paths = [(file.parent / r["path"]).resolve() for r in rows]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise DatasetError(f"{file}: {len(missing)} image file(s) not found, e.g. {missing[0]}")
         return Dataset(str(file), "image", [str(p) for p in paths], labels, classes,
-                       _hash_files(paths, raw, file.parent.resolve()), meta)
+                       _tagged(_hash_files(paths, raw, file.parent.resolve()), kind), meta, kind)
     texts = [r["text"] for r in rows]
     digest = hashlib.sha256("\0".join(f"{t}\1{lab}" for t, lab in zip(texts, raw)).encode()).hexdigest()
-    return Dataset(str(file), "text", texts, labels, classes, digest, meta)
+    return Dataset(str(file), "text", texts, labels, classes, _tagged(digest, kind), meta, kind)
 
 
 def _as_rgb_array(images: np.ndarray, source: str) -> np.ndarray:
@@ -303,19 +412,23 @@ def _as_rgb_array(images: np.ndarray, source: str) -> np.ndarray:
     return np.ascontiguousarray(images[..., :3])
 
 
-def _array_dataset(name: str, images: np.ndarray, raw_labels, fingerprint_extra: bytes = b"") -> Dataset:
+def _array_dataset(name: str, images: np.ndarray, raw_labels, fingerprint_extra: bytes = b"",
+                   task: str | None = "classification") -> Dataset:
+    """An in-memory dataset; ``labels`` a vector (classes, or one regression target) or an N x K
+    matrix (K regression targets, or 0/1 tag indicators); ``task`` None infers the kind."""
     images = _as_rgb_array(images, name)
     raw = np.asarray(raw_labels)
-    if raw.ndim != 1 or len(raw) != len(images):
-        raise DatasetError(f"{name}: `labels` must be a vector of {len(images)} labels; got shape {raw.shape}.")
-    labels, classes = _encode_labels(raw.tolist(), name)
+    if raw.ndim not in (1, 2) or len(raw) != len(images):
+        raise DatasetError(f"{name}: `labels` must be a vector of {len(images)} labels (or {len(images)} x K targets "
+                           f"or tags); got shape {raw.shape}.")
+    labels, classes, kind = encode_targets(raw.tolist(), name, task)
     h = hashlib.sha256(fingerprint_extra)
     h.update(images.tobytes())
     h.update(labels.tobytes())
-    return Dataset(name, "image", images, labels, classes, h.hexdigest())
+    return Dataset(name, "image", images, labels, classes, _tagged(h.hexdigest(), kind), {}, kind)
 
 
-def _from_npz(file: Path) -> Dataset:
+def _from_npz(file: Path, task: str | None = None) -> Dataset:
     try:
         data = np.load(file, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -323,17 +436,17 @@ def _from_npz(file: Path) -> Dataset:
     for key in ("images", "labels"):
         if key not in data:
             raise DatasetError(f"{file}: missing array `{key}` (has {sorted(data.files)}); expected `images` and `labels`.")
-    return _array_dataset(str(file), data["images"], data["labels"])
+    return _array_dataset(str(file), data["images"], data["labels"], task=task)
 
 
-def _from_sklearn(name: str, split: str | None) -> Dataset:
+def _from_sklearn(name: str, split: str | None, task: str | None = None) -> Dataset:
     if name != "digits":
         raise DatasetError(f"unknown sklearn dataset {name!r}; supported: sklearn:digits.")
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = np.clip(bunch.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
-    ds = _array_dataset("sklearn:digits", images, bunch.target, b"sklearn-digits")
+    ds = _array_dataset("sklearn:digits", images, bunch.target, b"sklearn-digits", task or "classification")
     if split is None:
         return ds
     train, test = ds.split(DEFAULT_SPLIT_FRACTION, seed=0)
@@ -348,20 +461,20 @@ def _pick_split(train: Dataset, test: Dataset, split: str, name: str) -> Dataset
     raise DatasetError(f"{name}: unknown split {split!r}; use train, val or test.")
 
 
-def _from_demo(rest: str, split: str | None) -> Dataset:
+def _from_demo(rest: str, split: str | None, kind: str | None = None) -> Dataset:
+    from zooforge.zoo.demo.kinds import KIND_TASKS, generate_kind
     from zooforge.zoo.demo.tasks import GENERATOR_VERSION, TASKS, generate
-
     from zooforge.zoo.demo.text import TEXT_TASKS, generate_text
 
     task, _, query = rest.partition("?")
-    if task not in TASKS and task not in TEXT_TASKS:
-        raise DatasetError(f"unknown demo task {task!r}; available: {', '.join([*TASKS, *TEXT_TASKS])}.")
+    if task not in TASKS and task not in TEXT_TASKS and task not in KIND_TASKS:
+        raise DatasetError(f"unknown demo task {task!r}; available: {', '.join([*TASKS, *TEXT_TASKS, *KIND_TASKS])}.")
     options = dict(parse_qsl(query))
     unknown = set(options) - {"n", "seed"}
     if unknown:
         raise DatasetError(f"demo:{task}: unknown option(s) {sorted(unknown)}; valid: n, seed.")
     try:
-        n = int(options.get("n", 100))
+        n = int(options.get("n", KIND_TASKS[task].default_n if task in KIND_TASKS else 100))
         seed = int(options.get("seed", 0))
     except ValueError:
         raise DatasetError(f"demo:{task}: options n and seed must be integers; got {query!r}.") from None
@@ -372,21 +485,32 @@ def _from_demo(rest: str, split: str | None) -> Dataset:
     elif split not in (None, "train"):
         raise DatasetError(f"demo:{task}: unknown split {split!r}; use train, val or test.")
     modality = "text" if task in TEXT_TASKS else "image"
-    items, labels, classes = (generate_text if modality == "text" else generate)(task, n, seed)
     name = f"demo:{task}" + (f"[{split}]" if split else "")
     fingerprint = hashlib.sha256(f"demo:{task}:{n}:{seed}:v{GENERATOR_VERSION}".encode()).hexdigest()
-    return Dataset(name, modality, items, labels, tuple(classes), fingerprint, {"task": task, "n": n, "seed": seed})
+    meta = {"task": task, "n": n, "seed": seed}
+    if task in KIND_TASKS:
+        images, raw, names = generate_kind(task, n, seed)
+        labels, classes, kind = encode_targets(raw, name, kind or KIND_TASKS[task].kind, names=names)
+        return Dataset(name, modality, images, labels, classes, _tagged(fingerprint, kind), meta, kind)
+    items, codes, names = (generate_text if modality == "text" else generate)(task, n, seed)
+    if kind in (None, "classification"):
+        return Dataset(name, modality, items, codes, tuple(names), fingerprint, meta)
+    # another kind asked of a class task: its class names are the values (counting as a number)
+    labels, classes, kind = encode_targets([names[c] for c in codes], name, kind)
+    return Dataset(name, modality, items, labels, classes, _tagged(fingerprint, kind), meta, kind)
 
 
 def unreadable_images(ds: Dataset, workers: int = 4) -> list[tuple[int, str]]:
     """(index, why) of every image file of ``ds`` that cannot be decoded; [] for in-memory or text data."""
     if ds.modality != "image" or ds.in_memory:
         return []
+    if getattr(ds.items, "checked", False):          # decoded once already, while indexing
+        return ds.items.found_unreadable()
     from concurrent.futures import ThreadPoolExecutor
 
     def probe(i: int) -> tuple[int, str] | None:
         try:
-            _read_image(ds.items[i])
+            ds.image(i)
         except DatasetError as exc:
             return i, str(exc)
         return None
@@ -405,36 +529,55 @@ def _check_images(ds: Dataset, skip_bad_files: bool) -> Dataset:
                            f"them, or pass --skip-bad-files (Python: skip_bad_files=True) to leave them out.")
     drop = {i for i, _ in bad}
     kept = [i for i in range(len(ds)) if i not in drop]
-    missing = sorted(set(range(ds.num_classes)) - set(ds.labels[kept].tolist()))
+    if ds.task == "classification":
+        missing = sorted(set(range(ds.num_classes)) - set(ds.labels[kept].tolist()))
+    elif ds.task == "multilabel":
+        missing = np.flatnonzero(ds.labels[kept].sum(axis=0) == 0).tolist()
+    else:
+        missing = []
     if missing:
-        raise DatasetError(f"{ds.name}: every image of class(es) {[ds.classes[c] for c in missing]} is unreadable: "
-                           f"{shown}.")
+        raise DatasetError(f"{ds.name}: every image of {'class(es)' if ds.task == 'classification' else 'tag(s)'} "
+                           f"{[ds.classes[c] for c in missing]} is unreadable: {shown}.")
     out = ds.subset(kept, "readable")
-    return replace(out, name=ds.name, meta=ds.meta | {"skipped_files": [ds.items[i] for i, _ in bad]})
+    return replace(out, name=ds.name, meta=ds.meta | {"skipped_files": [ds.item_name(i) for i, _ in bad]})
 
 
 def load_dataset(spec: str | Path, split: str | None = None, *, max_per_class: int | None = None,
-                 seed: int = 0, skip_bad_files: bool = False) -> Dataset:
+                 seed: int = 0, skip_bad_files: bool = False, task: str | None = None) -> Dataset:
     """Load a dataset from any spec listed in the module docstring; optionally subsample per class.
-    Image files are decoded once here; unreadable ones are an error naming them, or with
-    ``skip_bad_files`` are left out (listed in ``meta["skipped_files"]``)."""
+    ``task`` (classification, regression, multilabel) overrides the kind the labels say
+    (:mod:`zooforge.zoo.targets`). Image files are decoded once here; unreadable ones are an error
+    naming them, or with ``skip_bad_files`` are left out (listed in ``meta["skipped_files"]``)."""
     text = str(spec)
+    task = check_task(task)
     if text.startswith("demo:"):
-        ds = _from_demo(text[5:], split)
+        ds = _from_demo(text[5:], split, task)
     elif text.startswith("sklearn:"):
-        ds = _from_sklearn(text[8:], split)
+        ds = _from_sklearn(text[8:], split, task)
+    elif text.startswith("hf:"):
+        from zooforge.zoo.hfdata import from_hf
+
+        ds = from_hf(text[3:], split, task)
+    elif text.startswith("wds:"):
+        from zooforge.zoo.shards import from_shards
+
+        ds = from_shards(text[4:], split, task)
     else:
         path = Path(text).expanduser()
         if not path.exists():
-            raise DatasetError(f"dataset {text!r} not found: give a folder, a .csv, a .npz, sklearn:digits or demo:<task>.")
+            raise DatasetError(f"dataset {text!r} not found: give a folder, a .csv, a .npz, hf:<dataset>, wds:<shards>, "
+                               f"sklearn:digits or demo:<task>.")
         if path.is_dir():
-            ds = _from_folder(path, split)
+            ds = _from_folder(path, split, task)
         elif path.suffix.lower() == ".csv":
-            ds = _from_csv(path, split)
+            ds = _from_csv(path, split, task)
         elif path.suffix.lower() == ".npz":
-            ds = _from_npz(path)
+            ds = _from_npz(path, task)
+        elif path.suffix.lower() in (".parquet", ".arrow"):
+            raise DatasetError(f"{path}: a {path.suffix} file is read as a Hugging Face dataset: give it as hf:{text}.")
         else:
-            raise DatasetError(f"{path}: unsupported dataset file type {path.suffix!r}; use a folder, .csv or .npz.")
+            raise DatasetError(f"{path}: unsupported dataset file type {path.suffix!r}; use a folder, .csv, .npz, "
+                               f"hf:<file or folder> or wds:<shards>.")
     if max_per_class is not None:
         ds = ds.subsample(max_per_class, seed)
     return _check_images(ds, skip_bad_files)          # only the images that will be used

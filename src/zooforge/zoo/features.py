@@ -36,11 +36,12 @@ class FeatureSet:
     """Everything extracted from one (model, dataset, layers, transform)."""
 
     features: np.ndarray                     # (N, D) float32 pooled pre-logit features
-    labels: np.ndarray                       # (N,) int64 codes into ``classes``
+    labels: np.ndarray                       # (N,) int64 codes into ``classes``; (N, K) for other tasks
     classes: tuple[str, ...]
     source_probs: np.ndarray | None = None   # (N, Z) float32 softmax of the source head
     layers: dict[str, np.ndarray] = field(default_factory=dict)   # name -> (N, C_l) pooled
     provenance: dict = field(default_factory=dict)
+    task: str = "classification"             # the target kind (zooforge.zoo.targets)
 
     def inputs(self) -> dict[str, np.ndarray | None]:
         """The arrays an estimator may need (see ``zooforge.metrics.INPUTS``)."""
@@ -194,7 +195,7 @@ def _to_featureset(arrays: dict[str, np.ndarray], dataset: Dataset, meta: dict, 
     return FeatureSet(
         features=arrays["features"].astype(np.float32, copy=False), labels=dataset.labels.copy(),
         classes=dataset.classes, source_probs=arrays.get("source_probs"), layers=layers,
-        provenance=dict(meta, cache_hit=cache_hit))
+        provenance=dict(meta, cache_hit=cache_hit), task=dataset.task)
 
 
 class progress_bar:
