@@ -739,6 +739,28 @@ app.add_typer(catalogue_app, name="catalogue")
 CatalogueOut = Annotated[Path, typer.Option(help="catalogue file to write (.toml)")]
 
 
+@app.command()
+def export(
+    data: Annotated[str, typer.Argument(help=DATA_HELP)],
+    out: Annotated[Path, typer.Argument(help="where to write: a folder (disk, wds) or a .parquet file")],
+    format: Annotated[str, typer.Option("--format", help="disk (save_to_disk), parquet or wds (tar shards)")] = "wds",
+    split: SplitOpt = None,
+    task: TaskOpt = None,
+    shard_size: Annotated[int, typer.Option(help="samples per tar shard")] = 1000,
+) -> None:
+    """Write a dataset as a Hugging Face dataset or tar shards; print the DATA spec that reads it back."""
+    from zooforge.zoo import load_dataset
+    from zooforge.zoo.export import export as write
+
+    try:
+        ds = load_dataset(data, split, task=task)
+        console.print(f"dataset {ds.summary()}", soft_wrap=True)
+        spec = write(ds, out, format, shard_size=shard_size, split=split or "train")
+    except (ZooforgeError, ValueError, OSError) as exc:
+        _fail(exc)
+    console.print(f"wrote {len(ds)} samples; read them back as [bold]{spec}[/]", soft_wrap=True)
+
+
 def _write_listing(entries, out: Path, header: str) -> None:
     from zooforge.zoo.listing import dump_catalogue
 

@@ -202,3 +202,55 @@ def test_bad_shard_input_is_named(tmp_path):
         tar.add(tmp_path / "shard-000.tar", arcname="inner.tar")
     with pytest.raises(DatasetError, match="uncompressed"):
         load_dataset(f"wds:{tmp_path}/z.tar.gz")
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_the_shard_index_reads_tar_headers_as_tarfile_does(tmp_path, fmt):
+    from zooforge.zoo.shards import _members
+
+    names = ["a.png", "deep/" * 30 + "sample.cls", "dir/unicode.txt", "empty.bin"]   # ustar: prefix + name
+    if fmt != tarfile.USTAR_FORMAT:
+        names += ["x" * 99 + ".json", "dir/ünïcode.png"]   # longer than a ustar name; not ASCII
+    path = tmp_path / "t.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for k, name in enumerate(names):
+            data = bytes(range(256)) * k
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        folder = tarfile.TarInfo("a-folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)                                # not a sample: skipped
+    with tarfile.open(path) as tar:
+        expected = [(m.name, m.offset_data, m.size) for m in tar if m.isfile()]
+    with open(path, "rb") as fh:
+        got = [(name, offset, size) for name, offset, size, data in _members(fh)]
+    assert got == expected
+
+
+@pytest.mark.parametrize("spec", ["demo:shapes?n=4", "demo:tags?n=12", "demo:size?n=12"])
+@pytest.mark.parametrize("fmt", ["disk", "parquet", "wds"])
+def test_export_round_trips_every_kind(tmp_path, spec, fmt):
+    from zooforge.zoo.export import export
+
+    ds = load_dataset(spec)
+    back = load_dataset(export(ds, tmp_path / ("out.parquet" if fmt == "parquet" else "out"), fmt, shard_size=5))
+    assert back.task == ds.task and len(back) == len(ds)
+    assert back.classes == ds.classes or ds.task == "regression"
+    np.testing.assert_allclose(back.labels, ds.labels)
+    for i in (0, len(ds) - 1):
+        np.testing.assert_array_equal(back.image(i), ds.image(i))
+
+
+def test_cli_export_prints_the_spec_that_reads_it_back(tmp_path):
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    result = CliRunner().invoke(app, ["export", "demo:shapes?n=3", str(tmp_path / "s"), "--shard-size", "5"])
+    assert result.exit_code == 0, result.output
+    spec = result.output.split("read them back as ")[1].split()[0]
+    assert spec == f"wds:{tmp_path / 's'}/train-{{000000..000002}}.tar"
+    assert len(load_dataset(spec)) == 12
+    bad = CliRunner().invoke(app, ["export", "demo:shapes?n=3", str(tmp_path / "p.csv"), "--format", "parquet"])
+    assert bad.exit_code == 1 and "needs a .parquet file name" in bad.output

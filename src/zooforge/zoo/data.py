@@ -12,10 +12,15 @@ Accepted specs (CLI and API alike):
 * an ``.npz`` with ``images`` (N x H x W [x C] uint8) and ``labels``;
 * ``sklearn:digits`` (the 8 x 8 digits scikit-learn ships);
 * ``demo:<task>`` for the procedural tasks, with options ``demo:shapes?n=200&seed=1`` (images; the
-  text tasks ``demo:topics`` and ``demo:intent`` give sentences).
+  text tasks ``demo:topics`` and ``demo:intent`` give sentences; ``demo:size`` and ``demo:tags`` are
+  a regression and a multi-label task);
+* ``hf:<source>`` a Hugging Face dataset (:mod:`zooforge.zoo.hfdata`) and ``wds:<pattern>`` tar
+  shards (:mod:`zooforge.zoo.shards`), both read lazily (:class:`LazyImages`).
 
-Labels of any type are mapped to 0..C-1 with the original names kept in ``classes``; an empty or
-missing label (``''``, NaN, ``NA``, ``null``, ``None``) is refused with its row, never made a class.
+Labels say their task (:mod:`zooforge.zoo.targets`: classes, regression targets or tags), or
+``task=`` does. Class labels of any type are mapped to 0..C-1 with the original names kept in
+``classes``; an empty or missing label (``''``, NaN, ``NA``, ``null``, ``None``) is refused with its
+row, never made a class.
 Images are decoded lazily and converted to RGB (grayscale replicated, alpha dropped).
 ``Dataset.summary()`` is the one line the CLI prints before any work: N, classes, the per-class
 range and the split.
@@ -40,10 +45,10 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from zooforge.errors import DatasetError
-from zooforge.zoo.targets import check_task, encode_multilabel, encode_regression, infer_task, label_summary, strata
+from zooforge.zoo.targets import MISSING_LABELS, check_task, encode_targets, label_summary, strata
 
 __all__ = ["Dataset", "LazyImages", "decode_image", "encode_targets", "load_dataset", "stratified_split_indices",
-           "IMAGE_SUFFIXES"]
+           "IMAGE_SUFFIXES", "MISSING_LABELS"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 DEFAULT_SPLIT_FRACTION = 0.8   # train share when a dataset has no split of its own
@@ -54,8 +59,6 @@ SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "dev", "test",
 # starts with '.', which covers .DS_Store, .ipynb_checkpoints and AppleDouble ._ files).
 OS_METADATA = frozenset({"__macosx", "@eadir", "thumbs.db", "desktop.ini", "system volume information",
                          "$recycle.bin", "lost+found"})
-# Label values that mean "no label" in CSVs and arrays.
-MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none"})
 
 
 class LazyImages:
@@ -219,73 +222,6 @@ def _read_image(path: str | Path) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, (float, np.floating)) and np.isnan(value):
-        return True
-    return str(value).strip().lower() in MISSING_LABELS
-
-
-def _encode_labels(raw: Sequence[Any], source: str, rows: Sequence[int] | None = None,
-                   row_word: str = "sample") -> tuple[np.ndarray, tuple[str, ...]]:
-    """Codes 0..C-1 and class names. ``rows`` names each label's row for messages (default: its
-    index); a missing label is an error naming the rows, never a class of its own."""
-    missing = [i for i, v in enumerate(raw) if _is_missing(v)]
-    if missing:
-        where = [rows[i] if rows is not None else i for i in missing]
-        shown = ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
-        raise DatasetError(f"{source}: {len(missing)} {row_word}(s) have an empty or missing label ({row_word} "
-                           f"{shown}); give every row a label or remove those rows.")
-    values = np.asarray([str(v).strip() for v in raw], dtype=str)
-    if values.size == 0:
-        raise DatasetError(f"{source}: the dataset is empty (no samples found).")
-    classes, codes = np.unique(values, return_inverse=True)
-    if len(classes) < 2:
-        raise DatasetError(f"{source}: only one class ({str(classes[0])!r}); a classification task needs at least 2.")
-    # numeric class names sort numerically ("2" < "10")
-    if all(c.lstrip("-").isdigit() for c in classes):
-        order = np.argsort([int(c) for c in classes])
-        remap = np.empty_like(order)
-        remap[order] = np.arange(len(order))
-        classes, codes = classes[order], remap[codes]
-    return codes.astype(np.int64), tuple(str(c) for c in classes)
-
-
-def encode_targets(raw: Sequence[Any], source: str, task: str | None = None, *, rows: Sequence[int] | None = None,
-                   row_word: str = "sample", names: Sequence[str] | None = None) -> tuple[np.ndarray, tuple[str, ...], str]:
-    """(labels, classes, task) from one raw label per sample, for the asked ``task`` or the one the
-    labels say (:func:`zooforge.zoo.targets.infer_task`). A missing label is an error naming its rows
-    for every kind (a multi-label sample without tags is an empty list, not a missing label).
-    ``names``: the class names of integer codes (a Hugging Face ``ClassLabel``), the target names
-    of regression columns, or the tag names of indicator vectors."""
-    task = check_task(task)
-    missing = [i for i, v in enumerate(raw) if not isinstance(v, (list, tuple, np.ndarray)) and _is_missing(v)]
-    if missing:
-        where = [rows[i] if rows is not None else i for i in missing]
-        shown = ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
-        raise DatasetError(f"{source}: {len(missing)} {row_word}(s) have an empty or missing label ({row_word} "
-                           f"{shown}); give every row a label or remove those rows.")
-    task = task or infer_task(raw)
-    if task == "regression":
-        labels, classes = encode_regression(raw, source, names if names and not _is_codes(raw) else None, rows, row_word)
-        return labels, classes, task
-    if task == "multilabel":
-        labels, classes = encode_multilabel(raw, source, names, rows, row_word)
-        return labels, classes, task
-    if any(isinstance(v, (list, tuple, np.ndarray)) for v in raw):
-        raise DatasetError(f"{source}: labels are lists (several per sample), which a classification task cannot "
-                           f"take; use --task multilabel (tags) or --task regression (numbers).")
-    if names is not None and _is_codes(raw):
-        raw = [names[int(v)] for v in raw]
-    labels, classes = _encode_labels(raw, source, rows, row_word)
-    return labels, classes, task
-
-
-def _is_codes(raw: Sequence[Any]) -> bool:
-    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw)
 
 
 def _hash_files(paths: Sequence[Path], labels: Sequence[str], root: Path) -> str:

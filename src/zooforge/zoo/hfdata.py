@@ -109,11 +109,12 @@ class ParquetImages(LazyImages):
         import pyarrow.parquet as pq
 
         g = int(np.searchsorted(self._starts, row, side="right") - 1)
-        if self._cached is None or self._cached[0] != g:
+        cached = self._cached                     # one read of the shared slot: threads may replace it
+        if cached is None or cached[0] != g:
             f, group = self._groups[g]
-            cells = pq.ParquetFile(self.files[f]).read_row_group(group, columns=[self.column]).column(0)
-            self._cached = (g, cells)
-        return _image_value(self._cached[1][row - int(self._starts[g])].as_py(), self._name(row))
+            cached = (g, pq.ParquetFile(self.files[f]).read_row_group(group, columns=[self.column]).column(0))
+            self._cached = cached
+        return _image_value(cached[1][row - int(self._starts[g])].as_py(), self._name(row))
 
     def _name(self, row: int) -> str:
         return f"{self.source} row {row}"

@@ -9,7 +9,9 @@ Options: ``image`` (the image member's extension; default: the first of jpg, jpe
 bmp, tif, tiff present), ``label`` (the label member's extension; default: the first of cls, label,
 target, json present), ``key`` (with ``label=json``: the field holding the label, default ``label``)
 and ``task`` (as ``--task``). A ``cls`` member holds a class index or name, or a number (regression
-when not all integers); a JSON label may be a list of tags (multi-label) or of numbers.
+when not all integers); class indices take their names from a ``classes.txt`` beside the first
+shard (one name a line, as ``zooforge export`` writes it). A JSON label may be a list of tags
+(multi-label) or of numbers.
 
 One pass reads each shard in order: it records where every image lies (shard, offset, size), hashes
 its bytes for the dataset fingerprint and decodes it once to find unreadable ones (in a thread pool),
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -69,6 +70,58 @@ class ShardImages(LazyImages):
         return [(i, self.unreadable[int(r)]) for i, r in enumerate(self.rows) if int(r) in self.unreadable]
 
 
+class _NotTar(Exception):
+    pass
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:                       # GNU base-256 for sizes over 8 GiB
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise _NotTar("a header field is not an octal number") from None
+
+
+def _members(fh):
+    """(name, data offset, size, data) of each regular file of an uncompressed tar, in order.
+
+    The standard library's reader parses every header field and the PAX records through several
+    layers (``tarfile``: 1.7 s for the 16,000 members of 8,000 samples here, most of the index
+    pass); the index needs the name, size and type, and the header checksum to refuse what is not
+    a tar, so it reads the 512-byte blocks itself: ustar names with their prefix, PAX ``path``
+    records and GNU long names."""
+    position, long_name = 0, None
+    while True:
+        header = fh.read(512)
+        if len(header) < 512 or header.count(0) == 512:
+            return
+        stored = _octal(header[148:156])
+        if stored != sum(header[:148]) + 256 + sum(header[156:]):     # the checksum field counts as spaces
+            raise _NotTar("a header checksum does not match")
+        size, kind = _octal(header[124:136]), header[156:157]
+        start = position + 512
+        data = fh.read(size)
+        fh.read(-size % 512)
+        position = start + size + (-size % 512)
+        if kind == b"x":                                  # PAX extended header: "len key=value\n" records
+            for record in data.split(b"\n"):
+                key, _, value = record.partition(b" ")[2].partition(b"=")
+                if key == b"path":
+                    long_name = value.decode("utf-8", "surrogateescape")
+            continue
+        if kind == b"L":                                  # GNU long name of the next member
+            long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        if kind in (b"0", b"\0", b"7"):
+            name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") \
+                if header[257:262] == b"ustar" else ""
+            yield long_name or (f"{prefix}/{name}" if prefix else name), start, size, data
+        long_name = None
+
+
 def _expand(pattern: str) -> list[str]:
     from braceexpand import braceexpand
 
@@ -102,8 +155,15 @@ def _probe(data: bytes, name: str) -> str | None:
     return None
 
 
-def from_shards(spec: str, split: str | None = None, task: str | None = None, workers: int = 4) -> Dataset:
-    """The Dataset for ``wds:<spec>`` (see the module docstring); ``task`` as in ``load_dataset``."""
+def from_shards(spec: str, split: str | None = None, task: str | None = None, workers: int | None = None) -> Dataset:
+    """The Dataset for ``wds:<spec>`` (see the module docstring); ``task`` as in ``load_dataset``.
+    ``workers``: threads decoding beside the one reading (default: the other cores, at most 4; on
+    2 cores one decoding thread beats two: 8,000 samples in 1.6 s against 2.0 s)."""
+    if workers is None:
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = max(1, min(4, cores - 1))
     pattern, _, query = spec.partition("?")
     options = dict(parse_qsl(query))
     unknown = sorted(set(options) - set(SHARD_OPTIONS))
@@ -131,30 +191,26 @@ def from_shards(spec: str, split: str | None = None, task: str | None = None, wo
     with ThreadPoolExecutor(max_workers=workers) as pool:       # PIL decodes without holding the GIL
         for s, file in enumerate(files):
             try:
-                tar = tarfile.open(file, mode="r:")
-            except tarfile.ReadError as exc:
+                with open(file, "rb", buffering=1 << 20) as fh:
+                    for name, offset, size, data in _members(fh):
+                        key, ext = base_plus_ext(name)
+                        if key is None:
+                            continue
+                        sample = samples.get((s, key))
+                        if sample is None:
+                            sample = samples[(s, key)] = {}
+                            order.append((s, key))
+                        ext = ext.lower()
+                        sample[ext] = (offset, size)
+                        if ext in IMAGE_EXTENSIONS:
+                            digest.update(f"{s}\0{key}\0{ext}\0".encode() + hashlib.blake2b(data, digest_size=16).digest())
+                            inflight.append(((s, key, ext), pool.submit(_probe, data, f"{file}:{name}")))
+                            settle(4 * workers)
+                        elif ext in LABEL_EXTENSIONS or ext == options.get("label"):
+                            sample[f"{ext}:data"] = data
+            except _NotTar as exc:
                 raise DatasetError(f"{file}: not an uncompressed tar shard ({exc}); decompress .tar.gz shards "
                                    f"first (random access needs plain tar).") from None
-            with tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    key, ext = base_plus_ext(member.name)
-                    if key is None:
-                        continue
-                    sample = samples.get((s, key))
-                    if sample is None:
-                        sample = samples[(s, key)] = {}
-                        order.append((s, key))
-                    ext = ext.lower()
-                    data = tar.extractfile(member).read()
-                    sample[ext] = (member.offset_data, member.size)
-                    if ext in IMAGE_EXTENSIONS:
-                        digest.update(f"{s}\0{key}\0{ext}\0".encode() + hashlib.blake2b(data, digest_size=16).digest())
-                        inflight.append(((s, key, ext), pool.submit(_probe, data, f"{file}:{member.name}")))
-                        settle(4 * workers)
-                    elif ext in LABEL_EXTENSIONS or ext == options.get("label"):
-                        sample[f"{ext}:data"] = data
         settle(0)
     if not order:
         raise DatasetError(f"wds:{pattern}: the shards hold no samples.")
@@ -173,10 +229,16 @@ def from_shards(spec: str, split: str | None = None, task: str | None = None, wo
                            f"e.g. {', '.join(lacking[:3])}.")
     raw = [_label_value(samples[k][f"{label_ext}:data"], label_ext, options.get("key", "label"),
                         f"{files[k[0]]}:{k[1]}.{label_ext}") for k in order]
+    names_file = Path(files[0]).parent / "classes.txt"
+    names = [n for n in names_file.read_text().splitlines() if n.strip()] if names_file.is_file() else None
+    if label_ext == "cls" and names and all(str(v).isdigit() for v in raw):
+        raw = [int(v) for v in raw]                    # class indices into the names beside the shards
     for value, k in zip(raw, order):
         digest.update(f"{k[0]}\0{k[1]}\0{json.dumps(value)}\0".encode())
     labels, classes, kind = encode_targets(raw, f"wds:{pattern}", task or options.get("task"),
-                                           rows=[f"{files[s]}:{k}" for s, k in order])
+                                           rows=[f"{files[s]}:{k}" for s, k in order],
+                                           names=names if names and (label_ext != "cls" or isinstance(raw[0], int))
+                                           else None)
     offsets = [samples[k][image_ext] for k in order]
     index = {k: i for i, k in enumerate(order)}
     unreadable = {index[(s, k)]: why for (s, k, ext), why in bad_by_key.items() if ext == image_ext}

@@ -23,13 +23,15 @@ import numpy as np
 
 from zooforge.errors import DatasetError
 
-__all__ = ["TASKS", "check_task", "infer_task", "encode_regression", "encode_multilabel", "strata",
-           "label_summary", "TAG_SEPARATOR"]
+__all__ = ["TASKS", "check_task", "infer_task", "encode_targets", "encode_regression", "encode_multilabel", "strata",
+           "label_summary", "TAG_SEPARATOR", "MISSING_LABELS"]
 
 TASKS = ("classification", "regression", "multilabel")
 # Separator of the tags in one text cell (a CSV's label column) of a multi-label dataset.
 TAG_SEPARATOR = "|"
 REGRESSION_BINS = 10
+# Label values that mean "no label" in CSVs and arrays.
+MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none"})
 
 
 def check_task(task: str | None) -> str | None:
@@ -185,3 +187,80 @@ def label_summary(labels: np.ndarray, classes: Sequence[str], task: str) -> str:
     counts = labels.sum(axis=0)
     return (f"multi-label, {len(classes)} tags ({int(counts.min())}-{int(counts.max())} positives per tag, "
             f"{labels.sum(axis=1).mean():.2f} tags per sample)")
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)) and np.isnan(value):
+        return True
+    return str(value).strip().lower() in MISSING_LABELS
+
+
+def _encode_labels(raw: Sequence[Any], source: str, rows: Sequence[int] | None = None,
+                   row_word: str = "sample") -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes 0..C-1 and class names. ``rows`` names each label's row for messages (default: its
+    index); a missing label is an error naming the rows, never a class of its own."""
+    missing = [i for i, v in enumerate(raw) if _is_missing(v)]
+    if missing:
+        where = [rows[i] if rows is not None else i for i in missing]
+        shown = ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
+        raise DatasetError(f"{source}: {len(missing)} {row_word}(s) have an empty or missing label ({row_word} "
+                           f"{shown}); give every row a label or remove those rows.")
+    values = np.asarray([str(v).strip() for v in raw], dtype=str)
+    if values.size == 0:
+        raise DatasetError(f"{source}: the dataset is empty (no samples found).")
+    classes, codes = np.unique(values, return_inverse=True)
+    if len(classes) < 2:
+        raise DatasetError(f"{source}: only one class ({str(classes[0])!r}); a classification task needs at least 2.")
+    # numeric class names sort numerically ("2" < "10")
+    if all(c.lstrip("-").isdigit() for c in classes):
+        order = np.argsort([int(c) for c in classes])
+        remap = np.empty_like(order)
+        remap[order] = np.arange(len(order))
+        classes, codes = classes[order], remap[codes]
+    return codes.astype(np.int64), tuple(str(c) for c in classes)
+
+
+def encode_targets(raw: Sequence[Any], source: str, task: str | None = None, *, rows: Sequence[int] | None = None,
+                   row_word: str = "sample", names: Sequence[str] | None = None) -> tuple[np.ndarray, tuple[str, ...], str]:
+    """(labels, classes, task) from one raw label per sample, for the asked ``task`` or the one the
+    labels say (:func:`zooforge.zoo.targets.infer_task`). A missing label is an error naming its rows
+    for every kind (a multi-label sample without tags is an empty list, not a missing label).
+    ``names``: the class names of integer codes (a Hugging Face ``ClassLabel``), the target names
+    of regression columns, or the tag names of indicator vectors."""
+    task = check_task(task)
+    missing = [i for i, v in enumerate(raw) if not isinstance(v, (list, tuple, np.ndarray)) and _is_missing(v)]
+    if missing:
+        where = [rows[i] if rows is not None else i for i in missing]
+        shown = ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
+        raise DatasetError(f"{source}: {len(missing)} {row_word}(s) have an empty or missing label ({row_word} "
+                           f"{shown}); give every row a label or remove those rows.")
+    task = task or infer_task(raw)
+    if task == "regression":
+        labels, classes = encode_regression(raw, source, names if names and not _is_codes(raw) else None, rows, row_word)
+        return labels, classes, task
+    if task == "multilabel":
+        labels, classes = encode_multilabel(raw, source, names, rows, row_word)
+        return labels, classes, task
+    if any(isinstance(v, (list, tuple, np.ndarray)) for v in raw):
+        raise DatasetError(f"{source}: labels are lists (several per sample), which a classification task cannot "
+                           f"take; use --task multilabel (tags) or --task regression (numbers).")
+    if names is not None and _is_codes(raw):        # codes into named classes: keep the names' order
+        codes = np.asarray(raw, dtype=np.int64)
+        outside = np.flatnonzero((codes < 0) | (codes >= len(names)))
+        if outside.size:
+            where = [rows[i] if rows is not None else int(i) for i in outside[:10]]
+            raise DatasetError(f"{source}: {outside.size} {row_word}(s) have a class index outside the {len(names)} "
+                               f"class names ({row_word} {', '.join(map(str, where))}).")
+        present = np.unique(codes)                  # classes this data has, in the names' order
+        if present.size < 2:
+            raise DatasetError(f"{source}: only one class ({names[present[0]]!r}); a classification task needs "
+                               f"at least 2.")
+        return np.searchsorted(present, codes).astype(np.int64), tuple(str(names[c]) for c in present), task
+    labels, classes = _encode_labels(raw, source, rows, row_word)
+    return labels, classes, task
+
+
+def _is_codes(raw: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw)
