@@ -441,14 +441,18 @@ def demo(
     """Offline end to end: rank the demo zoo on a demo target task; judge it against fine-tuned truth."""
     from zooforge.selection.rank import DEFAULT_METRICS, rank as rank_models
 
+    from zooforge.demo.truth import KIND_SAMPLES_PER_CLASS
+    from zooforge.zoo.demo.kinds import KIND_TASKS
+
     _threads()
-    spec = f"demo:{task}?n={per_class}"
+    # a regression or multi-label task has no classes: as many samples as the truth trained on
+    spec = f"demo:{task}?n={per_class * (KIND_SAMPLES_PER_CLASS if task in KIND_TASKS else 1)}"
     console.print(f"Ranking the demo zoo (14 small timm models) on [bold]{spec}[/] ...")
     try:
-        table = rank_models("demo", spec, DEFAULT_METRICS, cache_dir=cache_dir, bootstrap=bootstrap)
+        table = rank_models("demo", spec, cache_dir=cache_dir, bootstrap=bootstrap)
     except ZooforgeError as exc:
         _fail(exc)
-    print_ranking(table, list(DEFAULT_METRICS), f"demo zoo on {spec}")
+    print_ranking(table, [m for m in DEFAULT_METRICS if m in table.columns], f"demo zoo on {spec}")
     best = table.filter(table["best_within_budget"])
     if best.height == 0:
         _fail(ZooforgeError("no demo model could be scored; see the errors above."))
@@ -482,7 +486,11 @@ def _print_demo_truth(table, task: str) -> None:
         t.add_row(row["metric"], format_value(row["kendall_tau"], 3), format_value(row["weighted_tau"], 3), format_value(row["pearson_r"], 3),
                   format_value(row["top1_regret"], 3), format_value(row["top3_hit"]))
     console.print(t)
-    console.print(f"Best fine-tuned model: [bold]{best}[/] ({accuracy[best]:.3f} test accuracy); "
+    from zooforge.zoo.demo.kinds import KIND_TASKS
+
+    score = {"regression": "test R^2", "multilabel": "test mAP"}.get(KIND_TASKS[task].kind, "") if task in KIND_TASKS \
+        else "test accuracy"
+    console.print(f"Best fine-tuned model: [bold]{best}[/] ({accuracy[best]:.3f} {score}); "
                   f"the ranking's top model fine-tunes to {accuracy.get(table['model'][0], float('nan')):.3f}.")
 
 

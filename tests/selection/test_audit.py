@@ -12,7 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from zooforge.errors import ZooforgeError
-from zooforge.selection.audit import TIMING_COLUMNS, audit_tables, load_plan, read_audit, run_audit
+from zooforge.selection.audit import SCHEMA_VERSION, TIMING_COLUMNS, audit_tables, load_plan, read_audit, run_audit
 
 MODELS = ["demo/effnet-*", "demo/resnet-textures", "demo/resnet-random"]     # 5 models
 DATASETS = ["demo:shapes?n=12", "demo:textures?n=12", "demo:counting?n=10"]
@@ -190,9 +190,20 @@ def test_the_audit_folder_reads_as_one_table(tmp_path):
     summary = run_audit(plan, progress=False)
     whole = pl.read_parquet(summary.out)                      # what the README shows: nothing but Parquet inside
     assert_frame_equal(_stable(whole.sort("dataset", "model", "metric")), _stable(summary.table))
-    assert whole["schema_version"].unique().to_list() == [2]
+    assert whole["schema_version"].unique().to_list() == [SCHEMA_VERSION] == [3]
     provenance = summary.out.with_name(summary.out.name + ".plan.json")
     assert provenance.is_file() and not (summary.out / "plan.json").exists()
     from zooforge.selection.audit import read_provenance
 
     assert read_provenance(summary.out)["settings_digest"] == summary.table["settings"][0]
+
+
+def test_an_audit_of_a_regression_dataset_orders_by_the_estimators_that_score_it(tmp_path):
+    plan = _plan(tmp_path, models=["demo/effnet-shapes", "demo/effnet-glyphs"], datasets=["demo:size?n=30"])
+    summary = run_audit(plan, progress=False)
+    assert set(summary.table["target_kind"]) == {"regression"}
+    skipped = summary.table.filter(pl.col("metric") == "leep")
+    assert set(skipped["status"]) == {"skipped"} and all("not regression" in r for r in skipped["reason"])
+    ranking = audit_tables(summary.table)["demo:size?n=30"]
+    assert set(ranking["ordering"]) == {"logme"}            # of the plan's four, the one with a regression form
+    assert ranking["missing_scores"].to_list() == [0, 0]

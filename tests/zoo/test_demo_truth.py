@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from zooforge.cli import app
 from zooforge.errors import ZooforgeError
 from zooforge.zoo import load_catalogue
+from zooforge.zoo.demo.kinds import KIND_TASKS
 from zooforge.zoo.demo.tasks import TARGET_TASKS
 from zooforge.demo.truth import PROTOCOL, fine_tune_accuracy, load_truth
 
@@ -14,15 +15,18 @@ from zooforge.demo.truth import PROTOCOL, fine_tune_accuracy, load_truth
 def test_truth_covers_every_model_task_and_seed():
     truth = load_truth()
     ids = {e.id for e in load_catalogue("demo")}
-    assert set(truth["accuracy"]) == set(TARGET_TASKS)
+    tasks = [*TARGET_TASKS, *KIND_TASKS]                  # the class tasks, then size (R^2) and tags (mAP)
+    assert set(truth["accuracy"]) == set(tasks)
     runs = {(r["task"], r["model"], r["seed"]): r for r in truth["runs"]}
-    assert len(runs) == len(truth["runs"]) == len(ids) * len(TARGET_TASKS) * len(PROTOCOL.seeds)
+    assert len(runs) == len(truth["runs"]) == len(ids) * len(tasks) * len(PROTOCOL.seeds)
     for task, per_model in truth["accuracy"].items():
         assert set(per_model) == ids
         for model, acc in per_model.items():
             seeds = [runs[(task, model, s)] for s in PROTOCOL.seeds]
             assert acc == pytest.approx(np.mean([r["accuracy"] for r in seeds]))
-            assert all(0.0 <= r["accuracy"] <= 1.0 and r["lr"] in PROTOCOL.lrs for r in seeds)
+            # accuracy and mAP lie in [0, 1]; R^2 may fall below 0
+            assert all((task == "size" or 0.0 <= r["accuracy"]) and r["accuracy"] <= 1.0 and r["lr"] in PROTOCOL.lrs
+                       for r in seeds)
     # transfer is real: on shapes, a model pre-trained on shapes beats the random-init ConvNeXt
     shapes = truth["accuracy"]["shapes"]
     assert shapes["demo/convnext-shapes"] > shapes["demo/convnext-random"]
@@ -67,3 +71,16 @@ def test_truth_runs_are_keyed_on_everything_that_determines_them():
     other = next(e for e in load_catalogue("demo") if e.id == "demo/effnet-glyphs")
     assert run_key(replace(entry, checkpoint=other.checkpoint), "counting", 0) != base   # other weights, same id
     assert run_key(entry, "counting", 0, replace(PROTOCOL, epochs=PROTOCOL.epochs + 1)) != base
+
+
+@pytest.mark.parametrize("task", ["size", "tags"])
+def test_the_truth_protocol_scores_regression_and_multilabel_tasks_by_their_metric(task):
+    from zooforge.demo.truth import Protocol, fine_tune_accuracy
+    from zooforge.zoo import load_catalogue
+
+    entry = next(e for e in load_catalogue("demo") if e.id == "demo/convnext-shapes")
+    protocol = Protocol(train_per_class=40, test_per_class=20, epochs=1, lrs=(1e-3,), seeds=(0,))
+    run = fine_tune_accuracy(entry, task, 0, protocol)
+    # R^2 can be negative after one epoch; mAP lies in (0, 1]
+    assert np.isfinite(run["accuracy"]) and run["accuracy"] <= 1.0
+    assert task == "size" or run["accuracy"] > 0

@@ -1,6 +1,7 @@
 """Rebuild the demo truth: fine-tuned accuracy of every demo model on every demo target task.
 
     python -m zooforge.demo.truth                 # all 14 models x 7 tasks x 2 seeds (~25 min, 2 cores)
+    python -m zooforge.demo.truth --task size --task tags   # (re)build these; the file keeps the others
     python -m zooforge.demo.truth --task shapes --out /tmp/truth.json
 
 Protocol (the one transferability papers use, scaled down): each model is fully fine-tuned with the
@@ -9,7 +10,8 @@ for each learning rate of a small grid; the learning rate is chosen on a stratif
 split of that data, and the chosen run is scored on the task's separate test split
 (``demo:<task>?n=50``, split ``test``: images the estimators never see). Two seeds (initialisation,
 order and the validation split) per cell; ``accuracy`` is their mean. A regression or multi-label
-task (``demo:size``, ``demo:tags``) trains with its own loss, and ``accuracy`` holds its R^2 or mAP.
+task (``demo:size``, ``demo:tags``: 500 training and 250 test samples) trains with its own loss, and
+``accuracy`` holds its R^2 or mAP.
 
 The script is resumable: every finished run is appended to ``<out>.partial.jsonl`` and skipped on rerun;
 the final JSON is written atomically when all runs are done. Each run carries a key of everything
@@ -49,6 +51,9 @@ class Protocol:
 
 
 PROTOCOL = Protocol()
+# demo:size and demo:tags have no classes: their runs train on train_per_class x this many samples
+# (500, what `zooforge rank demo demo:size` ranks by default) and test on test_per_class x this many.
+KIND_SAMPLES_PER_CLASS = 5
 
 
 def load_truth(path: str | Path = TRUTH_FILE) -> dict:
@@ -74,8 +79,12 @@ def fine_tune_accuracy(entry, task: str, seed: int, protocol: Protocol = PROTOCO
     from zooforge.zoo import load_dataset
     from zooforge.zoo.backbone import Backbone
 
-    data = load_dataset(f"demo:{task}?n={protocol.train_per_class}")
-    test = load_dataset(f"demo:{task}?n={protocol.test_per_class}", "test")
+    from zooforge.zoo.demo.kinds import KIND_TASKS
+
+    # a regression or multi-label task has no classes to count per: as many samples as 5 classes'
+    per = KIND_SAMPLES_PER_CLASS if task in KIND_TASKS else 1
+    data = load_dataset(f"demo:{task}?n={protocol.train_per_class * per}")
+    test = load_dataset(f"demo:{task}?n={protocol.test_per_class * per}", "test")
     fit, val = data.split(1 - protocol.val_fraction, seed)
     best, inputs = None, None
     for lr in protocol.lrs:
@@ -166,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(done)} run(s) already in {partial}; {len(todo)} to go", flush=True)
     runs += record_runs(todo, lambda task, entry, seed: fine_tune_accuracy(entry, task, seed)
                         | {"key": run_key(entry, task, seed)}, partial)
+    # the other tasks' runs already in --out stay: building one task adds it to the shipped truth
+    others = [r for r in json.loads(args.out.read_text())["runs"] if r["task"] not in tasks] if args.out.is_file() else []
+    runs = others + runs
     record = {"protocol": asdict(PROTOCOL), "torch": torch.__version__,
               "accuracy": _summarise(runs), "runs": sorted(runs, key=lambda r: (r["task"], r["model"], r["seed"]))}
     atomic_write_bytes(args.out, json.dumps(record, indent=1).encode())

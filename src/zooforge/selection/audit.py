@@ -51,10 +51,11 @@ SCHEMA: dict[str, pl.DataType] = {
     "hi": pl.Float64, "status": pl.Utf8, "reason": pl.Utf8, "params_m": pl.Float64, "gmacs": pl.Float64,
     "n_samples": pl.Int64, "num_classes": pl.Int64, "feature_dim": pl.Int64, "dataset_fingerprint": pl.Utf8,
     "settings": pl.Utf8, "samples_per_s": pl.Float64, "seconds": pl.Float64, "schema_version": pl.Int32,
+    "target_kind": pl.Utf8,
 }
 # Bumped when a column changes meaning or is added; parts of older versions still read (missing
 # columns become null).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3          # 3: target_kind (classification, regression, multilabel)
 TIMING_COLUMNS = ("samples_per_s", "seconds")
 _PLAN_KEYS = {"catalogues", "models", "datasets", "metrics", "out", "max_per_class", "bootstrap", "seed",
               "batch_size", "device", "cache_dir", "skip_bad_files"}
@@ -202,7 +203,7 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
             dataset = load_dataset(cell.dataset_path, max_per_class=plan.max_per_class, seed=plan.seed,
                                    skip_bad_files=plan.skip_bad_files)
         info |= {"n_samples": len(dataset), "num_classes": dataset.num_classes,
-                 "dataset_fingerprint": dataset.fingerprint}
+                 "dataset_fingerprint": dataset.fingerprint, "target_kind": dataset.task}
         result = score_model(backbone, dataset, sorted(plan.metrics),
                              resamples=resamples(dataset.strata(), plan.bootstrap, plan.seed),
                              cache_dir=plan.cache_dir, device=plan.device, batch_size=plan.batch_size,
@@ -504,7 +505,8 @@ def audit_tables(table: pl.DataFrame) -> dict[str, pl.DataFrame]:
             .otherwise(None).drop_nulls().str.join("; ").alias("skipped"))
         joined = per_model.join(wide, on="model", how="left").with_columns(
             pl.col("skipped").replace("", None), *[pl.col(m).cast(pl.Float64) for m in metrics])
-        ranking = _finish(joined, metrics, {}, False, None, None)
+        kinds = part["target_kind"].drop_nulls() if "target_kind" in part.columns else []
+        ranking = _finish(joined, metrics, {}, False, None, None, None, kinds[0] if len(kinds) else "classification")
         if part["lo"].is_not_null().any():            # the audit's bootstrap intervals, when it ran any
             bounds = [part.filter(pl.col("metric") == m).select("model", pl.col("lo").alias(f"{m}_lo"),
                                                                  pl.col("hi").alias(f"{m}_hi")) for m in metrics]
