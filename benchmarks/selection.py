@@ -437,6 +437,7 @@ def report(data: dict, out=sys.stdout) -> dict:
           f"{np.mean([results[legacy.name][z]['regret'] for z in zoos]):.1f} points", file=out)
     final = choose_ordering({n: v for n, v in results.items() if n != legacy.name})
     print(f"\nThe rule on all three zoos picks: {final.name}  (shipped default: {DEFAULT_ORDERING.name})", file=out)
+    _line(f"{final.name} (in-sample)", results[final.name], zoos, out)
     print(f"{'per target':24s} {'tau_w':>6s} {'kendall':>7s} {'regret':>6s} {'reg@b50':>7s} {'reg@b25':>7s}", file=out)
     for (zoo, target) in cells:
         r = per_target[(final.name, zoo, target)]

@@ -701,6 +701,7 @@ def select_cmd(
     bootstrap: Annotated[int, typer.Option(help="resampling rounds for the ranking's intervals")] = 100,
     seed: Seed = 0,
     split: SplitOpt = None,
+    task: TaskOpt = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $ZOOFORGE_CACHE_DIR)")] = None,
     device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -716,7 +717,7 @@ def select_cmd(
         _check_device(device)
         cfg = SelectConfig(fraction=budget, seconds=budget_seconds, method=method, full_epochs=full_epochs, lr=lr,
                            seed=seed)
-        ds = load_dataset(data, split, seed=seed)
+        ds = load_dataset(data, split, seed=seed, task=task)
         console.print(f"dataset {ds.summary()}", soft_wrap=True)
         r = select(catalogue, ds, cfg, metrics=metric, models=model, budget_gmacs=budget_gmacs,
                    budget_params=budget_params, out_dir=out, cache_dir=cache_dir, device=device,
@@ -724,13 +725,14 @@ def select_cmd(
     except ValueError as exc:
         _fail(exc)
     t = Table(title="successive halving (validation: 20% of the training data)", header_style="bold")
-    for col in ("round", "model", "epochs", "val accuracy", "seconds"):
+    score = {"classification": "accuracy", "regression": "R^2", "multilabel": "mAP"}[ds.task]
+    for col in ("round", "model", "epochs", f"val {score}", "seconds"):
         t.add_column(col, justify="left" if col == "model" else "right")
     for row in r.rounds:
         t.add_row(str(row["round"]), row["model"], str(row["epochs"]), format_value(row["val_accuracy"]),
                   format_value(row.get("seconds"), 3))
     console.print(t)
-    console.print(f"chose [bold]{r.model}[/] (validation accuracy {r.val_accuracy:.4f}); spent "
+    console.print(f"chose [bold]{r.model}[/] (validation {score} {r.val_accuracy:.4f}); spent "
                   f"{100 * r.spent_fraction:.1f}% of the compute of fully fine-tuning every model "
                   f"({r.spent:.4g} of {r.fine_tune_all:.4g} GMAC), {r.seconds:.1f} s; the ranking alone "
                   f"named {r.ranking['model'][0]}.", soft_wrap=True)

@@ -45,3 +45,18 @@ def test_evaluate_takes_an_r2_or_map_truth():
     judged = evaluate(ranking, pl.DataFrame({"model": ["a", "b", "c"], "r2": [0.9, 0.5, 0.1]}))
     assert judged.filter(pl.col("metric") == "logme")["kendall_tau"][0] == pytest.approx(1.0)
     assert judged.filter(pl.col("metric") == "logme")["top1_regret"][0] == 0.0
+
+
+def test_select_confirms_a_regression_choice_and_class_only_steps_refuse():
+    from zooforge.errors import DatasetError
+    from zooforge.reassembly.compose import compose
+    from zooforge.selection.aggregate import zootuning
+    from zooforge.selection.select import SelectConfig, select
+
+    r = select("demo", "demo:size?n=80", SelectConfig(fraction=0.05, seed=0), models=["demo/*-counting", "demo/*-shapes"],
+               bootstrap=0)
+    assert r.model in set(r.ranking["model"]) and r.val_accuracy <= 1.0
+    with pytest.raises(DatasetError, match="aggregation .* demo:size is a regression target"):
+        zootuning("demo", "demo:size?n=40", top_k=2)
+    with pytest.raises(DatasetError, match="reassembly .* demo:tags is a multilabel target"):
+        compose("demo", "demo:tags?n=40", budget_gmacs=0.01)

@@ -176,7 +176,13 @@ def canonical_order(features: np.ndarray) -> np.ndarray:
     """A permutation that sorts rows by content, so seeded random steps (subsampling, k-fold splits,
     mixture initialisation) do not depend on the order in which samples were given."""
     rows = np.ascontiguousarray(features, dtype=np.float64)
-    # crc32 is stable across processes (Python's hash() of bytes is salted per process).
+    # Sorted by the projection on a fixed direction, so that rounding noise in the features (the
+    # same images through another loader differ by ~1e-6) moves a sample at most past its
+    # neighbours; sorting by a hash of the exact bytes reshuffled every fold on such noise and moved
+    # the linear probe's accuracy by 2 points. crc32 (stable across processes, unlike hash()) only
+    # breaks exact ties of the projection.
+    direction = np.random.default_rng([rows.shape[1], 7]).standard_normal(rows.shape[1])
+    projection = (rows * direction).sum(axis=1)          # row by row: independent of the other rows
     digests = np.fromiter((zlib.crc32(row.tobytes()) for row in rows), dtype=np.int64,
                           count=rows.shape[0])
-    return np.lexsort((rows[:, 0], digests))
+    return np.lexsort((digests, projection))

@@ -134,6 +134,7 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
     entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue)
     entries = filter_entries(entries, list(models) if models else None)
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
+    _classes_only(ds)
     if not entries:
         raise ZooforgeError("the catalogue has no models to compose from.")
     timings = {}
@@ -297,6 +298,7 @@ def compose(catalogue, dataset, budget_gmacs: float | None, budget_params: float
         raise ValueError(f"`epochs` and `screen_epochs` must be >= 1 and `stitch_epochs` >= 0; got "
                          f"{epochs}, {screen_epochs}, {stitch_epochs}.")
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
+    _classes_only(ds)
     train_ds, test_ds = ds.split(split, seed)
     p = plan(catalogue, train_ds, budget_gmacs, budget_params, stages=stages, models=models, max_blocks=max_blocks,
              probe=probe, top_k=top_k, compat_weight=compat_weight, compat=compat, seed=seed, screen=screen)
@@ -492,3 +494,9 @@ def _baseline(p, train_ds, test_ds, budget_gmacs, budget_params, cfg, extra_epoc
     y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
     train(task, x_tr, y_tr, TrainConfig(**{**cfg.__dict__, "epochs": cfg.epochs + extra_epochs}))
     return {"model": mid, "params": task.total_params, "gmacs": gm, "accuracy": evaluate_accuracy(task, x_te, y_te)}
+
+
+def _classes_only(ds) -> None:
+    from zooforge.zoo.targets import require_classification
+
+    require_classification(ds, "reassembly (DeRy) scores blocks with class-based estimators and trains a classifier")

@@ -178,6 +178,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
 
     from zooforge.selection.rank import rank
     from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
+    from zooforge.tuning.objectives import METRIC_NAMES, init_head
     from zooforge.tuning.methods import build, inputs_for, save_adapters
     from zooforge.tuning.tune import DEFAULT_LR
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
@@ -252,7 +253,8 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
         backbone = Backbone.from_entry(entries[model_id])
         x_fit, x_val = inputs_for(backbone, fit), inputs_for(backbone, val)
         torch.manual_seed(cfg.seed)
-        task = build(backbone, ds.num_classes, cfg.method)
+        task = build(backbone, ds.num_classes, cfg.method, task=ds.task)
+        init_head(task, ds.task, y_fit)
         t0 = time.perf_counter()
         train(task, x_fit, y_fit, TrainConfig(epochs=epochs, lr=lr, batch_size=cfg.batch_size, seed=cfg.seed,
                                               device=device, progress=False))
@@ -269,7 +271,8 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
             ledger_path.parent.mkdir(parents=True, exist_ok=True)
             with ledger_path.open("a") as fh:       # one line per finished trial: a kill loses one at most
                 fh.write(json.dumps(row) + "\n")
-        say(f"round {round_}: {model_id} {epochs} epoch(s): validation accuracy {acc:.4f} ({seconds:.1f} s)")
+        say(f"round {round_}: {model_id} {epochs} epoch(s): validation {METRIC_NAMES[ds.task]} {acc:.4f} "
+            f"({seconds:.1f} s)")
         advance(1)
         return acc
 

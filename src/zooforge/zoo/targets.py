@@ -23,7 +23,7 @@ import numpy as np
 
 from zooforge.errors import DatasetError
 
-__all__ = ["TASKS", "check_task", "infer_task", "encode_targets", "encode_regression", "encode_multilabel", "strata",
+__all__ = ["TASKS", "check_task", "require_classification", "infer_task", "encode_targets", "encode_regression", "encode_multilabel", "strata",
            "label_summary", "TAG_SEPARATOR", "MISSING_LABELS"]
 
 TASKS = ("classification", "regression", "multilabel")
@@ -40,6 +40,14 @@ def check_task(task: str | None) -> str | None:
         raise DatasetError(f"unknown task {task!r}; use one of {', '.join(TASKS)} (or leave it out to infer it "
                            f"from the labels).")
     return task
+
+
+def require_classification(ds, what: str) -> None:
+    """Refuse a regression or multi-label dataset for a step that is defined on classes (``what``
+    names the step and why), pointing at the commands that take those targets."""
+    if ds.task != "classification":
+        raise DatasetError(f"{what}; {ds.name} is a {ds.task} target. Rank it with `zooforge rank` and fine-tune "
+                           f"with `zooforge tune` (or `select`), which take regression and multi-label targets.")
 
 
 def _is_number(value: Any) -> bool:

@@ -64,7 +64,11 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
 def split_dataset(dataset, fraction: float = 0.8, seed: int = 0):
     from zooforge.zoo import load_dataset
 
+    from zooforge.zoo.targets import require_classification
+
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
+    require_classification(ds, "aggregation (B-Tuning, Zoo-Tuning, Hub-Pathway) combines class predictions and "
+                               "trains classifier heads")
     train, test = ds.split(fraction, seed)
     return ds, train, test
 
