@@ -254,3 +254,16 @@ def test_cli_export_prints_the_spec_that_reads_it_back(tmp_path):
     assert len(load_dataset(spec)) == 12
     bad = CliRunner().invoke(app, ["export", "demo:shapes?n=3", str(tmp_path / "p.csv"), "--format", "parquet"])
     assert bad.exit_code == 1 and "needs a .parquet file name" in bad.output
+
+
+def test_export_keeps_several_regression_targets(tmp_path):
+    from zooforge.zoo.data import Dataset
+    from zooforge.zoo.export import export
+
+    base = load_dataset("demo:size?n=10")
+    two = Dataset("two", "image", base.items, np.hstack([base.labels, 2 * base.labels + 1]), ("radius", "area"),
+                  "x", {}, "regression")
+    for fmt, out in (("wds", tmp_path / "s"), ("parquet", tmp_path / "t.parquet")):
+        back = load_dataset(export(two, out, fmt, shard_size=4))
+        assert back.task == "regression" and back.labels.shape == (10, 2)
+        np.testing.assert_allclose(back.labels, two.labels)

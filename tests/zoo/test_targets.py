@@ -21,6 +21,8 @@ def test_the_labels_say_the_task():
     assert infer_task([[0.5, 1.0], [2.0, 3.0]]) == "regression"
     assert infer_task([["a"], ["a", "b"], []]) == "multilabel"
     assert infer_task([[0, 1], [1, 1]]) == "multilabel"
+    assert infer_task([[3, 0], [1, 7]]) == "regression"            # counts per sample are numbers, not tags
+    assert infer_task([["3"], ["1", "7"]]) == "multilabel"         # strings are tag names
 
 
 def test_csv_float_labels_are_regression_and_tags_are_multilabel(tmp_path):

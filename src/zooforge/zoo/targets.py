@@ -71,8 +71,9 @@ def infer_task(raw: Sequence[Any]) -> str:
     values = list(raw)
     if values and all(_is_list(v) for v in values):
         flat = [x for v in values for x in v]
-        if flat and all(_is_number(x) for x in flat) and any(float(x) % 1 for x in flat):
-            return "regression"             # a vector of real targets per sample
+        if flat and all(_is_number(x) and not isinstance(x, str) for x in flat) \
+                and not set(float(x) for x in flat) <= {0.0, 1.0}:
+            return "regression"             # a vector of numbers per sample (counts too), not 0/1 flags
         return "multilabel"                 # tags, or 0/1 indicators, per sample
     if values and all(_is_number(v) for v in values) and any(float(v) % 1 for v in values):
         return "regression"
