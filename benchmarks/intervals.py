@@ -54,7 +54,7 @@ def main() -> None:
                 seen[m]["score"].append(score)
                 seen[m]["influence"].append(shared.draw(score, g, None).std())
                 if i < 8:                             # re-scoring is the slow one: fewer datasets
-                    raw = np.array([_resampled(est, fs, inputs, idx) for idx in shared.indices])
+                    raw = np.array([_resampled(est, fs, inputs, idx, fs.task) for idx in shared.indices])
                     seen[m]["delete-d"].append(delete_d_calibrate(raw, score, shared.indices.shape[1], len(ds)).std())
         for m in metrics:
             true_sd = float(np.std(seen[m]["score"], ddof=1))

@@ -72,9 +72,11 @@ Threads = Annotated[Optional[int], typer.Option(
 def _threads(threads: int | None = None) -> None:
     import torch
 
+    from zooforge.zoo.data import available_cores
+
     # One intra-op thread per core; more oversubscribes and makes CPU torch several times slower.
     # --threads, then OMP_NUM_THREADS where set (Ray workers, shared servers), is the user's word.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available_cores()
     asked = os.environ.get("OMP_NUM_THREADS", "")
     if threads is None:
         threads = int(asked) if asked.isdigit() and int(asked) > 0 else max(1, cores)
@@ -486,10 +488,10 @@ def _print_demo_truth(table, task: str) -> None:
         t.add_row(row["metric"], format_value(row["kendall_tau"], 3), format_value(row["weighted_tau"], 3), format_value(row["pearson_r"], 3),
                   format_value(row["top1_regret"], 3), format_value(row["top3_hit"]))
     console.print(t)
+    from zooforge.tuning.objectives import METRIC_LABELS, METRIC_NAMES
     from zooforge.zoo.demo.kinds import KIND_TASKS
 
-    score = {"regression": "test R^2", "multilabel": "test mAP"}.get(KIND_TASKS[task].kind, "") if task in KIND_TASKS \
-        else "test accuracy"
+    score = "test " + METRIC_LABELS[METRIC_NAMES[KIND_TASKS[task].kind if task in KIND_TASKS else "classification"]]
     console.print(f"Best fine-tuned model: [bold]{best}[/] ({accuracy[best]:.3f} {score}); "
                   f"the ranking's top model fine-tunes to {accuracy.get(table['model'][0], float('nan')):.3f}.")
 
@@ -548,7 +550,9 @@ def tune(
     if r.lr_trials:
         console.print("lr by validation (80/20 of the training split): " + ", ".join(
             f"{t['lr']:.3g} {t['val_accuracy']:.3f}" for t in r.lr_trials) + f"; chose {r.lr:.3g}")
-    shown = {"accuracy": "accuracy", "r2": "R^2", "map": "mAP"}[r.metric]
+    from zooforge.tuning.objectives import METRIC_LABELS
+
+    shown = METRIC_LABELS[r.metric]
     console.print(f"[bold]{r.model}[/] {r.method} (lr {r.lr:.3g}): held-out {shown} [bold]{r.accuracy:.4f}[/], "
                   f"trainable {r.trainable_params:,} of {r.total_params:,} ({100 * r.trainable_ratio:.2f}%), "
                   f"{r.seconds:.1f} s, peak memory {r.peak_memory_mb:.0f} MB")
@@ -725,7 +729,9 @@ def select_cmd(
     except ValueError as exc:
         _fail(exc)
     t = Table(title="successive halving (validation: 20% of the training data)", header_style="bold")
-    score = {"classification": "accuracy", "regression": "R^2", "multilabel": "mAP"}[ds.task]
+    from zooforge.tuning.objectives import METRIC_LABELS, METRIC_NAMES
+
+    score = METRIC_LABELS[METRIC_NAMES[ds.task]]
     for col in ("round", "model", "epochs", f"val {score}", "seconds"):
         t.add_column(col, justify="left" if col == "model" else "right")
     for row in r.rounds:

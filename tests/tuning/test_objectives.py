@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import average_precision_score, r2_score
 
 from zooforge.tuning.loop import TrainConfig, evaluate, train
-from zooforge.tuning.objectives import infer_task, init_head, objective
+from zooforge.tuning.objectives import task_of, init_head, objective
 
 
 def test_scores_are_the_tasks_metrics():
@@ -34,9 +34,9 @@ def test_regression_loss_does_not_depend_on_the_targets_unit():
 
 
 def test_labels_say_the_task_and_heads_start_at_the_base_rate():
-    assert infer_task(torch.tensor([0, 1])) == "classification"
-    assert infer_task(torch.zeros(3, 2, dtype=torch.float64)) == "regression"
-    assert infer_task(torch.zeros(3, 2, dtype=torch.int8)) == "multilabel"
+    assert task_of(torch.tensor([0, 1])) == "classification"
+    assert task_of(torch.zeros(3, 2, dtype=torch.float64)) == "regression"
+    assert task_of(torch.zeros(3, 2, dtype=torch.int8)) == "multilabel"
     head = torch.nn.Linear(4, 2)
     init_head(head, "regression", torch.tensor([[1.0, 10.0], [3.0, 30.0]], dtype=torch.float64))
     assert head.bias.tolist() == pytest.approx([2.0, 20.0])

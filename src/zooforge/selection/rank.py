@@ -71,7 +71,7 @@ def score_featureset(fs, metrics: Sequence[str], *, resamples: "Resamples | None
                 continue
             samples = None
             if resamples is not None and (influence is not None or resample is None or name in resample):
-                samples = resamples.draw(score, influence, lambda idx: _resampled(est, fs, inputs, idx))
+                samples = resamples.draw(score, influence, lambda idx: _resampled(est, fs, inputs, idx, task))
             out[name] = {"score": score, "samples": samples, "skipped": None}
         except ValueError as exc:
             out[name] = {"score": None, "samples": None, "skipped": first_line(exc)}
@@ -103,10 +103,9 @@ def score_model(backbone, dataset, metrics: Sequence[str], *, resamples: "Resamp
             "scores": score_featureset(fs, metrics, resamples=resamples, resample=resample)}
 
 
-def _resampled(est, fs, inputs, idx) -> float:
+def _resampled(est, fs, inputs, idx, task: str) -> float:
     try:
-        return est(fs.labels[idx], {k: (v[idx] if v is not None else None) for k, v in inputs.items()},
-                   getattr(fs, "task", "classification"))
+        return est(fs.labels[idx], {k: (v[idx] if v is not None else None) for k, v in inputs.items()}, task)
     except ValueError:
         return float("nan")   # a resample that lost a class: excluded from the interval
 
@@ -207,7 +206,7 @@ def resolve_ordering(ordering, metrics: Sequence[str], task: str = "classificati
             ordering = DEFAULT_ORDERING
         elif not able:
             raise ZooforgeError(f"none of the estimators {', '.join(metrics)} can score a {task} target; use "
-                                f"{', '.join(m for m in DEFAULT_METRICS if get_estimator(m).unsupported(task) is None)}.")
+                                f"{', '.join(default_metrics(task))}.")
         else:
             ordering = Ordering(able)
     absent = [m for m in ordering.metrics if m not in metrics]

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from zooforge.errors import ZooforgeError
-from zooforge.tuning.objectives import Objective, infer_task, objective
+from zooforge.tuning.objectives import Objective, task_of, objective
 from zooforge.zoo.cost import count_params
 
 __all__ = ["TrainConfig", "TrainResult", "train", "learning_rate", "outputs", "predict", "evaluate", "evaluate_accuracy"]
@@ -194,7 +194,7 @@ def predict(model: nn.Module, x: Inputs, batch_size: int = 256) -> torch.Tensor:
 def evaluate(model: nn.Module, x: Inputs, y: torch.Tensor, task: "str | Objective | None" = None,
              batch_size: int = 256) -> float:
     """The task's score (accuracy, R^2 or mAP; the task is inferred from ``y`` when not given)."""
-    obj = task if isinstance(task, Objective) else objective(task or infer_task(y))
+    obj = task if isinstance(task, Objective) else objective(task or task_of(y))
     return obj.score(outputs(model, x, batch_size), y.cpu())
 
 
@@ -215,7 +215,7 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
     """
     if _length(train_x) != len(train_y) or len(train_y) == 0:
         raise ValueError(f"train_x has {_length(train_x)} samples and train_y {len(train_y)}; need equal, non-zero.")
-    task = infer_task(train_y)
+    task = task_of(train_y)
     if cfg.patience is not None and val_x is None:
         from zooforge.zoo.data import stratified_split_indices
         from zooforge.zoo.targets import strata

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Objective", "objective", "METRIC_NAMES", "init_head"]
+__all__ = ["Objective", "objective", "task_of", "METRIC_NAMES", "METRIC_LABELS", "init_head"]
 
 METRIC_NAMES = {"classification": "accuracy", "regression": "r2", "multilabel": "map"}
+METRIC_LABELS = {"accuracy": "accuracy", "r2": "R^2", "map": "mAP"}      # each metric as printed
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ def objective(task: str, train_y: torch.Tensor | None = None, label_smoothing: f
     return Objective(task, label_smoothing, scale)
 
 
-def infer_task(y: torch.Tensor) -> str:
-    """The kind a label tensor is: int codes (N,) classes; float (N, K) regression; int (N, K) tags."""
+def task_of(y: torch.Tensor) -> str:
+    """The kind a label tensor is, by its encoding (``zooforge.zoo.targets``; ``targets.infer_task``
+    reads raw labels instead): int codes (N,) classes; float (N, K) regression; int (N, K) tags."""
     if y.ndim == 1:
         return "classification"
     return "regression" if y.is_floating_point() else "multilabel"

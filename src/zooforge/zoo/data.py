@@ -47,8 +47,8 @@ import numpy as np
 from zooforge.errors import DatasetError
 from zooforge.zoo.targets import MISSING_LABELS, check_task, encode_targets, label_summary, strata
 
-__all__ = ["Dataset", "LazyImages", "decode_image", "encode_targets", "load_dataset", "stratified_split_indices",
-           "IMAGE_SUFFIXES", "MISSING_LABELS"]
+__all__ = ["Dataset", "LazyImages", "available_cores", "decode_image", "encode_targets", "load_dataset",
+           "stratified_split_indices", "IMAGE_SUFFIXES", "MISSING_LABELS"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 DEFAULT_SPLIT_FRACTION = 0.8   # train share when a dataset has no split of its own
@@ -59,6 +59,13 @@ SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "dev", "test",
 # starts with '.', which covers .DS_Store, .ipynb_checkpoints and AppleDouble ._ files).
 OS_METADATA = frozenset({"__macosx", "@eadir", "thumbs.db", "desktop.ini", "system volume information",
                          "$recycle.bin", "lost+found"})
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class LazyImages:
@@ -93,12 +100,13 @@ class LazyImages:
         raise NotImplementedError
 
 
-def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Encoded image bytes as an RGB uint8 array; undecodable bytes raise ``DatasetError`` naming ``name``."""
+def decode_image(data: "bytes | str | Path", name: str) -> np.ndarray:
+    """An image (encoded bytes, or a file's path) as an RGB uint8 array; one that cannot be decoded
+    raises ``DatasetError`` naming ``name``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data) as img:
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DatasetError(f"cannot read image {name}: {exc}") from None
@@ -139,7 +147,7 @@ class Dataset:
             return self.items[i]
         if isinstance(self.items, LazyImages):
             return self.items.read(i)
-        return _read_image(self.items[i])
+        return decode_image(self.items[i], self.items[i])
 
     def item_name(self, i: int) -> str:
         """Where sample i comes from, for messages (a path, a shard member, a table row)."""
@@ -212,16 +220,6 @@ def stratified_split_indices(labels, fraction: float, seed: int = 0) -> tuple[np
         first.append(idx[:take])
     first_idx = np.sort(np.concatenate(first)) if first else np.zeros(0, dtype=np.int64)
     return first_idx, np.setdiff1d(np.arange(len(labels)), first_idx)
-
-
-def _read_image(path: str | Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
 def _hash_files(paths: Sequence[Path], labels: Sequence[str], root: Path) -> str:

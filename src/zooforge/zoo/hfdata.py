@@ -156,7 +156,7 @@ def _split_files(files: list[Path], root: Path, split: str | None, source: str) 
 
 
 def _open(source: str, options: dict):
-    """(datasets.Dataset or None, parquet files or None, features, meta, files to fingerprint)."""
+    """(the datasets.Dataset, or None for Parquet files; the Parquet files, or None; features; meta)."""
     import datasets
 
     path = Path(source).expanduser()
@@ -190,7 +190,8 @@ def _open(source: str, options: dict):
         return None, [str(f) for f in files], features, meta
     if path.exists():
         raise DatasetError(f"hf:{source}: not a save_to_disk folder, a .parquet or .arrow file, or a folder of them.")
-    return _from_hub(source, options), None, None, {"split": split or "train"}
+    loaded = _from_hub(source, options)
+    return loaded, None, loaded.features, {"split": split or "train"}
 
 
 def _from_hub(source: str, options: dict):
@@ -289,19 +290,20 @@ def from_hf(spec: str, split: str | None = None, task: str | None = None) -> Dat
     if task is not None and options.get("task") not in (None, task):
         raise DatasetError(f"hf:{source}: task {options['task']!r} in the spec and {task!r} from --task disagree.")
     table, parquet, features, meta = _open(source, options)
-    if features is None:
-        features = table.features
     column, modality, label = _columns(features, options, source)
     if table is not None and getattr(table, "_indices", None) is not None:
         table = table.flatten_indices()
-    if parquet is not None:
-        import pyarrow.parquet as pq
 
-        raw = pq.read_table(parquet, columns=[label]).column(label).to_pylist()
-        files = parquet
-    else:
-        raw = table.data.column(label).to_pylist()
-        files = [c["filename"] for c in table.cache_files]
+    def values(col: str) -> list:
+        """A whole column as Python values (labels, text: what is read into memory)."""
+        if parquet is not None:
+            import pyarrow.parquet as pq
+
+            return pq.read_table(parquet, columns=[col]).column(col).to_pylist()
+        return table.data.column(col).to_pylist()
+
+    raw = values(label)
+    files = parquet if parquet is not None else [c["filename"] for c in table.cache_files]
     kind, names = _label_kind(features[label])
     kind = task or options.get("task") or kind or infer_task(raw)
     if kind == "regression" and names is None and raw and not isinstance(raw[0], list):
@@ -309,8 +311,7 @@ def from_hf(spec: str, split: str | None = None, task: str | None = None) -> Dat
     labels, classes, kind = encode_targets(raw, f"hf:{source}", kind, names=names, row_word="row")
     name = f"hf:{source}" + (f"[{meta['split']}]" if meta.get("split") else "")
     if modality == "text":
-        items = (pq.read_table(parquet, columns=[column]).column(column).to_pylist() if parquet is not None
-                 else table.data.column(column).to_pylist())
+        items = values(column)
         bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
         if bad:
             raise DatasetError(f"{name}: text column {column!r} has {len(bad)} row(s) that are not strings (rows "

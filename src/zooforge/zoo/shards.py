@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -30,7 +31,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from zooforge.errors import DatasetError
-from zooforge.zoo.data import Dataset, LazyImages, decode_image, encode_targets
+from zooforge.zoo.data import Dataset, LazyImages, available_cores, decode_image, encode_targets
 
 __all__ = ["from_shards", "ShardImages", "SHARD_OPTIONS"]
 
@@ -160,10 +161,7 @@ def from_shards(spec: str, split: str | None = None, task: str | None = None, wo
     ``workers``: threads decoding beside the one reading (default: the other cores, at most 4; on
     2 cores one decoding thread beats two: 8,000 samples in 1.6 s against 2.0 s)."""
     if workers is None:
-        import os
-
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        workers = max(1, min(4, cores - 1))
+        workers = max(1, min(4, available_cores() - 1))
     pattern, _, query = spec.partition("?")
     options = dict(parse_qsl(query))
     unknown = sorted(set(options) - set(SHARD_OPTIONS))
@@ -178,12 +176,12 @@ def from_shards(spec: str, split: str | None = None, task: str | None = None, wo
     order: list[tuple[int, str]] = []
     digest = hashlib.sha256(b"wds")
     bad_by_key: dict[tuple[int, str, str], str] = {}
-    inflight: list = []
+    inflight: deque = deque()
 
     def settle(limit: int) -> None:
         """Collect decode checks until at most ``limit`` are in flight (bounds the bytes held)."""
         while len(inflight) > limit:
-            where, future = inflight.pop(0)
+            where, future = inflight.popleft()
             why = future.result()
             if why is not None:
                 bad_by_key[where] = why

@@ -66,6 +66,12 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
 
 
+def _where(bad: Sequence[int], rows: Sequence[Any] | None) -> str:
+    """The first ten of ``bad`` (indices) as their ``rows`` names, and how many more."""
+    where = [rows[i] if rows is not None else i for i in bad]
+    return ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
+
+
 def infer_task(raw: Sequence[Any]) -> str:
     """The target kind ``raw`` (one label per sample, missing ones already refused) says it is."""
     values = list(raw)
@@ -85,9 +91,7 @@ def encode_regression(raw: Sequence[Any], source: str, names: Sequence[str] | No
     """float64 (N, K) targets and their names from one number (or a list of K numbers) per sample;
     a value that is not a finite number is an error naming its rows."""
     values = list(raw)
-    if not values:
-        raise DatasetError(f"{source}: the dataset is empty (no samples found).")
-    width = len(values[0]) if _is_list(values[0]) else None
+    width = len(values[0]) if values and _is_list(values[0]) else None
     bad = []
     out = np.empty((len(values), width or 1), dtype=np.float64)
     for i, v in enumerate(values):
@@ -103,11 +107,9 @@ def encode_regression(raw: Sequence[Any], source: str, names: Sequence[str] | No
         if not np.isfinite(out[i]).all():
             bad.append(i)
     if bad:
-        where = [rows[i] if rows is not None else i for i in bad]
-        shown = ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
         raise DatasetError(f"{source}: {len(bad)} {row_word}(s) have a regression target that is not a finite number"
-                           f"{f' (or not {width} of them)' if width else ''} ({row_word} {shown}); fix or remove those "
-                           f"rows, or choose another task with --task.")
+                           f"{f' (or not {width} of them)' if width else ''} ({row_word} {_where(bad, rows)}); fix or "
+                           f"remove those rows, or choose another task with --task.")
     if len(values) < 2:
         raise DatasetError(f"{source}: a regression task needs at least 2 samples; got {len(values)}.")
     constant = [k for k in range(out.shape[1]) if np.ptp(out[:, k]) == 0]
@@ -123,11 +125,10 @@ def encode_regression(raw: Sequence[Any], source: str, names: Sequence[str] | No
 def encode_multilabel(raw: Sequence[Any], source: str, names: Sequence[str] | None = None,
                       rows: Sequence[int] | None = None, row_word: str = "sample") -> tuple[np.ndarray, tuple[str, ...]]:
     """int8 (N, K) tag indicators and the tag names from a list of tags per sample (an empty list is
-    a sample without tags), a ``|``-separated string of tags, or a 0/1 vector of length K (``names``
-    then name the K tags). Tag names sort as the classes of a classification task do."""
+    a sample without tags), a ``|``-separated string of tags, or, without ``names``, a 0/1 vector of
+    length K (tags tag0 .. tagK-1). With ``names`` the numbers in a list are codes into them (a Hub
+    ``Sequence(ClassLabel)``). Tag names sort as the classes of a classification task do."""
     values = list(raw)
-    if not values:
-        raise DatasetError(f"{source}: the dataset is empty (no samples found).")
     as_lists = [list(v) if _is_list(v) else [t for t in str(v).split(TAG_SEPARATOR) if t.strip()] for v in values]
     flat = [x for v in as_lists for x in v]
     # a 0/1 vector per sample (an N x K matrix); with ``names`` (a list of ClassLabel) they are codes
@@ -136,9 +137,7 @@ def encode_multilabel(raw: Sequence[Any], source: str, names: Sequence[str] | No
                  and all(_is_list(v) for v in values))
     if indicator:
         matrix = np.asarray([[int(float(x)) for x in v] for v in as_lists], dtype=np.int8)
-        tags = tuple(names) if names else tuple(f"tag{k}" for k in range(matrix.shape[1]))
-        if len(tags) != matrix.shape[1]:
-            raise DatasetError(f"{source}: {matrix.shape[1]} tag indicator(s) per sample but {len(tags)} tag name(s).")
+        tags = tuple(f"tag{k}" for k in range(matrix.shape[1]))
     else:
         if names is not None:               # codes into the given names (a Hub Sequence(ClassLabel))
             as_lists = [[names[int(x)] if _is_number(x) and not isinstance(x, str) else x for x in v] for v in as_lists]
@@ -208,17 +207,9 @@ def _is_missing(value: Any) -> bool:
 
 def _encode_labels(raw: Sequence[Any], source: str, rows: Sequence[int] | None = None,
                    row_word: str = "sample") -> tuple[np.ndarray, tuple[str, ...]]:
-    """Codes 0..C-1 and class names. ``rows`` names each label's row for messages (default: its
-    index); a missing label is an error naming the rows, never a class of its own."""
-    missing = [i for i, v in enumerate(raw) if _is_missing(v)]
-    if missing:
-        where = [rows[i] if rows is not None else i for i in missing]
-        shown = ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
-        raise DatasetError(f"{source}: {len(missing)} {row_word}(s) have an empty or missing label ({row_word} "
-                           f"{shown}); give every row a label or remove those rows.")
+    """Codes 0..C-1 and class names of labels that are all present (``encode_targets`` refuses
+    missing ones first)."""
     values = np.asarray([str(v).strip() for v in raw], dtype=str)
-    if values.size == 0:
-        raise DatasetError(f"{source}: the dataset is empty (no samples found).")
     classes, codes = np.unique(values, return_inverse=True)
     if len(classes) < 2:
         raise DatasetError(f"{source}: only one class ({str(classes[0])!r}); a classification task needs at least 2.")
@@ -239,12 +230,12 @@ def encode_targets(raw: Sequence[Any], source: str, task: str | None = None, *, 
     ``names``: the class names of integer codes (a Hugging Face ``ClassLabel``), the target names
     of regression columns, or the tag names of indicator vectors."""
     task = check_task(task)
-    missing = [i for i, v in enumerate(raw) if not isinstance(v, (list, tuple, np.ndarray)) and _is_missing(v)]
+    if len(raw) == 0:
+        raise DatasetError(f"{source}: the dataset is empty (no samples found).")
+    missing = [i for i, v in enumerate(raw) if not _is_list(v) and _is_missing(v)]
     if missing:
-        where = [rows[i] if rows is not None else i for i in missing]
-        shown = ", ".join(str(w) for w in where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
         raise DatasetError(f"{source}: {len(missing)} {row_word}(s) have an empty or missing label ({row_word} "
-                           f"{shown}); give every row a label or remove those rows.")
+                           f"{_where(missing, rows)}); give every row a label or remove those rows.")
     task = task or infer_task(raw)
     if task == "regression":
         labels, classes = encode_regression(raw, source, names if names and not _is_codes(raw) else None, rows, row_word)
@@ -252,16 +243,15 @@ def encode_targets(raw: Sequence[Any], source: str, task: str | None = None, *, 
     if task == "multilabel":
         labels, classes = encode_multilabel(raw, source, names, rows, row_word)
         return labels, classes, task
-    if any(isinstance(v, (list, tuple, np.ndarray)) for v in raw):
+    if any(_is_list(v) for v in raw):
         raise DatasetError(f"{source}: labels are lists (several per sample), which a classification task cannot "
                            f"take; use --task multilabel (tags) or --task regression (numbers).")
     if names is not None and _is_codes(raw):        # codes into named classes: keep the names' order
         codes = np.asarray(raw, dtype=np.int64)
         outside = np.flatnonzero((codes < 0) | (codes >= len(names)))
         if outside.size:
-            where = [rows[i] if rows is not None else int(i) for i in outside[:10]]
             raise DatasetError(f"{source}: {outside.size} {row_word}(s) have a class index outside the {len(names)} "
-                               f"class names ({row_word} {', '.join(map(str, where))}).")
+                               f"class names ({row_word} {_where(outside.tolist(), rows)}).")
         present = np.unique(codes)                  # classes this data has, in the names' order
         if present.size < 2:
             raise DatasetError(f"{source}: only one class ({names[present[0]]!r}); a classification task needs "
