@@ -41,7 +41,7 @@ def synthetic(models: int, stages: int, blocks: int = 8, probe: int = 256, seed:
     sp = [rng.integers(0, 100_000, (n, n)) for _ in range(stages - 1)]
     sg = [rng.uniform(0, 0.05, (n, n)) for _ in range(stages - 1)]
     t0 = time.perf_counter()
-    result = solve(Problem(cands, compat, sp, sg), budget_gmacs=0.6 * stages, budget_params=stages * 2e6, top_k=1)
+    result = solve(Problem(cands, compat, sp, sg), budget_gmacs=0.6 * stages, budget_params=stages * 2.0, top_k=1)
     return t_part, time.perf_counter() - t0, result.status
 
 

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from zooforge.config import ComposeConfig, help_of
 from zooforge.errors import ZooforgeError, first_line
 from zooforge.formatting import format_value
 
@@ -36,6 +37,12 @@ def _version(value: bool) -> None:
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="print the version and exit")] = False) -> None:
     """Rank, reassemble and tune models from a zoo of pretrained backbones."""
+
+def _option(config: type, name: str, *decls: str, **kwargs) -> typer.models.OptionInfo:
+    """A typer option whose help is the config field's own (``zooforge.config``): one text for the
+    command line and the Python API."""
+    return typer.Option(*decls, help=help_of(config, name), **kwargs)
+
 
 # Options shared by several commands: one spelling and one help text each.
 ModelGlobs = Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")]
@@ -620,21 +627,19 @@ def aggregate(
 def compose(
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
     data: Annotated[str, typer.Argument(help="folder, .npz, sklearn:digits or demo:<task> (images)")],
-    budget_gmacs: Annotated[Optional[float], typer.Option(help="GMACs budget at the input size")] = None,
-    budget_params: Annotated[Optional[float], typer.Option(help="parameter budget, in millions")] = None,
-    stages: Annotated[int, typer.Option(help="stages K of the assembly")] = 4,
+    budget_gmacs: Annotated[Optional[float], _option(ComposeConfig, "budget_gmacs")] = ComposeConfig.budget_gmacs,
+    budget_params: Annotated[Optional[float], _option(ComposeConfig, "budget_params")] = ComposeConfig.budget_params,
+    stages: Annotated[int, _option(ComposeConfig, "stages")] = ComposeConfig.stages,
     model: ModelGlobs = None,
-    epochs: Annotated[int, typer.Option(help="epochs of end-to-end training")] = 10,
-    stitch_epochs: Annotated[int, typer.Option(help="epochs training only stitches and head first")] = 0,
+    epochs: Annotated[int, _option(ComposeConfig, "epochs")] = ComposeConfig.epochs,
+    stitch_epochs: Annotated[int, _option(ComposeConfig, "stitch_epochs")] = ComposeConfig.stitch_epochs,
     lr: PeakLr = 1e-3,
-    top_k: Annotated[int, typer.Option(help="distinct assemblies to list")] = 3,
-    screen: Annotated[int, typer.Option(help="assemblies trained on 80% of the training split to pick the best "
-                                        "(<= 1: trust the solver)")] = 4,
-    screen_epochs: Annotated[Optional[int], typer.Option(help="epochs of each screening run [default: --epochs]")] = None,
-    compat: Annotated[str, typer.Option(help="transition score: cka (CKA of the cut points) or stitch (R² of the "
-                                        "least-squares stitch)")] = "cka",
+    top_k: Annotated[int, _option(ComposeConfig, "top_k")] = ComposeConfig.top_k,
+    screen: Annotated[int, _option(ComposeConfig, "screen")] = ComposeConfig.screen,
+    screen_epochs: Annotated[Optional[int], _option(ComposeConfig, "screen_epochs")] = ComposeConfig.screen_epochs,
+    compat: Annotated[str, _option(ComposeConfig, "compat")] = ComposeConfig.compat,
     seed: Seed = 0,
-    baseline: Annotated[bool, typer.Option(help="also fine-tune the best single model within budget")] = True,
+    baseline: Annotated[bool, _option(ComposeConfig, "baseline")] = ComposeConfig.baseline,
     device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write assembly.safetensors, recipe.json, result.json")] = None,
 ) -> None:
@@ -642,17 +647,13 @@ def compose(
     from zooforge.reassembly.compose import compose as compose_model
 
     _threads()
-    if budget_gmacs is None and budget_params is None:
-        _fail(ZooforgeError("give --budget-gmacs and/or --budget-params."))
     try:
         _check_device(device)
-        if stages < 1:
-            raise ZooforgeError(f"--stages must be at least 1; got {stages}.")
+        config = ComposeConfig(budget_gmacs=budget_gmacs, budget_params=budget_params, stages=stages, models=model,
+                               epochs=epochs, stitch_epochs=stitch_epochs, lr=lr, top_k=top_k, screen=screen,
+                               screen_epochs=screen_epochs, compat=compat, seed=seed, baseline=baseline, device=device)
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
-            r = compose_model(catalogue, data, budget_gmacs, None if budget_params is None else budget_params * 1e6,
-                              stages=stages, models=model, epochs=epochs, stitch_epochs=stitch_epochs, lr=lr,
-                              top_k=top_k, screen=screen, screen_epochs=screen_epochs, compat=compat, seed=seed,
-                              baseline=baseline, out_dir=out, device=device)
+            r = compose_model(catalogue, data, config, out_dir=out)
     except (ZooforgeError, ValueError) as exc:
         _fail(exc)
     for model_id, why in r.left_out.items():          # never silently: a model the user listed may be among them

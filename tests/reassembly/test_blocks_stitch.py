@@ -1,3 +1,4 @@
+import importlib
 import itertools
 
 import numpy as np
@@ -6,12 +7,15 @@ import pytest
 import torch
 from torch import nn
 
+from zooforge.config import Budget
 from zooforge.errors import ZooforgeError
 from zooforge.reassembly.blocks import cut
 from zooforge.reassembly.compose import compose
 from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, load_assembly
 from zooforge.zoo import load_catalogue
 from zooforge.zoo.backbone import Backbone
+
+sc = importlib.import_module("zooforge.reassembly.screen")
 
 ARCHS = ["demo/effnet-shapes", "demo/convnext-shapes", "demo/resnet-colour", "demo/vit-glyphs",
          "demo/mambaout-colour", "demo/byobnet-counting"]
@@ -136,20 +140,18 @@ def test_load_assembly_names_missing_files(tmp_path):
 
 
 def _plan(**kw):
-    import importlib
-
-    compose_module = importlib.import_module("zooforge.reassembly.compose")
-    return compose_module, compose_module.plan("demo", "demo:shapes?n=16", 0.002, stages=3, probe=32,
-                                               models=["demo/byobnet-counting", "demo/resnet-colour",
-                                                       "demo/convnext-shapes"], **kw)
+    plan_module = importlib.import_module("zooforge.reassembly.plan")     # the package's `plan` is the function
+    return plan_module, plan_module.plan("demo", "demo:shapes?n=16", 0.002, stages=3, probe=32,
+                                         models=["demo/byobnet-counting", "demo/resnet-colour",
+                                                 "demo/convnext-shapes"], **kw)
 
 
 def test_a_single_model_assembly_is_that_model():
     cm, p = _plan()
-    sol = cm._single_model_solution(p, "demo/byobnet-counting")
+    sol = p.single_model("demo/byobnet-counting")
     assert [c.model for c in sol.candidates] == ["demo/byobnet-counting"] * 3
-    model, r2, _ = cm._assemble(p, sol, 4)
-    b = p["backbones"]["demo/byobnet-counting"]
+    model, r2, _ = p.assemble(sol)
+    b = p.backbones["demo/byobnet-counting"]
     x = torch.randn(3, 3, 32, 32)
     model.eval()
     with torch.no_grad():
@@ -162,11 +164,11 @@ def test_training_an_assembly_leaves_the_planned_blocks_untouched():
     from zooforge.tuning.loop import TrainConfig, train
 
     cm, p = _plan()
-    before = {m: [{k: v.clone() for k, v in blk.state_dict().items()} for blk in bl] for m, bl in p["blocks"].items()}
-    sol = p["solved"].solutions[0]
-    model, _, _ = cm._assemble(p, sol, 4)
+    before = {m: [{k: v.clone() for k, v in blk.state_dict().items()} for blk in bl] for m, bl in p.blocks.items()}
+    sol = p.solved.solutions[0]
+    model, _, _ = p.assemble(sol)
     train(model, torch.randn(8, 3, 32, 32), torch.arange(8) % 4, TrainConfig(epochs=1, batch_size=4, lr=1e-2))
-    for m, bl in p["blocks"].items():
+    for m, bl in p.blocks.items():
         for blk, state in zip(bl, before[m]):
             for k, v in blk.state_dict().items():
                 assert torch.equal(v, state[k]), (m, k)
@@ -174,13 +176,13 @@ def test_training_an_assembly_leaves_the_planned_blocks_untouched():
 
 def test_compat_reward_is_counted_in_units_of_the_stage_score_spread():
     cm, p = _plan(compat_weight=2.0)
-    rows = p["problem"].stages
+    rows = p.problem.stages
     spread = float(np.median([np.std([c.score for c in row]) for row in rows]))
-    assert p["problem"].compat_weight == pytest.approx(2.0 * spread)
+    assert p.problem.compat_weight == pytest.approx(2.0 * spread)
 
 
 def test_stitch_fit_is_one_for_a_linear_image_of_the_map_and_near_zero_for_noise():
-    from zooforge.reassembly.compose import stitch_fit
+    from zooforge.reassembly.plan import stitch_fit
 
     g = torch.Generator().manual_seed(0)
     source = torch.randn(16, 6, 8, 8, generator=g)
@@ -194,8 +196,8 @@ def test_stitch_fit_is_one_for_a_linear_image_of_the_map_and_near_zero_for_noise
 
 def test_stitch_compat_scores_each_transition_by_its_least_squares_stitch():
     cm, p = _plan(compat="stitch")
-    ids, part, maps = list(p["backbones"]), p["partition"], p["maps"]
-    for k, matrix in enumerate(p["problem"].compat):
+    ids, part, maps = list(p.backbones), p.partition, p.maps
+    for k, matrix in enumerate(p.problem.compat):
         for i, a in enumerate(ids):
             for j, b in enumerate(ids):
                 ca, cb = part.cuts[a][k + 1], part.cuts[b][k + 1]
@@ -210,28 +212,28 @@ def test_a_single_model_assembly_scores_its_own_stage_outputs_and_keeps_the_best
     from zooforge.metrics import logme
 
     cm, p = _plan()
-    sol = cm._single_model_solution(p, "demo/resnet-colour")
-    b = p["backbones"]["demo/resnet-colour"]
-    x = b.prepare([p["dataset"].image(int(i)) for i in p["probe_index"]])["x"]
-    y = p["dataset"].labels[p["probe_index"]]
+    sol = p.single_model("demo/resnet-colour")
+    b = p.backbones["demo/resnet-colour"]
+    x = b.prepare([p.dataset.image(int(i)) for i in p.probe.index])["x"]
+    y = p.dataset.labels[p.probe.index]
     with torch.no_grad():
         feats = b.model.forward_head(b.model.forward_features(x), pre_logits=True)
-        maps = cm._run_blocks(p["blocks"]["demo/resnet-colour"], x)
-    stages = cm.stage_logme(p, sol)
+        maps = cm.run_blocks(p.blocks["demo/resnet-colour"], x)
+    stages = sc.stage_logme(p, sol)
     assert len(stages) == 3
     assert stages[-1] == pytest.approx(logme(feats.double().numpy(), y), rel=1e-4)   # the model's own features
     cuts = [c.blocks[1] for c in sol.candidates]
     for k, end in enumerate(cuts):                  # stage k ends where the model's block ``end - 1`` does
         assert stages[k] == pytest.approx(logme(maps[end - 1].mean(dim=(2, 3)).double().numpy(), y), rel=1e-4)
-    assert cm.assembly_logme(p, sol) == max(stages)
+    assert sc.assembly_logme(p, sol) == max(stages)
 
 
 def test_probe_blocks_pools_every_image_and_keeps_maps_of_the_first_only():
     cm, p = _plan()
-    blocks = p["blocks"]["demo/byobnet-counting"]
+    blocks = p.blocks["demo/byobnet-counting"]
     x = torch.randn(10, 3, 32, 32)
-    whole = cm._run_blocks(blocks, x)
-    pooled, maps = cm._probe_blocks(blocks, x, keep=3, batch_size=4)
+    whole = cm.run_blocks(blocks, x)
+    pooled, maps = cm.probe_blocks(blocks, x, keep=3, batch_size=4)
     for w, pl, m in zip(whole, pooled, maps):
         torch.testing.assert_close(pl, w.mean(dim=(2, 3)), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(m, w[:3], rtol=1e-5, atol=1e-6)
@@ -239,22 +241,22 @@ def test_probe_blocks_pools_every_image_and_keeps_maps_of_the_first_only():
 
 def test_screen_shortlist_orders_by_assembly_logme_and_keeps_the_single_model():
     cm, p = _plan(screen=3)
-    shortlist = cm._screen_candidates(p, p["diverse"] + p["solved"].solutions, 0.002, None, keep=3)
+    shortlist = sc.shortlist(p, p.diverse + p.solved.solutions, Budget(0.002), size=3)
     assert len(shortlist) <= 3
     *mixed, single = shortlist
     single = single.solution
     assert len({c.model for c in single.candidates}) == 1
     scores = [s.assembly_logme for s in mixed]
     assert scores == sorted(scores, reverse=True)
-    pool = {s.choice for s in p["diverse"] + p["solved"].solutions} - {single.choice}
+    pool = {s.choice for s in p.diverse + p.solved.solutions} - {single.choice}
     assert all(s.solution.choice in pool for s in mixed)
-    dropped = [cm.assembly_logme(p, s) for s in p["diverse"] + p["solved"].solutions
+    dropped = [sc.assembly_logme(p, s) for s in p.diverse + p.solved.solutions
                if s.choice in pool - {m.solution.choice for m in mixed}]
     assert all(d <= min(scores) + 1e-12 for d in dropped)
     for sol, score, model, stages in shortlist:          # the kept model is the one scored, untrained
-        assert cm.assembly_logme(p, sol) == pytest.approx(score, rel=1e-9) == max(stages)
+        assert sc.assembly_logme(p, sol) == pytest.approx(score, rel=1e-9) == max(stages)
         torch.manual_seed(0)
-        fresh = cm._assemble(p, sol, 4)[0]
+        fresh = p.assemble(sol).model
         for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
             assert torch.equal(a, b), name
 
@@ -292,22 +294,19 @@ def test_compose_cli_prints_the_screen_and_both_accuracies():
 
 
 def test_screen_keeps_a_mix_only_when_it_beats_the_single_model_beyond_the_paired_noise():
-    import importlib
-
-    cm = importlib.import_module("zooforge.reassembly.compose")
     t = lambda bits: torch.tensor(bits, dtype=torch.float64)    # noqa: E731
     single = t([1, 1, 0, 0] * 25)                                # 50% correct
     tie = t([0, 0, 1, 1] * 25)                                   # 50% too, on other samples
     better = t([1, 1, 1, 0] * 25)                                # +25 points, never worse: paired SE 0.044
     slightly = t([1, 1, 0, 0] * 24 + [1, 1, 1, 0])               # +1 point of 100: 1 SE exactly (0.01 vs 0.01)
-    assert cm._keep([tie, single], single=1) == (1, 0, 0.0)
-    kept, best, margin = cm._keep([tie, better, single], single=2)
+    assert sc.keep([tie, single], single=1) == (1, 0, 0.0)
+    kept, best, margin = sc.keep([tie, better, single], single=2)
     assert (kept, best) == (1, 1) and margin == pytest.approx(0.25 / (np.sqrt(0.25 * 0.75 * 100 / 99) / 10))
-    kept, best, margin = cm._keep([slightly, single], single=1)
+    kept, best, margin = sc.keep([slightly, single], single=1)
     assert (kept, best) == (1, 0) and margin == pytest.approx(1.0)    # not *more* than one SE: the single stays
-    assert cm._keep([tie, single], single=None) == (0, 0, None)     # nothing fits alone: the best of the rest
-    assert cm._keep([single, tie], single=None)[0] == 0             # ties: the shortlist's order
-    assert cm._keep([single], single=0) == (0, None, None)
+    assert sc.keep([tie, single], single=None) == (0, 0, None)     # nothing fits alone: the best of the rest
+    assert sc.keep([single, tie], single=None)[0] == 0             # ties: the shortlist's order
+    assert sc.keep([single], single=0) == (0, None, None)
 
 
 def test_compose_reports_the_models_it_leaves_out(tiny_vit_folder):
@@ -317,7 +316,7 @@ def test_compose_reports_the_models_it_leaves_out(tiny_vit_folder):
 
     demo = [e for e in load_catalogue("demo") if e.id in ("demo/convnext-shapes", "demo/byobnet-counting")]
     vit = CatalogueEntry(id="hf/tiny-vit", source="hf", name=str(tiny_vit_folder))
-    r = compose([*demo, vit], "demo:shapes?n=12", 0.002, None, stages=2, epochs=1, screen=1, baseline=False)
+    r = compose([*demo, vit], "demo:shapes?n=12", budget_gmacs=0.002, stages=2, epochs=1, screen=1, baseline=False)
     assert "hf/tiny-vit" in r.left_out and r.left_out["hf/tiny-vit"]
     assert "hf/tiny-vit" in r.record()["left_out"]
     assert all(row["model"] != "hf/tiny-vit" for row in r.stages)

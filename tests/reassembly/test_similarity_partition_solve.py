@@ -83,9 +83,9 @@ def test_cp_sat_optimum_equals_brute_force_and_respects_the_budget(seed):
     models, stages = int(rng.integers(2, 6)), int(rng.integers(1, 4))
     problem = _random_problem(rng, models, stages, min_compat=0.2 if seed % 3 == 0 else None)
     budget_g = float(rng.uniform(0.002, 0.12))
-    budget_p = float(rng.uniform(5_000, 150_000))
-    result = solve(problem, budget_g, budget_p, top_k=3)
-    expected = brute_force(problem, budget_g, budget_p)
+    budget_p = float(rng.uniform(5_000, 150_000))                   # parameters; the API takes millions
+    result = solve(problem, budget_g, budget_p / 1e6, top_k=3)
+    expected = brute_force(problem, budget_g, budget_p / 1e6)
     if expected is None:
         assert result.status == "INFEASIBLE" and not result.solutions
         assert "infeasible" in result.explain()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zooforge.errors import ZooforgeError
+from zooforge.config import Budget
 
 __all__ = ["Candidate", "Problem", "Solution", "SolveResult", "solve", "brute_force"]
 
@@ -177,9 +178,16 @@ def _solver(time_limit: float, seed: int):
     return s
 
 
+def _int_budgets(budget_gmacs: float | None, budget_params: float | None) -> tuple[int | None, int | None]:
+    """(parameters, kilo-MACs), both rounded down, from GMACs and millions of parameters."""
+    budget = Budget(budget_gmacs, budget_params)
+    return budget.max_params, None if budget.gmacs is None else int(math.floor(budget.gmacs * KMACS + 1e-9))
+
+
 def solve(problem: Problem, budget_gmacs: float | None = None, budget_params: float | None = None, *,
           top_k: int = 1, time_limit: float = 10.0, seed: int = 0, distinct: str = "assembly") -> SolveResult:
-    """Best ``top_k`` distinct assemblies within the budgets (``budget_params`` in parameters).
+    """Best ``top_k`` distinct assemblies within the budgets (``budget_gmacs`` in GMACs,
+    ``budget_params`` in millions of parameters, as everywhere in zooforge).
 
     ``distinct="assembly"``: each next solution differs from all earlier ones somewhere (the usual
     top-k). ``distinct="last"``: each ends in a last-stage block no earlier solution ended in, i.e.
@@ -192,8 +200,7 @@ def solve(problem: Problem, budget_gmacs: float | None = None, budget_params: fl
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
-    p_budget = None if budget_params is None else int(math.floor(budget_params))
-    g_budget = None if budget_gmacs is None else int(math.floor(budget_gmacs * KMACS + 1e-9))
+    p_budget, g_budget = _int_budgets(budget_gmacs, budget_params)
     model, x = _model(problem, p_budget, g_budget, "score")
     solver = _solver(time_limit, seed)
     names = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE", cp_model.INFEASIBLE: "INFEASIBLE",
@@ -232,8 +239,7 @@ def solve(problem: Problem, budget_gmacs: float | None = None, budget_params: fl
 
 def brute_force(problem: Problem, budget_gmacs: float | None = None, budget_params: float | None = None):
     """Enumerate every assembly (small instances only): (best integer objective, its choice) or None."""
-    p_budget = None if budget_params is None else int(math.floor(budget_params))
-    g_budget = None if budget_gmacs is None else int(math.floor(budget_gmacs * KMACS + 1e-9))
+    p_budget, g_budget = _int_budgets(budget_gmacs, budget_params)
     best = None
     for choice in itertools.product(*[range(len(s)) for s in problem.stages]):
         obj, params, kmacs, ok = problem.evaluate(choice)

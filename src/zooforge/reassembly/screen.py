@@ -1,0 +1,136 @@
+"""DeRy's step 4: which assemblies to train briefly, and which one to keep.
+
+The shortlist: the solver's best assembly for each of the SCREEN_POOL x ``screen`` best final blocks
+and its plain top-k (a structurally diverse pool; the plain top-k mostly differs in early stages),
+each built with least-squares stitches and ordered by its *assembly LogME* (:func:`assembly_logme`),
+plus the LogME-best single model within budget (an assembly of one model: its blocks chained end to
+end give the model's own features). The screen trains each on 80% of the training split and keeps
+the best mix only if it beats the single model on the other 20% by more than ``SCREEN_MARGIN``
+standard errors of the paired difference (:func:`keep`); otherwise the single model: the result does
+not fall below it by more than the screen's noise. ``python benchmarks/compose.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from zooforge.metrics.logme import logme
+from zooforge.reassembly.plan import Plan, probe_blocks
+from zooforge.reassembly.solve import Solution
+from zooforge.reassembly.stitch import Assembly
+from zooforge.tuning.loop import TrainConfig, predict, train
+from zooforge.tuning.tune import VALIDATION_SPLIT
+from zooforge.config import Budget
+
+__all__ = ["SCREEN_MARGIN", "Shortlisted", "assembly_logme", "keep", "screen", "shortlist", "stage_logme"]
+
+# A mix replaces the single model only when its validation accuracy is higher by more than this many
+# standard errors of the paired difference (see :func:`keep`).
+SCREEN_MARGIN = 1.0
+
+
+class Shortlisted(NamedTuple):
+    solution: Solution
+    assembly_logme: float        # max of stage_logme
+    model: Assembly              # built (seeded) and scored, not yet trained: the screen trains this one
+    stage_logme: list[float]
+
+
+def assembly_logme(plan: Plan, solution: Solution) -> float:
+    """The screen's training-free proxy for an assembly: the best LogME among its stage outputs
+    (:func:`stage_logme`) on the probe images, untrained, its blocks chained with least-squares
+    stitches. Stitched, a block fed an imitation of its usual input scores what it really gives, not
+    what it gives inside its own model. The best stage, not the last: fine-tuning can carry what an
+    early stage computes to the head, so an assembly is worth about its most task-informative stage."""
+    return max(stage_logme(plan, solution))
+
+
+def stage_logme(plan: Plan, solution: Solution, model: Assembly | None = None) -> list[float]:
+    """LogME of the globally pooled output of every stage of the (untrained) assembly ``model``
+    (built from ``solution`` when not given)."""
+    if model is None:
+        model = plan.assemble(solution).model
+    # each stage with the stitch that feeds it, so the chain's pooled outputs are the stages' outputs
+    units = [model.stages[0]] + [nn.Sequential(s, st) for s, st in zip(model.stitches, model.stages[1:])]
+    pooled, _ = probe_blocks(units, plan.probe.images(plan.backbones[solution.candidates[0].model]), keep=0)
+    return [logme(f.double().numpy(), plan.probe.labels) for f in pooled]
+
+
+def shortlist(plan: Plan, solutions: list[Solution], budget: Budget, size: int, seed: int = 0) -> list[Shortlisted]:
+    """What the screen trains: the ``size`` best of ``solutions`` by :func:`assembly_logme`, with the
+    LogME-best single model that fits ``budget`` (its last stage's score is LogME on the model's own
+    features) always among them, last. Each assembly is built once, after ``torch.manual_seed(seed)``;
+    only the shortlisted ones are kept in memory."""
+    fits = [s for s in map(plan.single_model, plan.backbones) if budget.fits(s.gmacs, s.params)]
+    single = max(fits, key=lambda s: s.candidates[-1].score) if fits else None
+
+    def built(sol: Solution) -> Shortlisted:
+        torch.manual_seed(seed)
+        model = plan.assemble(sol).model
+        stages = stage_logme(plan, sol, model)
+        return Shortlisted(sol, max(stages), model, stages)
+
+    room = size - 1 if single is not None else size
+    kept: list[Shortlisted] = []
+    for sol in solutions:
+        if single is None or sol.choice != single.choice:
+            # stable: among equal scores the solver's order wins, as in a sort of the whole pool
+            kept = sorted(kept + [built(sol)], key=lambda s: -s.assembly_logme)[:room]
+    return kept + ([built(single)] if single is not None else [])
+
+
+def screen(plan: Plan, candidates: list[Shortlisted], train_ds, cfg: TrainConfig, epochs: int,
+           seed: int) -> tuple[Solution, list[dict]]:
+    """Train each shortlisted assembly on 80% of ``train_ds`` for ``epochs``; validate on the other
+    20%; keep one by :func:`keep` (the single model is the shortlist's last entry when one fits the
+    budget). Returns the kept solution and one record per candidate (``kept`` marks the one)."""
+    from zooforge.tuning.methods import inputs_for
+
+    fit_ds, val_ds = train_ds.split(VALIDATION_SPLIT, seed + 1)
+    y_val = torch.as_tensor(val_ds.labels)
+    short = TrainConfig(**{**cfg.__dict__, "epochs": epochs, "checkpoint_dir": None, "progress": False})
+    records, correct, inputs = [], [], {}
+    for sol, proxy, model, stages in candidates:
+        first = plan.backbones[sol.candidates[0].model]
+        if first.transform not in inputs:
+            inputs[first.transform] = (inputs_for(first, fit_ds), inputs_for(first, val_ds))
+        x_fit, x_val = inputs[first.transform]
+        t0 = time.perf_counter()
+        train(model, x_fit, torch.as_tensor(fit_ds.labels), short)
+        correct.append((predict(model, x_val) == y_val).double())
+        records.append({"models": [c.model for c in sol.candidates], "blocks": [list(c.blocks) for c in sol.candidates],
+                        "objective": sol.objective, "assembly_logme": proxy, "stage_logme": stages,
+                        "params": sol.params, "gmacs": sol.gmacs, "val_accuracy": float(correct[-1].mean()),
+                        "seconds": time.perf_counter() - t0, "kept": False})
+    # the last is the single model when one fits; and if none fits, no one-model assembly can be here
+    single = len(candidates) - 1 if len({c.model for c in candidates[-1].solution.candidates}) == 1 else None
+    kept, best_mix, margin = keep(correct, single)
+    if margin is not None:
+        records[best_mix]["margin_se"] = margin         # its lead over the single model, in standard errors
+    records[kept]["kept"] = True
+    return candidates[kept].solution, records
+
+
+def keep(correct: list[torch.Tensor], single: int | None) -> tuple[int, int | None, float | None]:
+    """Which screened candidate to keep from their per-sample validation correctness (0/1 each):
+    the best mix (earliest on ties) if there is no ``single`` or it beats ``correct[single]`` by more
+    than ``SCREEN_MARGIN`` standard errors of the paired difference; else ``single``. With a
+    validation set of a hundred images, a mix that merely ties the single model is as likely to be
+    worse. Returns (kept, best mix or None, the best mix's lead over the single model in standard
+    errors or None)."""
+    mixes = [i for i in range(len(correct)) if i != single]
+    if not mixes:
+        return single, None, None
+    best = max(mixes, key=lambda i: (float(correct[i].mean()), -i))
+    if single is None:
+        return best, best, None
+    diff = (correct[best] - correct[single]).double()
+    gain = float(diff.mean())
+    se = float(diff.std() / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    margin = gain / se if se > 0 else (0.0 if gain == 0 else float(np.sign(gain)) * np.inf)
+    return (best if gain > SCREEN_MARGIN * se else single), best, margin
