@@ -1,0 +1,5 @@
+"""``python -m zooforge.cli``."""
+
+from zooforge.cli import main
+
+main()

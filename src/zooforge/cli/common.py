@@ -1,0 +1,155 @@
+"""What every command shares: the typer app and its console, option spellings and help texts,
+exit codes, the thread count, and the checks that run before any work (device, output paths) and
+the save that never loses a computed table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from zooforge.config import help_of
+from zooforge.errors import ZooforgeError
+
+app = typer.Typer(no_args_is_help=True,
+                  help="Rank, reassemble and tune models from a zoo of pretrained backbones.")
+console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from zooforge import __version__
+
+        print(f"zooforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """Rank, reassemble and tune models from a zoo of pretrained backbones."""
+
+def option(config: type, name: str, *decls: str, **kwargs) -> typer.models.OptionInfo:
+    """A typer option whose help is the config field's own (``zooforge.config``): one text for the
+    command line and the Python API."""
+    return typer.Option(*decls, help=help_of(config, name), **kwargs)
+
+
+# Options shared by several commands: one spelling and one help text each.
+ModelGlobs = Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")]
+OrderOpt = Annotated[Optional[str], typer.Option(
+    "--order", help="how estimators combine into the order: one estimator (logme), rank(a+b) (mean rank) or "
+                    "z(a+b) (mean z-score); default: the benchmarked default, else the mean rank over -m")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: best available)")]
+Epochs = Annotated[int, typer.Option(help="training epochs")]
+PeakLr = Annotated[float, typer.Option(help="peak learning rate")]
+BatchSize = Annotated[int, typer.Option(help="batch size")]
+Seed = Annotated[int, typer.Option(help="seed")]
+
+
+EXIT_ERROR = 1          # nothing (more) was computed: bad input, missing file, unavailable device
+EXIT_FAILURES = 3       # the command ran, but some models or cells failed (see the module docstring)
+AllowFailures = Annotated[bool, typer.Option(
+    "--allow-failures", help=f"exit 0 even when some models/cells failed (default: exit {EXIT_FAILURES})")]
+SplitOpt = Annotated[Optional[str], typer.Option(
+    help="dataset split: a folder <root>/<split>/<class>, a CSV `split` value, or train/val/test "
+         "(default: train where the data has splits)")]
+DATA_HELP = "folder, .csv, .npz, hf:<dataset>, wds:<shards>, sklearn:digits or demo:<task>"
+TaskOpt = Annotated[Optional[str], typer.Option(
+    help="the target kind: classification, regression or multilabel (default: what the labels say; "
+         "folders and demo class tasks are classes)")]
+SkipBadFiles = Annotated[bool, typer.Option(
+    "--skip-bad-files", help="leave out image files that cannot be decoded (listed) instead of stopping")]
+TABLE_SUFFIXES = (".csv", ".json", ".parquet")
+
+
+Threads = Annotated[Optional[int], typer.Option(
+    help="torch threads (default: $OMP_NUM_THREADS, else one per available core)", min=1)]
+
+
+def set_threads(threads: int | None = None) -> None:
+    import torch
+
+    from zooforge.zoo.data import available_cores
+
+    # One intra-op thread per core; more oversubscribes and makes CPU torch several times slower.
+    # --threads, then OMP_NUM_THREADS where set (Ray workers, shared servers), is the user's word.
+    cores = available_cores()
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    if threads is None:
+        threads = int(asked) if asked.isdigit() and int(asked) > 0 else max(1, cores)
+    torch.set_num_threads(threads)
+
+
+def fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)   # unbroken paths stay copyable
+    raise typer.Exit(code=EXIT_ERROR)
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device this machine lacks before any work, with what to use instead."""
+    if device is None:
+        return
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        built = "without CUDA" if torch.version.cuda is None else f"with CUDA {torch.version.cuda}, but no GPU is visible"
+        raise ZooforgeError(f"--device {device}: this torch {torch.__version__} is built {built}; "
+                            f"use --device cpu, or leave --device out to take the best available.")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ZooforgeError(f"--device {device}: Apple's MPS is not available here; use --device cpu.")
+    if kind not in ("cuda", "mps", "cpu"):
+        raise ZooforgeError(f"--device {device}: unknown device; use cuda, cuda:N, mps or cpu.")
+
+
+def check_output(path: Path | None, suffixes: tuple[str, ...], option: str) -> None:
+    """Refuse an output path that cannot be written before the work, not after it."""
+    if path is None:
+        return
+    if str(path) == "-":
+        raise ZooforgeError(f"{option} -: writing to standard output is not supported; give a file name "
+                            f"ending in {', '.join(suffixes)}.")
+    if path.suffix.lower() not in suffixes:
+        raise ZooforgeError(f"{option} {path}: unsupported file type {path.suffix or '(none)'!r}; "
+                            f"use {', '.join(suffixes)}.")
+    folder = path.parent if path.parent != Path("") else Path(".")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    import tempfile
+
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        with tempfile.TemporaryFile(dir=existing):      # a real probe: permissions, read-only mounts, /proc
+            pass
+    except OSError as exc:
+        raise ZooforgeError(f"{option} {path}: cannot write in {existing} ({exc}); choose another folder.") from None
+
+
+def save_table(table, out: Path) -> None:
+    """Write the table; if that fails after the work, write it beside (or in the current folder,
+    or the temporary folder) instead and say where: a computed table is never lost."""
+    import tempfile
+    import time
+
+    from zooforge.selection.rank import write_table
+
+    try:
+        console.print(f"wrote {write_table(table, out)}")
+        return
+    except (OSError, ZooforgeError) as exc:
+        problem = exc
+    name = f"{out.stem or 'ranking'}-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
+    for folder in (out.parent, Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            saved = write_table(table, folder / name)
+        except (OSError, ZooforgeError):
+            continue
+        console.print(f"[red]could not write {out}[/] ({problem}); [bold]the table was saved to {saved}[/]",
+                      soft_wrap=True)
+        raise typer.Exit(code=EXIT_ERROR)
+    console.print(f"[red]could not write {out} ({problem}) nor a copy anywhere[/]", soft_wrap=True)
+    raise typer.Exit(code=EXIT_ERROR)
