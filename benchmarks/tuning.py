@@ -43,7 +43,7 @@ def methods_table(cases, seed):
         for label, method, options in VARIANTS:
             cfg = TrainConfig(epochs=epochs, batch_size=32 if catalogue == "text-demo" else 64, seed=seed,
                               progress=False)
-            rows[label] = tune(model, data, method, catalogue=catalogue, config=cfg, lr="auto", split=split,
+            rows[label] = tune(model, data, method, catalogue=catalogue, loop=cfg, lr="auto", split=split,
                                seed=seed, **options)
         full = rows["full"].accuracy
         for label, r in rows.items():
@@ -60,7 +60,7 @@ def aggregation_table(targets, epochs, per_class):
         cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=64, seed=0, progress=False)
         _, train_ds, _ = split_dataset(data)
         top, _ = load_members("demo", None, 1, train_ds)
-        single = tune(top[0].id, data, "full", catalogue="demo", config=cfg)
+        single = tune(top[0].id, data, "full", catalogue="demo", loop=cfg)
         print(f"{task:<10} {'single top-1 (' + top[0].id.split('/')[1] + ')':<22} {single.accuracy:>6.3f} "
               f"{single.trainable_params:>10,} {single.total_params:>10,} {single.seconds:>6.1f}")
         runs = [("btuning (top-3)", lambda: btuning("demo", data, top_k=3, config=cfg)),

@@ -3,7 +3,9 @@ quantity, and help text shared by the command line and the API."""
 
 import pytest
 
-from zooforge.config import Budget, ComposeConfig, build_config, help_of
+from zooforge.config import (AggregateConfig, Budget, ComposeConfig, RankConfig, SelectConfig, TuneConfig,
+                             build_config, help_of)
+from zooforge.errors import ZooforgeError
 
 
 def test_budget_is_gmacs_and_millions_of_parameters():
@@ -14,17 +16,17 @@ def test_budget_is_gmacs_and_millions_of_parameters():
     assert str(b) == "0.5 GMACs and 0.25 M params"
     assert Budget(params_m=0.007).max_params == 7000                 # 0.007 * 1e6 is 6999.999... in floats
     for bad in (0, -1.0, float("nan"), float("inf"), "1"):
-        with pytest.raises(ValueError, match="budget `gmacs` must be a positive number"):
+        with pytest.raises(ValueError, match="`gmacs` must be a positive number"):
             Budget(gmacs=bad)
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({}, "compose needs a budget"),
-    ({"budget_gmacs": 0.01, "stages": 0}, "`stages` must be at least 1; got 0"),
-    ({"budget_gmacs": 0.01, "screen_epochs": 0}, "`screen_epochs` must be at least 1; got 0"),
-    ({"budget_gmacs": 0.01, "split": 1.0}, "`split` must be between 0 and 1; got 1.0"),
-    ({"budget_gmacs": 0.01, "compat": "cosine"}, "'stitch' or 'cka'; got 'cosine'"),
-    ({"budget_params": -2.0}, "budget `params_m` must be a positive number"),
+    ({"budget_gmacs": 0.01, "stages": 0}, r"`stages` \(--stages\) must be at least 1; got 0"),
+    ({"budget_gmacs": 0.01, "screen_epochs": 0}, r"`screen_epochs` \(--screen-epochs\) must be at least 1; got 0"),
+    ({"budget_gmacs": 0.01, "split": 1.0}, r"`split` \(--split\) must be between 0 and 1; got 1.0"),
+    ({"budget_gmacs": 0.01, "compat": "cosine"}, r"`compat` \(--compat\) must be one of 'cka', 'stitch'; got 'cosine'"),
+    ({"budget_params": -2.0}, r"`budget_params` \(--budget-params\) must be a positive number"),
 ])
 def test_compose_config_refuses_bad_values_naming_field_and_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -42,22 +44,81 @@ def test_build_config_names_an_unknown_option_and_applies_overrides():
     assert ComposeConfig(budget_gmacs=1, models=["a*", "b"]).models == ("a*", "b")
 
 
-def test_the_command_line_takes_the_configs_help_and_defaults():
+# command -> (config, {CLI parameter name: config field} where they differ)
+COMMANDS = {"rank": (RankConfig, {"metric": "metrics", "model": "models", "order": "ordering"}),
+            "select": (SelectConfig, {"budget": "fraction", "budget_seconds": "seconds", "metric": "metrics",
+                                      "model": "models"}),
+            "tune": (TuneConfig, {"target": "targets"}),
+            "aggregate": (AggregateConfig, {"model": "models"}),
+            "compose": (ComposeConfig, {"model": "models"})}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_the_command_line_takes_the_configs_help_and_defaults(command):
     import dataclasses
 
     import typer
 
     from zooforge.cli import app
 
-    command = typer.main.get_command(app).commands["compose"]
-    options = {p.name: p for p in command.params}
-    checked = 0
-    for f in dataclasses.fields(ComposeConfig):
-        if f.name in options:
-            assert options[f.name].help == help_of(ComposeConfig, f.name), f.name
-            assert options[f.name].default == f.default, f.name
-            checked += 1
-    assert checked >= 10
+    config, renamed = COMMANDS[command]
+    params = {renamed.get(p.name, p.name): p for p in typer.main.get_command(app).commands[command].params}
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    shared = set(params) & set(fields) - {"split", "task", "device"}      # data-reading options share one text
+    assert len(shared) >= 6, shared
+    for name in shared:
+        assert params[name].help == help_of(config, name), (command, name)
+        if fields[name].default is not None:
+            assert params[name].default == fields[name].default, (command, name)
+
+
+@pytest.mark.parametrize("config, kwargs, message", [
+    (RankConfig, {"bootstrap": -1}, r"`bootstrap` \(--bootstrap\) must be at least 0; got -1"),
+    (RankConfig, {"intervals": "some"}, r"`intervals` \(--intervals\) must be one of 'fast', 'all'; got 'some'"),
+    (RankConfig, {"budget_gmacs": 0}, r"`budget_gmacs` \(--budget-gmacs\) must be a positive number"),
+    (TuneConfig, {"method": "prefix"}, r"`method` \(--method\) must be one of 'linear', .*; got 'prefix'"),
+    (TuneConfig, {"lr": "fast"}, r"`lr` \(--lr\) must be a number or 'auto'; got 'fast'"),
+    (TuneConfig, {"lr": "-1e-3"}, r"`lr` \(--lr\) must be positive; got '-1e-3'"),
+    (TuneConfig, {"rank": 0}, r"`rank` \(--rank\) must be at least 1; got 0"),
+    (AggregateConfig, {"method": "soup"}, r"`method` \(--method\) must be one of 'btuning'"),
+    (AggregateConfig, {"method": "zootuning", "temperature": 0.1},
+     r"`temperature` \(--temperature\) only apply to --method btuning"),
+    (AggregateConfig, {"strength": "strong"}, r"`strength` \(--strength\) must be a number or 'auto'"),
+    (SelectConfig, {"method": "prefix"}, r"`method` \(--method\) must be one of"),
+    (SelectConfig, {"min_entrants": 3, "max_entrants": 2}, r"`max_entrants` \(--max-entrants\) must be at least 3"),
+])
+def test_every_config_refuses_a_bad_value_naming_field_and_value(config, kwargs, message):
+    with pytest.raises(ZooforgeError, match=message):
+        config(**kwargs)
+
+
+def test_numbers_from_the_command_line_become_numbers_and_lists_become_tuples():
+    assert TuneConfig(lr="3e-3").lr == 3e-3 and TuneConfig(lr="auto").lr == "auto"
+    assert AggregateConfig(strength="0").strength == 0.0                     # no regulariser is a valid strength
+    assert TuneConfig(targets=["qkv", "fc1"]).method_options() == {"targets": ["qkv", "fc1"]}
+    assert RankConfig(metrics=["logme"]).metrics == ("logme",) and hash(RankConfig(metrics=["logme"]))
+    with pytest.raises(TypeError):
+        RankConfig("logme")                                                   # keyword-only
+
+
+def test_aggregate_wires_hub_pathway_candidates_and_btuning_options(monkeypatch):
+    import zooforge.selection.aggregate as agg
+
+    seen = {}
+    for name in ("btuning", "zootuning", "hubpathway"):
+        monkeypatch.setattr(agg, name, lambda *a, _n=name, **kw: seen.setdefault(_n, kw))
+    agg.aggregate("demo", "demo:shapes", method="hubpathway", top_k=5)
+    assert seen["hubpathway"]["candidates"] == 5 and seen["hubpathway"]["top_k"] == 2
+    agg.aggregate("demo", "demo:shapes", method="hubpathway", top_k=1, models=["a", "b", "c"])
+    assert seen["hubpathway"]["candidates"] == 5          # (the first call's; setdefault keeps it)
+    seen.clear()
+    agg.aggregate("demo", "demo:shapes", method="hubpathway", top_k=1, models=["a", "b", "c"])
+    assert seen["hubpathway"]["candidates"] is None and seen["hubpathway"]["models"] == ["a", "b", "c"]
+    agg.aggregate("demo", "demo:shapes", strength="auto", top_k=4)
+    assert seen["btuning"]["strength"] == "auto" and seen["btuning"]["top_k"] == 4
+    assert "temperature" not in seen["btuning"]                                 # unset: the method's own default
+    loop = seen["btuning"]["config"]
+    assert (loop.epochs, loop.lr, loop.batch_size) == (10, 1e-3, 64)
 
 
 def test_compose_takes_millions_of_parameters_from_the_api_and_the_command_line():

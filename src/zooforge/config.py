@@ -1,9 +1,13 @@
-"""What every command family's config dataclass shares: help text kept beside the field, and one way
-to build a config from keyword overrides that names an unknown option instead of a bare TypeError.
+"""The options of every command family in one place: a frozen, keyword-only dataclass per family
+(:class:`RankConfig`, :class:`SelectConfig`, :class:`TuneConfig`, :class:`AggregateConfig`,
+:class:`ComposeConfig`) and the :class:`Budget` they share.
 
-A config is a frozen dataclass whose fields carry ``metadata={"help": ...}``; its ``__post_init__``
-refuses a bad value naming the field and the value. The CLI reads the help and the defaults from the
-class (``help_of``, ``Config.field``), so the command line and the Python API cannot drift apart.
+Each field carries its help text (``setting``); ``__post_init__`` refuses a bad value naming the field
+and the value. The API takes a config (``rank(catalogue, data, RankConfig(...))``) or the same names as
+keywords (``rank(catalogue, data, bootstrap=0)``: :func:`build_config`), and the CLI reads each
+option's help and default from the class, so the command line and the Python API cannot drift
+apart. Units are one per quantity everywhere: GMACs at the model's input size, parameters in
+millions. Nothing here imports torch, so ``zooforge --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -11,16 +15,25 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Budget", "ComposeConfig", "build_config", "help_of", "setting"]
+from zooforge.errors import ZooforgeError
+
+__all__ = ["AggregateConfig", "Budget", "ComposeConfig", "RankConfig", "SelectConfig", "TUNING_METHODS",
+           "TuneConfig", "build_config", "help_of", "number_or_auto", "setting"]
 
 C = TypeVar("C")
 
+TUNING_METHODS = ("linear", "full", "bitfit", "adapter", "adaptformer", "lora", "ia3")
+AGGREGATION_METHODS = ("btuning", "zootuning", "hubpathway")
+COMPAT_KINDS = ("cka", "stitch")
+config = dataclass(frozen=True, kw_only=True)
 
-def setting(default: Any, help: str, **kwargs) -> Any:
+
+def setting(default: Any, help: str) -> Any:
     """A config field with its help text (``dataclasses.field`` with ``metadata["help"]``)."""
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def help_of(cls: type, name: str) -> str:
@@ -46,6 +59,58 @@ def build_config(cls: type[C], config: C | None, overrides: dict[str, Any], wher
     return dataclasses.replace(config, **overrides) if overrides else config
 
 
+def number_or_auto(value, name: str, zero: bool = False) -> float | str | None:
+    """``value`` as a positive (``zero``: non-negative) number, ``"auto"`` or None; a numeric string
+    (from the command line) becomes its number. Anything else is refused naming ``name``."""
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ZooforgeError(f"{_named(name)} must be a number or 'auto'; got {value!r}.") from None
+    if not (math.isfinite(number) and (number >= 0 if zero else number > 0)):
+        raise ZooforgeError(f"{_named(name)} must be {'>= 0' if zero else 'positive'}; got {value!r}.")
+    return number
+
+
+def _named(name: str) -> str:
+    """A field as both spellings a user may have typed: the API's keyword and the CLI's option."""
+    return f"`{name}` (--{name.replace('_', '-')})"
+
+
+def _at_least(cfg, **bounds) -> None:
+    for name, least in bounds.items():
+        value = getattr(cfg, name)
+        if value is not None and value < least:
+            raise ZooforgeError(f"{_named(name)} must be at least {least}; got {value}.")
+
+
+def _positive(cfg, *names: str, flags: bool = True) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ZooforgeError(f"{_named(name) if flags else f'`{name}`'} must be a positive number (or None for no "
+                                f"limit); got {value!r}.")
+
+
+def _budget(cfg) -> None:
+    _positive(cfg, "budget_gmacs", "budget_params")
+
+
+def _one_of(cfg, name: str, choices) -> None:
+    if getattr(cfg, name) not in choices:
+        raise ZooforgeError(f"{_named(name)} must be one of {', '.join(map(repr, choices))}; "
+                            f"got {getattr(cfg, name)!r}.")
+
+
+def _tuple(cfg, *names: str) -> None:
+    """Store list (or single-string) options as tuples, so a frozen config is hashable and safe to share."""
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, (list, str)):
+            object.__setattr__(cfg, name, (value,) if isinstance(value, str) else tuple(value))
+
+
 @dataclass(frozen=True)
 class Budget:
     """A compute budget in the units of every entry point: GMACs at the model's input size (batch of
@@ -55,10 +120,7 @@ class Budget:
     params_m: float | None = None
 
     def __post_init__(self):
-        for name in ("gmacs", "params_m"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"budget `{name}` must be a positive number (or None for no limit); got {value!r}.")
+        _positive(self, "gmacs", "params_m", flags=False)
 
     @property
     def max_params(self) -> int | None:
@@ -76,10 +138,152 @@ class Budget:
         return " and ".join(p for p in parts if p) or "no budget"
 
 
-COMPAT_KINDS = ("cka", "stitch")
+@config
+class RankConfig:
+    """What ``rank`` (and ``zooforge rank``) takes besides the catalogue and the data."""
+
+    metrics: tuple[str, ...] | None = setting(None, "estimators (default: the benchmarked defaults for the target kind)")
+    models: tuple[str, ...] | None = setting(None, "globs over catalogue ids (default: all)")
+    ordering: Any = setting(None, "how estimators combine into the order: one estimator (logme), rank(a+b) (mean "
+                                  "rank) or z(a+b) (mean z-score); default: the benchmarked default, else the mean "
+                                  "rank over the estimators")
+    budget_gmacs: float | None = setting(None, "mark the best model within this many GMACs")
+    budget_params: float | None = setting(None, "... and this many million parameters")
+    bootstrap: int = setting(100, "resampling rounds for the intervals and P(top-1) (0: none)")
+    intervals: str = setting("fast", "fast: intervals for the estimators that need no re-scoring (LogME, LEEP, NCE, "
+                                     "linear probe) and the ordering's; all: every estimator, re-scored on each "
+                                     "resample (slow)")
+    seed: int = setting(0, "seed of the subsampling and the resamples")
+    split: str | None = setting(None, "dataset split (when reading a data spec)")
+    max_per_class: int | None = setting(None, "subsample the dataset per class (when reading a data spec)")
+    task: str | None = setting(None, "the target kind when reading a data spec: classification, regression or multilabel")
+    batch_size: int = setting(128, "extraction batch size")
+    cache_dir: Path | None = setting(None, "feature cache (default $ZOOFORGE_CACHE_DIR)")
+    device: str | None = setting(None, "cuda, mps or cpu (default: best available)")
+    progress: bool = setting(True, "progress bars")
+
+    def __post_init__(self):
+        _tuple(self, "metrics", "models")
+        _budget(self)
+        _at_least(self, bootstrap=0, batch_size=1, max_per_class=1)
+        _one_of(self, "intervals", ("fast", "all"))
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.budget_gmacs, self.budget_params)
 
 
-@dataclass(frozen=True)
+@config
+class SelectConfig:
+    """What ``select`` (and ``zooforge select``) takes: the budget of short fine-tunes and the ranking
+    it starts from."""
+
+    fraction: float | None = setting(0.15, "budget as a share of fully fine-tuning every model (None: only `seconds`)")
+    seconds: float | None = setting(None, "wall-clock budget for the fine-tunes")
+    method: str = setting("full", "fine-tuning method of the trials (as in tune)")
+    full_epochs: int = setting(10, "epochs of the full fine-tune the budget is a share of")
+    lr: float | None = setting(None, "peak learning rate (default: the method's)")
+    min_entrants: int = setting(2, "fewest models that enter the fine-tunes")
+    max_entrants: int = setting(16, "most models that enter the fine-tunes")
+    batch_size: int = setting(64, "batch size of the fine-tunes")
+    seed: int = setting(0, "seed")
+    metrics: tuple[str, ...] | None = setting(None, "estimators of the ranking (default: rank's)")
+    models: tuple[str, ...] | None = setting(None, "globs over catalogue ids (default: all)")
+    budget_gmacs: float | None = setting(None, "only models within this many GMACs")
+    budget_params: float | None = setting(None, "... and this many million parameters")
+    bootstrap: int = setting(100, "resampling rounds for the ranking's intervals")
+    cache_dir: Path | None = setting(None, "feature cache (default $ZOOFORGE_CACHE_DIR)")
+    device: str | None = setting(None, "cuda, mps or cpu (default: best available)")
+    progress: bool = setting(True, "progress bars")
+
+    def __post_init__(self):
+        _tuple(self, "metrics", "models")
+        if self.fraction is None and self.seconds is None:
+            raise ZooforgeError("give a budget: `fraction` (--budget) and/or `seconds` (--budget-seconds).")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ZooforgeError(f"`fraction` (--budget) must be in (0, 1]; got {self.fraction}.")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ZooforgeError(f"`seconds` (--budget-seconds) must be positive; got {self.seconds}.")
+        _one_of(self, "method", TUNING_METHODS)
+        _at_least(self, full_epochs=1, min_entrants=1, max_entrants=self.min_entrants, batch_size=1, bootstrap=0)
+        _budget(self)
+        if self.lr is not None:
+            number_or_auto(self.lr, "lr")
+
+
+@config
+class TuneConfig:
+    """What ``tune`` (and ``zooforge tune``) takes besides the model and the data."""
+
+    method: str = setting("linear", "|".join(TUNING_METHODS))
+    lr: float | str | None = setting(None, "peak learning rate, or 'auto': chosen by validation (80/20 of the training "
+                                           "split) from the method's grid; default: the method's own rate "
+                                           "(linear/bitfit/adapters/ia3 1e-2, lora 3e-3, full 1e-3)")
+    lr_grid: tuple[float, ...] | None = setting(None, "the rates 'auto' tries (default: the method's grid)")
+    epochs: int = setting(10, "training epochs")
+    batch_size: int = setting(64, "batch size")
+    seed: int = setting(0, "seed for the split, the initialisation and the order")
+    split: float = setting(0.8, "share of the data for training; the rest is the held-out test split")
+    task: str | None = setting(None, "the target kind: classification, regression or multilabel (default: what the "
+                                     "labels say)")
+    device: str | None = setting(None, "cuda, mps or cpu (default: best available)")
+    rank: int | None = setting(None, "LoRA rank (default 8)")
+    reduction: int | None = setting(None, "adapter bottleneck = width // reduction (default 8)")
+    targets: tuple[str, ...] | None = setting(None, "LoRA/IA3 target modules (regex on full names); default: per "
+                                                    "architecture")
+    scale: float | None = setting(None, "AdaptFormer's scale s (default 0.1)")
+    alpha: float | None = setting(None, "LoRA alpha (default 16)")
+    dropout: float | None = setting(None, "LoRA dropout (default 0)")
+    progress: bool = setting(True, "progress bars")
+
+    def __post_init__(self):
+        _tuple(self, "targets")
+        _one_of(self, "method", TUNING_METHODS)
+        object.__setattr__(self, "lr", number_or_auto(self.lr, "lr"))
+        if self.lr_grid is not None:
+            object.__setattr__(self, "lr_grid", tuple(number_or_auto(v, "lr_grid") for v in self.lr_grid))
+        _at_least(self, epochs=1, batch_size=1, rank=1, reduction=1)
+        if not 0 < self.split < 1:
+            raise ZooforgeError(f"{_named('split')} must be between 0 and 1; got {self.split}.")
+
+    def method_options(self) -> dict:
+        """The method's own options that were set (the rest keep the method's defaults)."""
+        return {k: v for k, v in (("rank", self.rank), ("reduction", self.reduction),
+                                  ("targets", list(self.targets) if self.targets else None)) if v is not None}
+
+
+@config
+class AggregateConfig:
+    """What ``aggregate`` (and ``zooforge aggregate``) takes besides the catalogue and the data."""
+
+    method: str = setting("btuning", "|".join(AGGREGATION_METHODS))
+    top_k: int = setting(3, "models taken from the LogME ranking (Hub-Pathway: the candidates it routes among, "
+                            "two per input)")
+    models: tuple[str, ...] | None = setting(None, "explicit members (globs) instead of the ranking's top")
+    epochs: int = setting(10, "training epochs")
+    lr: float = setting(1e-3, "peak learning rate")
+    batch_size: int = setting(64, "batch size")
+    seed: int = setting(0, "seed")
+    strength: float | str | None = setting(None, "B-Tuning: weight of the Bayesian regulariser (reference 100), or "
+                                                 "'auto' to choose it by validation")
+    temperature: float | None = setting(None, "B-Tuning: softmax temperature on LogME (reference 0.1)")
+    device: str | None = setting(None, "cuda, mps or cpu (default: best available)")
+    progress: bool = setting(False, "progress bars")
+
+    def __post_init__(self):
+        _tuple(self, "models")
+        _one_of(self, "method", AGGREGATION_METHODS)
+        object.__setattr__(self, "strength", number_or_auto(self.strength, "strength", zero=True))
+        if self.temperature is not None:
+            number_or_auto(self.temperature, "temperature")
+        only = [n for n in ("strength", "temperature") if getattr(self, n) is not None]
+        if only and self.method != "btuning":
+            raise ZooforgeError(f"{' and '.join(map(_named, only))} only apply to --method btuning (`method` "
+                                f"'btuning'); got {self.method!r}.")
+        _at_least(self, top_k=1, epochs=1, batch_size=1)
+
+
+@config
 class ComposeConfig:
     """Everything ``compose`` (and ``zooforge compose``) takes besides the catalogue and the data."""
 
@@ -109,21 +313,14 @@ class ComposeConfig:
 
     def __post_init__(self):
         if self.budget_gmacs is None and self.budget_params is None:
-            raise ValueError("compose needs a budget: give `budget_gmacs` (--budget-gmacs) and/or `budget_params` "
-                             "(--budget-params, millions).")
-        Budget(self.budget_gmacs, self.budget_params)          # refuses a non-positive budget, naming it
-        for name, least in (("stages", 1), ("epochs", 1), ("stitch_epochs", 0), ("batch_size", 1), ("probe", 2),
-                            ("top_k", 1)):
-            if getattr(self, name) < least:
-                raise ValueError(f"`{name}` must be at least {least}; got {getattr(self, name)}.")
-        if self.screen_epochs is not None and self.screen_epochs < 1:
-            raise ValueError(f"`screen_epochs` must be at least 1; got {self.screen_epochs}.")
+            raise ZooforgeError("compose needs a budget: give `budget_gmacs` (--budget-gmacs) and/or `budget_params` "
+                                "(--budget-params, millions).")
+        _budget(self)
+        _tuple(self, "models")
+        _at_least(self, stages=1, epochs=1, stitch_epochs=0, batch_size=1, probe=2, top_k=1, screen_epochs=1)
         if not 0 < self.split < 1:
-            raise ValueError(f"`split` must be between 0 and 1; got {self.split}.")
-        if self.compat not in COMPAT_KINDS:
-            raise ValueError(f"`compat` must be 'stitch' or 'cka'; got {self.compat!r}.")
-        if isinstance(self.models, (list, str)):
-            object.__setattr__(self, "models", (self.models,) if isinstance(self.models, str) else tuple(self.models))
+            raise ZooforgeError(f"{_named('split')} must be between 0 and 1; got {self.split}.")
+        _one_of(self, "compat", COMPAT_KINDS)
 
     @property
     def budget(self) -> Budget:

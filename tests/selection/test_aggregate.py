@@ -137,7 +137,7 @@ def test_btuning_strength_zero_is_plain_fine_tuning_of_the_student():
     from zooforge.tuning.tune import tune
 
     r = btuning("demo", DATA, top_k=2, config=CFG, strength=0.0)
-    plain = tune(r.extra["student"], DATA, "full", catalogue="demo", config=CFG)
+    plain = tune(r.extra["student"], DATA, "full", catalogue="demo", loop=CFG)
     assert r.accuracy == pytest.approx(plain.accuracy, abs=1e-9)
 
 

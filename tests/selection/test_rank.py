@@ -126,14 +126,14 @@ def test_failures_are_described_by_type_and_first_line_even_without_a_message():
 def test_a_model_missing_a_score_is_never_starred_and_every_gap_has_a_reason():
     # Issue #17's reproducer: with 2 samples per class some estimators cannot score every model;
     # a model whose score is missing must not get the star, and each missing score says why.
-    from zooforge.selection.rank import _finish
+    from zooforge.selection.rank import finish_table
 
     table = pl.DataFrame({"model": ["a", "b", "c"], "params_m": [1.0, 1.0, 1.0], "gmacs": [1.0, 1.0, 1.0],
                           "samples_per_s": [None] * 3, "error": [None, None, "RuntimeError: boom"],
                           "skipped": ["logme: returned nan (not a finite score)", None, None],
                           "logme": [None, -1.0, None], "hscore": [9.0, 1.0, None]},
                          schema_overrides={"samples_per_s": pl.Float64, "logme": pl.Float64})
-    ranked = _finish(table, ["logme", "hscore"], {}, False, None, None)
+    ranked = finish_table(table, ["logme", "hscore"], {}, False, None, None)
     assert ranked["model"].to_list() == ["b", "a", "c"]                   # a's hscore is higher, but it lacks LogME
     assert ranked.filter(pl.col("best_within_budget"))["model"].to_list() == ["b"]
     assert ranked["missing_scores"].to_list() == [0, 1, 2]

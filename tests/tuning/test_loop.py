@@ -137,7 +137,7 @@ def test_tune_never_hands_the_held_out_split_to_the_loop(monkeypatch):
 
     ds = load_dataset("demo:shapes?n=12")
     r = tune_module.tune("demo/resnet-textures", ds, "linear", catalogue="demo",
-                         config=TrainConfig(epochs=2, patience=1, progress=False))
+                         loop=TrainConfig(epochs=2, patience=1, progress=False))
     assert seen["val_x"] is None and seen["n"] == len(ds.split(0.8, 0)[0])
     assert 0.0 <= r.accuracy <= 1.0 and "val_accuracy" in r.history[0]
 

@@ -67,7 +67,7 @@ def test_tune_reports_r2_and_map_and_regression_heads_keep_their_unit(tmp_path):
     from zooforge.zoo.catalogue import load_catalogue
 
     tags = tune("demo/convnext-shapes", "demo:tags?n=120", "linear", catalogue="demo",
-                config=TrainConfig(epochs=3, progress=False))
+                loop=TrainConfig(epochs=3, progress=False))
     assert tags.metric == "map" and tags.task.head.out_features == 4 and 0.3 < tags.accuracy <= 1
     # the radius in pixels and the same radius in hundredths of a pixel train alike
     ds = load_dataset("demo:size?n=160")
@@ -76,7 +76,7 @@ def test_tune_reports_r2_and_map_and_regression_heads_keep_their_unit(tmp_path):
         scaled = type(ds)(ds.name, ds.modality, ds.items, ds.labels * factor, ds.classes,
                           f"{ds.fingerprint}{factor}", ds.meta, ds.task)
         r = tune("demo/convnext-shapes", scaled, "linear", catalogue="demo", out_dir=tmp_path / str(factor),
-                 config=TrainConfig(epochs=4, progress=False))
+                 loop=TrainConfig(epochs=4, progress=False))
         assert r.metric == "r2" and r.record()["metric"] == "r2"
         scores.append(r.accuracy)
     assert scores[0] > 0.2 and scores[1] == pytest.approx(scores[0], abs=0.02)

@@ -27,11 +27,11 @@ def test_every_method_has_a_default_rate_inside_its_grid():
 def test_auto_lr_is_the_validation_argmax_and_trains_like_that_lr_given():
     cfg = TrainConfig(epochs=2, batch_size=32, progress=False)
     grid = (1e-4, 3e-2)
-    auto = tune(MODEL, DATA, "bitfit", catalogue="demo", config=cfg, lr="auto", lr_grid=grid)
+    auto = tune(MODEL, DATA, "bitfit", catalogue="demo", loop=cfg, lr="auto", lr_grid=grid)
     assert [t["lr"] for t in auto.lr_trials] == list(grid)
     best = max(t["val_accuracy"] for t in auto.lr_trials)
     assert auto.lr == next(t["lr"] for t in auto.lr_trials if t["val_accuracy"] == best)
-    given = tune(MODEL, DATA, "bitfit", catalogue="demo", config=cfg, lr=auto.lr)
+    given = tune(MODEL, DATA, "bitfit", catalogue="demo", loop=cfg, lr=auto.lr)
     assert given.lr_trials == [] and given.accuracy == auto.accuracy
     for (name, a), b in zip(auto.task.state_dict().items(), given.task.state_dict().values()):
         assert torch.equal(a, b), name
@@ -57,7 +57,7 @@ def test_tune_cli_auto_prints_the_trials_and_refuses_a_bad_lr():
     assert ok.exit_code == 0, ok.output
     assert "lr by validation" in ok.output and "chose" in ok.output and "held-out accuracy" in ok.output
     bad = runner.invoke(app, ["tune", MODEL, DATA, "--catalogue", "demo", "--lr", "fast"])
-    assert bad.exit_code != 0 and "--lr must be a number or 'auto'" in bad.output
+    assert bad.exit_code != 0 and "(--lr) must be a number or 'auto'" in bad.output
 
 
 def test_a_demo_id_without_its_catalogue_suggests_it():

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from zooforge.config import help_of
+from zooforge.config import RankConfig, help_of
 from zooforge.errors import ZooforgeError
 
 app = typer.Typer(no_args_is_help=True,
@@ -39,15 +39,8 @@ def option(config: type, name: str, *decls: str, **kwargs) -> typer.models.Optio
 
 
 # Options shared by several commands: one spelling and one help text each.
-ModelGlobs = Annotated[Optional[list[str]], typer.Option("--model", help="glob over catalogue ids (repeatable)")]
-OrderOpt = Annotated[Optional[str], typer.Option(
-    "--order", help="how estimators combine into the order: one estimator (logme), rank(a+b) (mean rank) or "
-                    "z(a+b) (mean z-score); default: the benchmarked default, else the mean rank over -m")]
+OrderOpt = Annotated[Optional[str], option(RankConfig, "ordering", "--order")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cuda, mps or cpu (default: best available)")]
-Epochs = Annotated[int, typer.Option(help="training epochs")]
-PeakLr = Annotated[float, typer.Option(help="peak learning rate")]
-BatchSize = Annotated[int, typer.Option(help="batch size")]
-Seed = Annotated[int, typer.Option(help="seed")]
 
 
 EXIT_ERROR = 1          # nothing (more) was computed: bad input, missing file, unavailable device

@@ -9,9 +9,11 @@ import typer
 from rich.table import Table
 
 from zooforge.cli.common import (
-    AllowFailures, DATA_HELP, DeviceOpt, EXIT_FAILURES, ModelGlobs, OrderOpt, SkipBadFiles, SplitOpt,
-    TABLE_SUFFIXES, TaskOpt, Threads, app, check_device, check_output, console, fail, save_table, set_threads,
+    AllowFailures, DATA_HELP, DeviceOpt, EXIT_FAILURES, OrderOpt, SkipBadFiles, SplitOpt,
+    TABLE_SUFFIXES, TaskOpt, Threads, app, check_device, check_output, console, fail, option, save_table,
+    set_threads,
 )
+from zooforge.config import RankConfig
 from zooforge.errors import ZooforgeError, first_line
 from zooforge.formatting import format_value
 
@@ -101,24 +103,22 @@ def rank(
     ctx: typer.Context,
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
     data: Annotated[str, typer.Argument(help=DATA_HELP)],
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="estimator (repeatable)")] = None,
-    model: ModelGlobs = None,
+    metric: Annotated[Optional[list[str]], option(RankConfig, "metrics", "--metric", "-m")] = None,
+    model: Annotated[Optional[list[str]], option(RankConfig, "models", "--model")] = None,
     out: Annotated[Optional[Path], typer.Option(help="write the table: .csv, .json or .parquet")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="draw score vs GMACs with the Pareto front (.png/.svg/.pdf)")] = None,
     report: Annotated[Optional[Path], typer.Option(help="write a report with table, plot and provenance (.html/.md)")] = None,
-    budget_gmacs: Annotated[Optional[float], typer.Option(help="mark the best model within this many GMACs")] = None,
-    budget_params: Annotated[Optional[float], typer.Option(help="... and this many million parameters")] = None,
-    max_per_class: Annotated[Optional[int], typer.Option(help="subsample the dataset per class")] = None,
+    budget_gmacs: Annotated[Optional[float], option(RankConfig, "budget_gmacs")] = RankConfig.budget_gmacs,
+    budget_params: Annotated[Optional[float], option(RankConfig, "budget_params")] = RankConfig.budget_params,
+    max_per_class: Annotated[Optional[int], option(RankConfig, "max_per_class")] = RankConfig.max_per_class,
     split: SplitOpt = None,
     task: TaskOpt = None,
-    seed: Annotated[int, typer.Option(help="seed of the subsampling and the resamples")] = 0,
-    bootstrap: Annotated[int, typer.Option(help="bootstrap rounds for the intervals (0: none)")] = 100,
+    seed: Annotated[int, option(RankConfig, "seed")] = RankConfig.seed,
+    bootstrap: Annotated[int, option(RankConfig, "bootstrap")] = RankConfig.bootstrap,
     order: OrderOpt = None,
-    intervals: Annotated[str, typer.Option(
-        help="fast: intervals for the estimators that need no re-scoring (LogME, LEEP, NCE, linear probe) and "
-             "the ordering's; all: every estimator, re-scored on each resample (slow)")] = "fast",
-    batch_size: Annotated[int, typer.Option(help="extraction batch size")] = 128,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $ZOOFORGE_CACHE_DIR)")] = None,
+    intervals: Annotated[str, option(RankConfig, "intervals")] = RankConfig.intervals,
+    batch_size: Annotated[int, option(RankConfig, "batch_size")] = RankConfig.batch_size,
+    cache_dir: Annotated[Optional[Path], option(RankConfig, "cache_dir")] = None,
     device: DeviceOpt = None,
     skip_bad_files: SkipBadFiles = False,
     allow_failures: AllowFailures = False,
@@ -143,6 +143,10 @@ def rank(
         check_output(out, TABLE_SUFFIXES, "--out")
         check_output(plot, (".png", ".svg", ".pdf"), "--plot")
         check_output(report, (".html", ".md"), "--report")
+        config = RankConfig(metrics=metric or None, models=model or None, ordering=order, budget_gmacs=budget_gmacs,
+                            budget_params=budget_params, bootstrap=bootstrap, intervals=intervals, seed=seed,
+                            split=split, max_per_class=max_per_class, task=task, batch_size=batch_size,
+                            cache_dir=cache_dir, device=device, progress=not quiet and not json_out)
         ds = load_dataset(data, split, max_per_class=max_per_class, seed=seed, skip_bad_files=skip_bad_files,
                           task=task)
         console.print(f"dataset {ds.summary()}", soft_wrap=True)
@@ -151,10 +155,7 @@ def rank(
             console.print(f"[dim]a {ds.task} target: scored by {', '.join(metrics)}; "
                           f"{', '.join(m for m in DEFAULT_METRICS if m not in metrics)} are defined for classes "
                           f"only[/]", soft_wrap=True)
-        table = rank_models(catalogue, ds, metrics, models=model, bootstrap=bootstrap, seed=seed,
-                            batch_size=batch_size, cache_dir=cache_dir, device=device,
-                            budget_gmacs=budget_gmacs, budget_params=budget_params, progress=not quiet and not json_out,
-                            ordering=order, intervals=intervals)
+        table = rank_models(catalogue, ds, metrics, config)
     except ValueError as exc:          # ZooforgeError is one
         fail(exc)
     if json_out:

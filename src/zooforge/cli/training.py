@@ -9,62 +9,42 @@ import typer
 from rich.table import Table
 
 from zooforge.cli.common import (
-    BatchSize, DATA_HELP, DeviceOpt, Epochs, ModelGlobs, PeakLr, Seed, SplitOpt, TaskOpt, Threads, app,
+    DATA_HELP, DeviceOpt, SplitOpt, TaskOpt, Threads, app,
     check_device, console, fail, option, set_threads,
 )
-from zooforge.config import ComposeConfig
+from zooforge.config import AggregateConfig, ComposeConfig, SelectConfig, TuneConfig
 from zooforge.errors import ZooforgeError
 from zooforge.formatting import format_value
-
-
-def _train_config(epochs: int, lr: float, batch_size: int, seed: int, device: str | None, out: Path | None):
-    from zooforge.tuning.loop import TrainConfig
-
-    return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
-                       checkpoint_dir=str(out / "checkpoint") if out else None)
 
 
 @app.command()
 def tune(
     model: Annotated[str, typer.Argument(help="catalogue id (with --catalogue), timm name or HF id/folder")],
     data: Annotated[str, typer.Argument(help=DATA_HELP)],
-    method: Annotated[str, typer.Option(help="linear|full|bitfit|adapter|adaptformer|lora|ia3")] = "linear",
+    method: Annotated[str, option(TuneConfig, "method")] = TuneConfig.method,
     catalogue: Annotated[Optional[str], typer.Option(help="catalogue holding MODEL")] = None,
-    epochs: Epochs = 10,
-    lr: Annotated[Optional[str], typer.Option(
-        help="peak learning rate, or 'auto': chosen by validation (80/20 of the training split) from the "
-             "method's grid; default: the method's own rate (linear/bitfit/adapters/ia3 1e-2, lora 3e-3, "
-             "full 1e-3)")] = None,
-    batch_size: BatchSize = 64,
-    seed: Annotated[int, typer.Option(help="seed for the split, the initialisation and the order")] = 0,
-    rank: Annotated[Optional[int], typer.Option(help="LoRA rank (default 8)")] = None,
-    reduction: Annotated[Optional[int], typer.Option(
-        help="adapter bottleneck = width // reduction (default 8)")] = None,
-    target: Annotated[Optional[list[str]], typer.Option(
-        help="LoRA/IA3 target modules (regex on full names; repeatable); default: per architecture")] = None,
+    epochs: Annotated[int, option(TuneConfig, "epochs")] = TuneConfig.epochs,
+    lr: Annotated[Optional[str], option(TuneConfig, "lr")] = TuneConfig.lr,
+    batch_size: Annotated[int, option(TuneConfig, "batch_size")] = TuneConfig.batch_size,
+    seed: Annotated[int, option(TuneConfig, "seed")] = TuneConfig.seed,
+    rank: Annotated[Optional[int], option(TuneConfig, "rank")] = TuneConfig.rank,
+    reduction: Annotated[Optional[int], option(TuneConfig, "reduction")] = TuneConfig.reduction,
+    target: Annotated[Optional[list[str]], option(TuneConfig, "targets")] = None,
     device: DeviceOpt = None,
     task: TaskOpt = None,
-    out: Annotated[Optional[Path], typer.Option(help="write adapters.safetensors, result.json here")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="write adapters.safetensors, result.json here (and an epoch checkpoint that resumes)")] = None,
 ) -> None:
     """Fine-tune one model with one method; print the held-out score (accuracy; R^2 for regression,
     mAP for multi-label), trainable params and time."""
-    from zooforge.tuning.tune import DEFAULT_LR
     from zooforge.tuning.tune import tune as tune_model
 
     set_threads()
     try:
         check_device(device)
-        peak: float | str | None = lr
-        if lr is not None and lr != "auto":
-            try:
-                peak = float(lr)
-            except ValueError:
-                raise ZooforgeError(f"--lr must be a number or 'auto'; got {lr!r}.") from None
-        options = {k: v for k, v in (("rank", rank), ("reduction", reduction), ("targets", target))
-                   if v not in (None, [])}
-        start = DEFAULT_LR.get(method, 1e-3) if not isinstance(peak, float) else peak
-        r = tune_model(model, data, method, catalogue=catalogue, seed=seed, out_dir=out, lr=peak, task=task,
-                       config=_train_config(epochs, start, batch_size, seed, device, out), **options)
+        config = TuneConfig(method=method, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, task=task,
+                            device=device, rank=rank, reduction=reduction, targets=target or None)
+        r = tune_model(model, data, config, catalogue=catalogue, out_dir=out)
     except (ZooforgeError, ValueError) as exc:
         fail(exc)
     if r.lr_trials:
@@ -84,40 +64,28 @@ def tune(
 def aggregate(
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
     data: Annotated[str, typer.Argument(help=DATA_HELP)],
-    method: Annotated[str, typer.Option(help="btuning|zootuning|hubpathway")] = "btuning",
-    top_k: Annotated[int, typer.Option(help="models taken from the LogME ranking (Hub-Pathway: routed per input)")] = 3,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="explicit members (globs, repeatable)")] = None,
-    epochs: Epochs = 10,
-    lr: PeakLr = 1e-3,
-    batch_size: BatchSize = 64,
-    seed: Seed = 0,
-    strength: Annotated[Optional[str], typer.Option(
-        help="B-Tuning: weight of the Bayesian regulariser (reference 100), or 'auto' to choose it by validation")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="B-Tuning: softmax temperature on LogME (reference 0.1)")] = None,
+    method: Annotated[str, option(AggregateConfig, "method")] = AggregateConfig.method,
+    top_k: Annotated[int, option(AggregateConfig, "top_k")] = AggregateConfig.top_k,
+    model: Annotated[Optional[list[str]], option(AggregateConfig, "models", "--model")] = None,
+    epochs: Annotated[int, option(AggregateConfig, "epochs")] = AggregateConfig.epochs,
+    lr: Annotated[float, option(AggregateConfig, "lr")] = AggregateConfig.lr,
+    batch_size: Annotated[int, option(AggregateConfig, "batch_size")] = AggregateConfig.batch_size,
+    seed: Annotated[int, option(AggregateConfig, "seed")] = AggregateConfig.seed,
+    strength: Annotated[Optional[str], option(AggregateConfig, "strength")] = AggregateConfig.strength,
+    temperature: Annotated[Optional[float], option(AggregateConfig, "temperature")] = AggregateConfig.temperature,
     device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write model.safetensors and result.json here")] = None,
 ) -> None:
     """Combine several zoo models (B-Tuning, Zoo-Tuning, Hub-Pathway); print accuracy and cost."""
-    from zooforge.selection.aggregate import METHODS, save_result
+    from zooforge.selection.aggregate import aggregate as aggregate_models, save_result
 
     set_threads()
     try:
         check_device(device)
-        if method not in METHODS:
-            raise ZooforgeError(f"unknown aggregation method {method!r}; choose one of {', '.join(METHODS)}.")
-        cfg = _train_config(epochs, lr, batch_size, seed, device, None)
-        kwargs = {"models": model, "config": cfg, "seed": seed}
-        kwargs |= {"candidates": None if model else max(top_k, 2), "top_k": 2} if method == "hubpathway" else {"top_k": top_k}
-        if strength is not None and strength != "auto":
-            try:
-                strength = float(strength)
-            except ValueError:
-                raise ZooforgeError(f"--strength must be a number or 'auto'; got {strength!r}.") from None
-        btuning_only = {k: v for k, v in (("strength", strength), ("temperature", temperature)) if v is not None}
-        if btuning_only and method != "btuning":
-            raise ZooforgeError(f"--{' and --'.join(btuning_only)} only apply to --method btuning.")
-        kwargs |= btuning_only
-        r = METHODS[method](catalogue, data, **kwargs)
+        config = AggregateConfig(method=method, top_k=top_k, models=model or None, epochs=epochs, lr=lr,
+                                 batch_size=batch_size, seed=seed, strength=strength, temperature=temperature,
+                                 device=device, progress=True)
+        r = aggregate_models(catalogue, data, config)
     except (ZooforgeError, ValueError) as exc:
         fail(exc)
     t = Table(title=f"{method} on {data}", header_style="bold")
@@ -143,15 +111,15 @@ def compose(
     budget_gmacs: Annotated[Optional[float], option(ComposeConfig, "budget_gmacs")] = ComposeConfig.budget_gmacs,
     budget_params: Annotated[Optional[float], option(ComposeConfig, "budget_params")] = ComposeConfig.budget_params,
     stages: Annotated[int, option(ComposeConfig, "stages")] = ComposeConfig.stages,
-    model: ModelGlobs = None,
+    model: Annotated[Optional[list[str]], option(ComposeConfig, "models", "--model")] = None,
     epochs: Annotated[int, option(ComposeConfig, "epochs")] = ComposeConfig.epochs,
     stitch_epochs: Annotated[int, option(ComposeConfig, "stitch_epochs")] = ComposeConfig.stitch_epochs,
-    lr: PeakLr = 1e-3,
+    lr: Annotated[float, option(ComposeConfig, "lr")] = ComposeConfig.lr,
     top_k: Annotated[int, option(ComposeConfig, "top_k")] = ComposeConfig.top_k,
     screen: Annotated[int, option(ComposeConfig, "screen")] = ComposeConfig.screen,
     screen_epochs: Annotated[Optional[int], option(ComposeConfig, "screen_epochs")] = ComposeConfig.screen_epochs,
     compat: Annotated[str, option(ComposeConfig, "compat")] = ComposeConfig.compat,
-    seed: Seed = 0,
+    seed: Annotated[int, option(ComposeConfig, "seed")] = ComposeConfig.seed,
     baseline: Annotated[bool, option(ComposeConfig, "baseline")] = ComposeConfig.baseline,
     device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write assembly.safetensors, recipe.json, result.json")] = None,
@@ -206,40 +174,38 @@ def compose(
 def select_cmd(
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
     data: Annotated[str, typer.Argument(help="folder, .csv, .npz, sklearn:digits or demo:<task> (the training data)")],
-    budget: Annotated[Optional[float], typer.Option(
-        help="compute budget as a share of fully fine-tuning every model (e.g. 0.15)")] = 0.15,
-    budget_seconds: Annotated[Optional[float], typer.Option(help="wall-clock budget for the fine-tunes")] = None,
-    method: Annotated[str, typer.Option(help="trial fine-tuning method: linear|full|bitfit|adapter|lora|ia3|...")] = "full",
-    full_epochs: Annotated[int, typer.Option(help="epochs of the full fine-tune that --budget is a share of")] = 10,
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="estimator (repeatable)")] = None,
-    model: ModelGlobs = None,
-    budget_gmacs: Annotated[Optional[float], typer.Option(help="only models within this many GMACs")] = None,
-    budget_params: Annotated[Optional[float], typer.Option(help="... and this many million parameters")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="peak learning rate (default: the method's)")] = None,
-    bootstrap: Annotated[int, typer.Option(help="resampling rounds for the ranking's intervals")] = 100,
-    seed: Seed = 0,
+    budget: Annotated[Optional[float], option(SelectConfig, "fraction")] = SelectConfig.fraction,
+    budget_seconds: Annotated[Optional[float], option(SelectConfig, "seconds")] = SelectConfig.seconds,
+    method: Annotated[str, option(SelectConfig, "method")] = SelectConfig.method,
+    full_epochs: Annotated[int, option(SelectConfig, "full_epochs")] = SelectConfig.full_epochs,
+    metric: Annotated[Optional[list[str]], option(SelectConfig, "metrics", "--metric", "-m")] = None,
+    model: Annotated[Optional[list[str]], option(SelectConfig, "models", "--model")] = None,
+    budget_gmacs: Annotated[Optional[float], option(SelectConfig, "budget_gmacs")] = SelectConfig.budget_gmacs,
+    budget_params: Annotated[Optional[float], option(SelectConfig, "budget_params")] = SelectConfig.budget_params,
+    lr: Annotated[Optional[float], option(SelectConfig, "lr")] = SelectConfig.lr,
+    bootstrap: Annotated[int, option(SelectConfig, "bootstrap")] = SelectConfig.bootstrap,
+    seed: Annotated[int, option(SelectConfig, "seed")] = SelectConfig.seed,
     split: SplitOpt = None,
     task: TaskOpt = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="feature cache (default $ZOOFORGE_CACHE_DIR)")] = None,
+    cache_dir: Annotated[Optional[Path], option(SelectConfig, "cache_dir")] = None,
     device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(
         help="folder: trials.jsonl (resumable), rounds.parquet, result.json, the chosen model's weights")] = None,
     threads: Threads = None,
 ) -> None:
     """Rank the catalogue, then confirm the choice with short fine-tunes (successive halving) under a budget."""
-    from zooforge.selection.select import SelectConfig, rounds_table, select
+    from zooforge.selection.select import rounds_table, select
     from zooforge.zoo import load_dataset
 
     set_threads(threads)
     try:
         check_device(device)
-        cfg = SelectConfig(fraction=budget, seconds=budget_seconds, method=method, full_epochs=full_epochs, lr=lr,
-                           seed=seed)
+        config = SelectConfig(fraction=budget, seconds=budget_seconds, method=method, full_epochs=full_epochs, lr=lr,
+                              seed=seed, metrics=metric or None, models=model or None, budget_gmacs=budget_gmacs,
+                              budget_params=budget_params, bootstrap=bootstrap, cache_dir=cache_dir, device=device)
         ds = load_dataset(data, split, seed=seed, task=task)
         console.print(f"dataset {ds.summary()}", soft_wrap=True)
-        r = select(catalogue, ds, cfg, metrics=metric, models=model, budget_gmacs=budget_gmacs,
-                   budget_params=budget_params, out_dir=out, cache_dir=cache_dir, device=device,
-                   bootstrap=bootstrap, log=lambda m: console.print(m, soft_wrap=True))
+        r = select(catalogue, ds, config, out_dir=out, log=lambda m: console.print(m, soft_wrap=True))
     except ValueError as exc:
         fail(exc)
     t = Table(title="successive halving (validation: 20% of the training data)", header_style="bold")

@@ -492,7 +492,7 @@ def read_audit(out: str | Path, cells: Iterable[Cell] | None = None, *, generati
 def audit_tables(table: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """One ranking table per dataset (the layout of :func:`zooforge.selection.rank`: score, rank,
     mean rank, z-scored ensemble, Pareto front), built from an audit's long table."""
-    from zooforge.selection.rank import _finish
+    from zooforge.selection.rank import finish_table
 
     out = {}
     for (dataset,), part in table.sort("dataset").group_by("dataset", maintain_order=True):
@@ -506,7 +506,7 @@ def audit_tables(table: pl.DataFrame) -> dict[str, pl.DataFrame]:
         joined = per_model.join(wide, on="model", how="left").with_columns(
             pl.col("skipped").replace("", None), *[pl.col(m).cast(pl.Float64) for m in metrics])
         kinds = part["target_kind"].drop_nulls() if "target_kind" in part.columns else []
-        ranking = _finish(joined, metrics, {}, False, None, None, None, kinds[0] if len(kinds) else "classification")
+        ranking = finish_table(joined, metrics, {}, False, None, None, None, kinds[0] if len(kinds) else "classification")
         if part["lo"].is_not_null().any():            # the audit's bootstrap intervals, when it ran any
             bounds = [part.filter(pl.col("metric") == m).select("model", pl.col("lo").alias(f"{m}_lo"),
                                                                  pl.col("hi").alias(f"{m}_hi")) for m in metrics]

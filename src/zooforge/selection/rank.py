@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
+from zooforge.config import RankConfig, build_config
 from zooforge.errors import ZooforgeError, describe, first_line
 from zooforge.metrics import get_estimator
 from zooforge.selection.intervals import Resamples, resamples
@@ -121,46 +122,46 @@ def pareto_front(score: np.ndarray, gmacs: np.ndarray) -> np.ndarray:
     return keep
 
 
-def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Sequence[str] | None = None,
-         split: str | None = None, max_per_class: int | None = None, cache_dir=None, device=None,
-         batch_size: int = 128, bootstrap: int = 100, seed: int = 0, budget_gmacs: float | None = None,
-         budget_params: float | None = None, progress: bool = True, ordering=None,
-         intervals: str = "fast", task: str | None = None) -> pl.DataFrame:
+def rank(catalogue, dataset, metrics: Sequence[str] | None = None, config: RankConfig | None = None,
+         **options) -> pl.DataFrame:
     """Rank ``catalogue`` (a path, a built-in name or a list of entries) on ``dataset`` (a spec or a
-    Dataset). ``budget_params`` is in millions of parameters. ``ordering`` (an
+    Dataset) under ``config`` (a :class:`~zooforge.config.RankConfig`; keyword ``options`` set or
+    override its fields, ``metrics`` is the common one: ``rank("demo", "demo:shapes", ["logme"],
+    bootstrap=0)``). Budgets are GMACs and millions of parameters. ``ordering`` (an
     :class:`~zooforge.selection.ordering.Ordering` or its name) sorts the table; by default, for
     the default estimators, the shipped default ordering, else the mean rank over ``metrics``.
     For a regression or multi-label target the default estimators are those with a form for it
     (:func:`default_metrics`) and the order is their mean rank (the default ordering was chosen on
     classification truth). ``intervals``: ``"fast"`` gives intervals to the estimators with an influence
     function and to the ordering's (the others' cells stay empty: re-scoring them on every resample
-    costs tens of times the point scores); ``"all"`` to every estimator. ``task`` overrides the
-    target kind the data says (``load_dataset``'s). See the module docstring."""
+    costs tens of times the point scores); ``"all"`` to every estimator. ``split``,
+    ``max_per_class`` and ``task`` say how a data spec is read (``load_dataset``'s). See the module
+    docstring."""
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
     from zooforge.zoo.backbone import Backbone
 
-    for name in metrics or ():
+    cfg = build_config(RankConfig, config, options | ({"metrics": metrics} if metrics is not None else {}), "rank")
+    for name in cfg.metrics or ():
         get_estimator(name)            # unknown names fail before any work
-    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, split, max_per_class=max_per_class, seed=seed,
-                                                                        task=task)
-    metrics = list(metrics or default_metrics(ds.task))
-    ordering = resolve_ordering(ordering, metrics, ds.task)
-    if intervals not in ("fast", "all"):
-        raise ZooforgeError(f"intervals must be 'fast' or 'all'; got {intervals!r}.")
-    resample = None if intervals == "all" else list(ordering.metrics)
+    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, cfg.split, max_per_class=cfg.max_per_class,
+                                                                        seed=cfg.seed, task=cfg.task)
+    metrics = list(cfg.metrics or default_metrics(ds.task))
+    ordering = resolve_ordering(cfg.ordering, metrics, ds.task)
+    resample = None if cfg.intervals == "all" else list(ordering.metrics)
+    models = cfg.models
     entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue, check_files=False)
     entries = filter_entries(entries, list(models) if models else None)
     if not entries:
         raise ZooforgeError("the catalogue has no models" + (f" matching {list(models)}" if models else "") + ".")
-    shared = resamples(ds.strata(), bootstrap, seed)
+    shared = resamples(ds.strata(), cfg.bootstrap, cfg.seed)
     rows, samples = [], {}
     for entry in entries:
         row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None,
                "gmacs": None, "samples_per_s": None, "error": None}
         try:
             result = score_model(Backbone.from_entry(entry), ds, metrics, resamples=shared, resample=resample,
-                                 cache_dir=cache_dir,
-                                 device=device, batch_size=batch_size, progress=progress)
+                                 cache_dir=cfg.cache_dir, device=cfg.device, batch_size=cfg.batch_size,
+                                 progress=cfg.progress)
             scores = result.pop("scores")
             row |= {k: result[k] for k in ("params_m", "gmacs", "samples_per_s")}
         except (ZooforgeError, ValueError, RuntimeError, OSError) as exc:
@@ -177,11 +178,14 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, *, models: Se
     table = pl.DataFrame(rows, schema_overrides={m: pl.Float64 for m in metrics} | {
         "params_m": pl.Float64, "gmacs": pl.Float64, "samples_per_s": pl.Float64, "error": pl.Utf8, "skipped": pl.Utf8,
         "dataset": pl.Utf8, "dataset_fingerprint": pl.Utf8})
-    return _finish(table, metrics, samples, shared is not None, budget_gmacs, budget_params, ordering, ds.task)
+    return finish_table(table, metrics, samples, shared is not None, cfg.budget_gmacs, cfg.budget_params, ordering, ds.task)
 
 
-def _finish(table: pl.DataFrame, metrics, samples, with_bootstrap: bool, budget_gmacs, budget_params,
-            ordering=None, task: str = "classification") -> pl.DataFrame:
+def finish_table(table: pl.DataFrame, metrics, samples, with_bootstrap: bool, budget_gmacs, budget_params,
+                 ordering=None, task: str = "classification") -> pl.DataFrame:
+    """A table of raw scores (one row per model, one column per estimator) made a ranking: per-estimator
+    ranks and intervals, mean rank, z-scored ensemble, the ordering's value and P(top-1), the budget
+    and Pareto columns, sorted by ``ordering``. ``samples``: (model, estimator) -> resampled scores."""
     import warnings
 
     with warnings.catch_warnings():

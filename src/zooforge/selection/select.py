@@ -36,36 +36,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from zooforge.config import SelectConfig, build_config
 from zooforge.errors import ZooforgeError
 
 __all__ = ["SelectConfig", "SelectResult", "select", "plan_schedule", "successive_halving", "entrants", "rounds_table"]
 
 TRAIN_FLOPS_FACTOR = 3.0        # forward + backward, relative to a forward pass
 VALIDATION_SPLIT = 0.8          # share of the data the trials train on; the rest validates
-
-
-@dataclass(frozen=True)
-class SelectConfig:
-    fraction: float | None = field(default=0.15, metadata={
-        "help": "budget as a share of fully fine-tuning every model (None: only `seconds`)"})
-    seconds: float | None = field(default=None, metadata={"help": "wall-clock budget for the fine-tunes"})
-    method: str = field(default="full", metadata={"help": "fine-tuning method of the trials (as in tune)"})
-    full_epochs: int = field(default=10, metadata={"help": "epochs of the full fine-tune the budget is a share of"})
-    lr: float | None = field(default=None, metadata={"help": "peak learning rate (default: the method's)"})
-    min_entrants: int = 2
-    max_entrants: int = 16
-    batch_size: int = 64
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.fraction is None and self.seconds is None:
-            raise ZooforgeError("give a budget: `fraction` (--budget) and/or `seconds` (--budget-seconds).")
-        if self.fraction is not None and not 0 < self.fraction <= 1:
-            raise ZooforgeError(f"`fraction` (--budget) must be in (0, 1]; got {self.fraction}.")
-        if self.seconds is not None and self.seconds <= 0:
-            raise ZooforgeError(f"`seconds` (--budget-seconds) must be positive; got {self.seconds}.")
-        if self.full_epochs < 1 or self.min_entrants < 1 or self.max_entrants < self.min_entrants:
-            raise ZooforgeError("`full_epochs` and `min_entrants` must be >= 1 and `max_entrants` >= `min_entrants`.")
 
 
 @dataclass
@@ -168,12 +145,13 @@ def _trial_key(entry, ds, cfg: SelectConfig, epochs: int, lr: float) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: Sequence[str] | None = None,
-           models: Sequence[str] | None = None, budget_gmacs: float | None = None, budget_params: float | None = None,
-           out_dir: str | Path | None = None, cache_dir=None, device=None, bootstrap: int = 100,
-           progress: bool = True, log: Callable[[str], None] | None = None) -> SelectResult:
+def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: str | Path | None = None,
+           log: Callable[[str], None] | None = None, **options) -> SelectResult:
     """Rank ``catalogue`` on ``dataset``, then confirm the choice with successive halving under the
-    budget (module docstring). ``budget_params`` is in millions of parameters."""
+    budget (module docstring). ``config``: a :class:`~zooforge.config.SelectConfig`; keyword
+    ``options`` set or override its fields (``select(cat, data, fraction=0.1, models=["a*"])``).
+    ``out_dir`` receives the trials (resumable), the result and the chosen model's weights; ``log``
+    is called with each message."""
     import torch
 
     from zooforge.selection.rank import rank
@@ -186,16 +164,15 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
     from zooforge.zoo.cache import atomic_write_bytes
     from zooforge.zoo.features import progress_bar
 
-    cfg = config or SelectConfig()
-    if cfg.method not in DEFAULT_LR:
-        raise ZooforgeError(f"unknown method {cfg.method!r}; choose one of {', '.join(DEFAULT_LR)}.")
+    cfg = build_config(SelectConfig, config, options, "select")
     say = log or (lambda message: None)
     started = time.perf_counter()
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
     entries = {e.id: e for e in filter_entries(catalogue if isinstance(catalogue, list) else load_catalogue(catalogue),
-                                               list(models) if models else None)}
-    table = rank(list(entries.values()), ds, metrics, bootstrap=bootstrap, seed=cfg.seed, cache_dir=cache_dir,
-                 device=device, budget_gmacs=budget_gmacs, budget_params=budget_params, progress=progress)
+                                               list(cfg.models) if cfg.models else None)}
+    table = rank(list(entries.values()), ds, cfg.metrics, bootstrap=cfg.bootstrap, seed=cfg.seed,
+                 cache_dir=cfg.cache_dir, device=cfg.device, budget_gmacs=cfg.budget_gmacs,
+                 budget_params=cfg.budget_params, progress=cfg.progress)
     from zooforge.selection.ordering import Ordering
 
     first = Ordering.parse(table["ordering"][0]).metrics[0]      # the intervals of the ordering's first estimator
@@ -257,7 +234,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
         init_head(task, ds.task, y_fit)
         t0 = time.perf_counter()
         train(task, x_fit, y_fit, TrainConfig(epochs=epochs, lr=lr, batch_size=cfg.batch_size, seed=cfg.seed,
-                                              device=device, progress=False))
+                                              device=cfg.device, progress=False))
         acc = evaluate_accuracy(task, x_val, y_val)
         seconds = time.perf_counter() - t0
         cost = epochs * n_fit * float(gmacs[model_id]) * factor
@@ -276,7 +253,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, metrics: S
         advance(1)
         return acc
 
-    with progress_bar(progress, "fine-tuning trials", halving_trials(len(arms))) as advance:
+    with progress_bar(cfg.progress, "fine-tuning trials", halving_trials(len(arms))) as advance:
         try:
             winner, rows = successive_halving(arms, e0, trial)
         except _OutOfTime:

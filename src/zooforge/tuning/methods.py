@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zooforge.config import TUNING_METHODS
 from zooforge.errors import ZooforgeError
 from zooforge.zoo.backbone import Backbone
 from zooforge.zoo.cost import count_params
@@ -50,7 +51,7 @@ from zooforge.zoo.cost import count_params
 __all__ = ["METHODS", "MethodConfig", "TaskModel", "build", "default_targets", "save_adapters",
            "load_adapters", "inputs_for", "Adapter"]
 
-METHODS = ("linear", "full", "bitfit", "adapter", "adaptformer", "lora", "ia3")
+METHODS = TUNING_METHODS          # names in zooforge.config, so configs validate without importing torch
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from zooforge.config import TuneConfig, build_config
 from zooforge.errors import ZooforgeError
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import MethodConfig, TaskModel, build, inputs_for, save_adapters
@@ -99,56 +100,64 @@ def choose_by_validation(values: Sequence, trial: Callable[[object], float], nam
     return best[name], trials
 
 
-def tune(model: str, dataset, method: str = "linear", *, catalogue=None, config: TrainConfig | None = None,
-         lr: float | str | None = None, lr_grid: Sequence[float] | None = None, split: float = 0.8, seed: int = 0,
-         out_dir: str | Path | None = None, task: str | None = None, **method_options) -> TuneResult:
-    """Fine-tune ``model`` on the train part of a stratified split of ``dataset``; report held-out accuracy.
+def tune(model: str, dataset, config: TuneConfig | str | None = None, *, catalogue=None,
+         out_dir: str | Path | None = None, loop: TrainConfig | None = None, **options) -> TuneResult:
+    """Fine-tune ``model`` on the train part of a stratified split of ``dataset``; report the held-out
+    score (accuracy; R^2 or mAP for a regression or multi-label target, ``TuneResult.metric``).
 
-    ``lr``: a peak learning rate; ``"auto"`` to choose one from ``lr_grid`` (default
-    ``LR_GRID[method]``) by validation inside the training split (module docstring); None for
-    ``config.lr`` when a config is given, else ``DEFAULT_LR[method]``. The held-out split is scored
-    once, at the end, and never selected on. A regression or multi-label dataset (or ``task``, as in
-    ``load_dataset``) trains with its own loss and reports R^2 or mAP (``TuneResult.metric``)."""
+    ``config``: a :class:`~zooforge.config.TuneConfig`, or a method name as shorthand; keyword
+    ``options`` set or override its fields (``tune(m, data, "lora", rank=4, lr="auto")``). Its ``lr``:
+    a peak learning rate; ``"auto"`` to choose one from ``lr_grid`` (default ``LR_GRID[method]``) by
+    validation inside the training split (module docstring); None for ``loop.lr`` when ``loop`` is
+    given, else ``DEFAULT_LR[method]``. ``loop``: the training loop's own settings (warm-up,
+    patience, AMP, ...); when given, its epochs, batch size, seed, device and checkpoint are the
+    loop's. Without it the loop takes the config's, and with ``out_dir`` checkpoints every epoch to
+    ``out_dir/checkpoint`` (resumed only by the same run: the checkpoint's key). The held-out split
+    is scored once, at the end, and never selected on."""
     from zooforge.zoo import load_dataset
     from zooforge.zoo.backbone import Backbone
 
-    options = MethodConfig(method=method, **method_options)
-    if isinstance(lr, str) and lr != "auto":
-        raise ValueError(f"`lr` must be a number or 'auto'; got {lr!r}.")
-    if not isinstance(lr, str) and lr is not None and lr <= 0:
-        raise ValueError(f"`lr` must be positive; got {lr}.")
-    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, task=task)
-    train_ds, test_ds = ds.split(split, seed)
+    if isinstance(config, str):
+        config, options = None, {"method": config, **options}
+    cfg = build_config(TuneConfig, config, options, "tune")
+    method = cfg.method
+    extra = {k: getattr(cfg, k) for k in ("scale", "alpha", "dropout") if getattr(cfg, k) is not None}
+    method_config = MethodConfig(method=method, **cfg.method_options(), **extra)
+    seed = cfg.seed
+    ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, task=cfg.task)
+    train_ds, test_ds = ds.split(cfg.split, seed)
     backbone = Backbone.from_entry(resolve_entry(model, catalogue))
     x_tr, x_te = inputs_for(backbone, train_ds), inputs_for(backbone, test_ds)
     y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
-    cfg = config or TrainConfig(seed=seed, lr=DEFAULT_LR[method])
+    loop_cfg = loop or TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed, device=cfg.device,
+                                   lr=DEFAULT_LR[method], progress=cfg.progress,
+                                   checkpoint_dir=str(Path(out_dir) / "checkpoint") if out_dir is not None else None)
     trials: list[dict] = []
-    if lr == "auto":
+    if cfg.lr == "auto":
         fit, val = (torch.as_tensor(i) for i in train_ds.split_indices(VALIDATION_SPLIT, seed + 1))
-        quiet = replace(cfg, checkpoint_dir=None, progress=False)
+        quiet = replace(loop_cfg, checkpoint_dir=None, progress=False)
 
         def trial(value: float) -> float:
             torch.manual_seed(seed)
-            trial_task = build(copy.deepcopy(backbone), ds.num_classes, options, task=ds.task)   # trains in place
+            trial_task = build(copy.deepcopy(backbone), ds.num_classes, method_config, task=ds.task)  # trains in place
             init_head(trial_task, ds.task, y_tr[fit])
             train(trial_task, x_tr[fit], y_tr[fit], replace(quiet, lr=value))
             return evaluate_accuracy(trial_task, x_tr[val], y_tr[val])
 
-        chosen, trials = choose_by_validation(tuple(lr_grid or LR_GRID[method]), trial, "lr")
-        cfg = replace(cfg, lr=float(chosen))
-    elif lr is not None:
-        cfg = replace(cfg, lr=float(lr))
+        chosen, trials = choose_by_validation(cfg.lr_grid or LR_GRID[method], trial, "lr")
+        loop_cfg = replace(loop_cfg, lr=float(chosen))
+    elif cfg.lr is not None:
+        loop_cfg = replace(loop_cfg, lr=float(cfg.lr))
     torch.manual_seed(seed)
-    model = build(backbone, ds.num_classes, options, task=ds.task)
+    model = build(backbone, ds.num_classes, method_config, task=ds.task)
     init_head(model, ds.task, y_tr)
-    res = train(model, x_tr, y_tr, cfg)   # the held-out split is only scored, never selected on
+    res = train(model, x_tr, y_tr, loop_cfg)   # the held-out split is only scored, never selected on
     result = TuneResult(backbone.id, method, evaluate_accuracy(model, x_te, y_te), model.trainable_params,
-                        model.total_params, res.peak_memory_mb, res.seconds, res.history, cfg.lr, trials, model,
+                        model.total_params, res.peak_memory_mb, res.seconds, res.history, loop_cfg.lr, trials, model,
                         METRIC_NAMES[ds.task])
     if out_dir is not None:
         save_adapters(model, out_dir)
         record = result.record() | {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
-                                    "classes": list(ds.classes), "target_kind": ds.task, "config": asdict(cfg)}
+                                    "classes": list(ds.classes), "target_kind": ds.task, "config": asdict(loop_cfg)}
         atomic_write_bytes(Path(out_dir) / "result.json", json.dumps(record, indent=2).encode())
     return result

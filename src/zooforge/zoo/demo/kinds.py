@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import ImageDraw
 
-from zooforge.zoo.demo.tasks import SIZE, _canvas, _colour, _polygon
+from zooforge.zoo.demo.tasks import SIZE, canvas, random_colour, polygon_points
 
 __all__ = ["KIND_TASKS", "KindTask", "generate_kind"]
 
@@ -39,9 +39,9 @@ def _shape(d: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, ro
     if kind == "circle":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
     elif kind == "square":
-        d.polygon(_polygon(cx, cy, r, 4, rot), fill=col)
+        d.polygon(polygon_points(cx, cy, r, 4, rot), fill=col)
     elif kind == "triangle":
-        d.polygon(_polygon(cx, cy, r, 3, rot), fill=col)
+        d.polygon(polygon_points(cx, cy, r, 3, rot), fill=col)
     else:
         w = max(1.0, r / 3)
         d.rectangle([cx - r, cy - w, cx + r, cy + w], fill=col)
@@ -49,16 +49,16 @@ def _shape(d: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, ro
 
 
 def _draw_size(rng: np.random.Generator) -> tuple[np.ndarray, list[float]]:
-    img = _canvas(rng)
+    img = canvas(rng)
     r = float(rng.uniform(3.0, 13.0))
     cx, cy = rng.uniform(r + 1, SIZE - r - 1, size=2) if r < SIZE / 2 - 2 else (SIZE / 2, SIZE / 2)
     _shape(ImageDraw.Draw(img), _SHAPES[int(rng.integers(len(_SHAPES)))], cx, cy, r,
-           rng.uniform(0, 2 * math.pi), _colour(rng))
+           rng.uniform(0, 2 * math.pi), random_colour(rng))
     return np.asarray(img), [r]
 
 
 def _draw_tags(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
-    img = _canvas(rng)
+    img = canvas(rng)
     d = ImageDraw.Draw(img)
     count = int(rng.integers(1, 4))
     kinds = [str(k) for k in rng.choice(_SHAPES, size=count, replace=False)]
@@ -68,7 +68,7 @@ def _draw_tags(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
         r = rng.uniform(4.0, 6.0)
         cx = (q % 2) * half + rng.uniform(r + 1, half - r - 1)
         cy = (q // 2) * half + rng.uniform(r + 1, half - r - 1)
-        _shape(d, kind, cx, cy, r, rng.uniform(0, 2 * math.pi), _colour(rng))
+        _shape(d, kind, cx, cy, r, rng.uniform(0, 2 * math.pi), random_colour(rng))
     return np.asarray(img), sorted(kinds)
 
 

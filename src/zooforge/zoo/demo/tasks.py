@@ -40,7 +40,7 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return np.clip(base + noise, 0, 255)
 
 
-def _colour(rng: np.random.Generator, hue: float | None = None) -> tuple[int, int, int]:
+def random_colour(rng: np.random.Generator, hue: float | None = None) -> tuple[int, int, int]:
     import colorsys
 
     h = rng.uniform() if hue is None else hue
@@ -48,42 +48,44 @@ def _colour(rng: np.random.Generator, hue: float | None = None) -> tuple[int, in
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _canvas(rng):
+def canvas(rng):
+    """A fresh image of the demo's random background, to draw on."""
     return Image.fromarray(_background(rng).astype(np.uint8))
 
 
-def _polygon(cx, cy, radius, sides, rotation):
+def polygon_points(cx, cy, radius, sides, rotation):
+    """The vertices of a regular ``sides``-gon around (cx, cy), turned by ``rotation`` radians."""
     return [(cx + radius * math.cos(rotation + 2 * math.pi * k / sides),
              cy + radius * math.sin(rotation + 2 * math.pi * k / sides)) for k in range(sides)]
 
 
 def _draw_shape(rng, cls):
-    img = _canvas(rng)
+    img = canvas(rng)
     d = ImageDraw.Draw(img)
     r = rng.uniform(7, 12)
     cx, cy = rng.uniform(r + 1, SIZE - r - 1, size=2)
     rot = rng.uniform(0, 2 * math.pi)
-    col = _colour(rng)
+    col = random_colour(rng)
     if cls == "circle":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
     elif cls == "ring":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=col, width=3)
     elif cls == "square":
-        d.polygon(_polygon(cx, cy, r, 4, rot), fill=col)
+        d.polygon(polygon_points(cx, cy, r, 4, rot), fill=col)
     elif cls == "diamond":
-        pts = _polygon(cx, cy, r, 4, rot)
+        pts = polygon_points(cx, cy, r, 4, rot)
         d.polygon([(cx + (x - cx) * 0.55, y) for x, y in pts], fill=col)
     elif cls == "triangle":
-        d.polygon(_polygon(cx, cy, r, 3, rot), fill=col)
+        d.polygon(polygon_points(cx, cy, r, 3, rot), fill=col)
     elif cls == "hexagon":
-        d.polygon(_polygon(cx, cy, r, 6, rot), fill=col)
+        d.polygon(polygon_points(cx, cy, r, 6, rot), fill=col)
     elif cls == "cross":
         w = r / 3
         d.rectangle([cx - r, cy - w, cx + r, cy + w], fill=col)
         d.rectangle([cx - w, cy - r, cx + w, cy + r], fill=col)
     elif cls == "star":
-        outer = _polygon(cx, cy, r, 5, rot)
-        inner = _polygon(cx, cy, r * 0.4, 5, rot + math.pi / 5)
+        outer = polygon_points(cx, cy, r, 5, rot)
+        inner = polygon_points(cx, cy, r * 0.4, 5, rot + math.pi / 5)
         d.polygon([p for pair in zip(outer, inner) for p in pair], fill=col)
     return np.asarray(img)
 
@@ -110,7 +112,7 @@ def _draw_texture(rng, cls):
         coarse = rng.normal(size=(5, 5))
         field = np.asarray(Image.fromarray(coarse.astype(np.float32)).resize((SIZE, SIZE), Image.BICUBIC))
         field = field / (np.abs(field).max() + 1e-9)
-    a, b = np.array(_colour(rng)), np.array(_colour(rng)) * 0.3
+    a, b = np.array(random_colour(rng)), np.array(random_colour(rng)) * 0.3
     img = b + (a - b) * (field[..., None] + 1) / 2 + rng.normal(0, 10, size=(SIZE, SIZE, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -128,23 +130,23 @@ def _font(size: int):
 
 
 def _draw_glyph(rng, cls):
-    img = _canvas(rng)
+    img = canvas(rng)
     d = ImageDraw.Draw(img)
     size = int(rng.integers(16, 24))
     font = _font(size)
     x0, y0, x1, y1 = d.textbbox((0, 0), cls, font=font)
     x = rng.uniform(-x0, max(-x0 + 0.5, SIZE - x1))
     y = rng.uniform(-y0, max(-y0 + 0.5, SIZE - y1))
-    d.text((x, y), cls, fill=_colour(rng), font=font, stroke_width=int(rng.integers(0, 2)))
+    d.text((x, y), cls, fill=random_colour(rng), font=font, stroke_width=int(rng.integers(0, 2)))
     angle = rng.uniform(-15, 15)
     return np.asarray(img.rotate(angle, resample=Image.BILINEAR, fillcolor=tuple(np.asarray(img)[0, 0].tolist())))
 
 
 def _draw_count(rng, cls, kind):
-    img = _canvas(rng)
+    img = canvas(rng)
     d = ImageDraw.Draw(img)
     count = int(cls)
-    col = _colour(rng)
+    col = random_colour(rng)
     placed = []
     for _ in range(200):
         if len(placed) == count:
@@ -163,46 +165,46 @@ _HUES = {"red": 0.0, "orange": 0.08, "yellow": 0.16, "green": 0.33, "cyan": 0.5,
 
 
 def _draw_colour_object(rng, cls):
-    img = _canvas(rng)
+    img = canvas(rng)
     d = ImageDraw.Draw(img)
     r = rng.uniform(6, 12)
     cx, cy = rng.uniform(r, SIZE - r, size=2)
     hue = (_HUES[cls] + rng.normal(0, 0.015)) % 1.0
-    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_colour(rng, hue))
+    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=random_colour(rng, hue))
     return np.asarray(img)
 
 
 def _draw_colour_background(rng, cls):
     hue = (_HUES[cls] + rng.normal(0, 0.015)) % 1.0
-    bg = np.array(_colour(rng, hue), dtype=np.float64) * rng.uniform(0.5, 0.9)
+    bg = np.array(random_colour(rng, hue), dtype=np.float64) * rng.uniform(0.5, 0.9)
     img = np.clip(bg + rng.normal(0, 10, size=(SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
     pil = Image.fromarray(img)
     r = rng.uniform(4, 8)
     cx, cy = rng.uniform(r, SIZE - r, size=2)
-    ImageDraw.Draw(pil).rectangle([cx - r, cy - r, cx + r, cy + r], fill=_colour(rng))
+    ImageDraw.Draw(pil).rectangle([cx - r, cy - r, cx + r, cy + r], fill=random_colour(rng))
     return np.asarray(pil)
 
 
 def _draw_bar(rng, cls):
-    img = _canvas(rng)
+    img = canvas(rng)
     d = ImageDraw.Draw(img)
     angle = math.radians(float(cls) + rng.normal(0, 4))
     length = rng.uniform(9, 14)
     cx, cy = rng.uniform(12, 20, size=2)
     dx, dy = length * math.cos(angle), -length * math.sin(angle)
-    d.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=_colour(rng), width=int(rng.integers(2, 4)))
+    d.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=random_colour(rng), width=int(rng.integers(2, 4)))
     return np.asarray(img)
 
 
 def _draw_position(rng, cls):
-    img = _canvas(rng)
+    img = canvas(rng)
     d = ImageDraw.Draw(img)
     row, col = divmod(int(cls), 3)
     cell = SIZE / 3
     r = rng.uniform(2.5, 4.5)
     cx = (col + 0.5) * cell + rng.uniform(-2, 2)
     cy = (row + 0.5) * cell + rng.uniform(-2, 2)
-    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_colour(rng))
+    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=random_colour(rng))
     return np.asarray(img)
 
 
