@@ -123,9 +123,9 @@ def build_text(work: Path) -> Path:
     out = work / "text"
     out.mkdir(parents=True, exist_ok=True)
     base = load_catalogue("text-demo")[0]
-    from zooforge.zoo.backbone import _packaged_folder
+    from zooforge.zoo.loaders import packaged_folder
 
-    source = _packaged_folder(base)
+    source = packaged_folder(base)
     lines = ["# MiniLM variants for benchmarks/selection.py (built by its `build`).", ""]
     for mid, layers, reinit, noise, pretrained in TEXT:
         folder = out / mid.split("/")[1]

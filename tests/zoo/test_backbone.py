@@ -150,12 +150,12 @@ def test_an_unreachable_hub_fails_fast_with_the_whole_fix(monkeypatch):
 
     from huggingface_hub import constants
 
-    from zooforge.zoo import backbone as backbone_module
+    from zooforge.zoo import hub as hub_module
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://hub.zooforge-test.invalid")
-    monkeypatch.setitem(backbone_module._hub_check, "at", -1e9)
+    monkeypatch.setitem(hub_module._hub_check, "at", -1e9)
     for entry in (CatalogueEntry(id="t/resnet18.a1_in1k", source="timm", name="resnet18.a1_in1k"),
                   CatalogueEntry(id="h/bert", source="hf", name="some-org/some-bert-not-cached")):
         start = time.monotonic()

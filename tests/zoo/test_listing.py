@@ -55,11 +55,11 @@ def test_revision_is_a_catalogue_field_and_is_validated(tmp_path):
 
 
 def test_timm_revision_pins_the_hub_id():
-    from zooforge.zoo.backbone import _timm_at_revision
+    from zooforge.zoo.loaders import timm_at_revision
 
-    name, kwargs = _timm_at_revision("resnet18.a1_in1k", "abc123", {})
+    name, kwargs = timm_at_revision("resnet18.a1_in1k", "abc123", {})
     assert name == "resnet18.a1_in1k" and kwargs["pretrained_cfg_overlay"]["hf_hub_id"] == "timm/resnet18.a1_in1k@abc123"
-    assert _timm_at_revision("hf-hub:timm/resnet18.a1_in1k", "abc", {})[0] == "hf-hub:timm/resnet18.a1_in1k@abc"
+    assert timm_at_revision("hf-hub:timm/resnet18.a1_in1k", "abc", {})[0] == "hf-hub:timm/resnet18.a1_in1k@abc"
 
 
 def test_cli_catalogue_timm_writes_a_loadable_file(tmp_path):

@@ -202,9 +202,9 @@ def _from_hub(source: str, options: dict):
         return datasets.load_dataset(source, options.get("config"), split=options.get("split") or "train")
     except Exception as exc:      # noqa: BLE001 - datasets raises many kinds for "cannot get it"
         from zooforge.errors import describe
-        from zooforge.zoo.backbone import _hub_refusal
+        from zooforge.zoo.hub import hub_refusal
 
-        refusal = None if constants.HF_HUB_OFFLINE else _hub_refusal(exc)
+        refusal = None if constants.HF_HUB_OFFLINE else hub_refusal(exc)
         if refusal or type(exc).__name__ == "DatasetNotFoundError" and not constants.HF_HUB_OFFLINE:
             raise DatasetError(f"cannot load dataset hf:{source}: {refusal or 'the hub has no such dataset'} (on "
                                f"{constants.ENDPOINT}); fix the id, or give a local folder or file. "

@@ -160,7 +160,7 @@ def catalogue_from_hub(task: str, *, library: str | None = None, search: str | N
         raise ZooforgeError(f"unknown library {library!r}; choose timm, transformers or sentence-transformers.")
     from huggingface_hub import HfApi
 
-    from zooforge.zoo.backbone import hub_unreachable
+    from zooforge.zoo.hub import hub_unreachable
 
     reason = hub_unreachable()
     if reason is not None:
