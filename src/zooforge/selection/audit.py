@@ -27,17 +27,20 @@ finish and writes the parts, so workers need no shared filesystem for the result
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import polars as pl
 
 from zooforge.errors import ZooforgeError, describe
+from zooforge.selection.audit_ray import run_ray
+from zooforge.selection.audit_store import (SCHEMA, SCHEMA_VERSION, TIMING_COLUMNS, audit_generations, audit_tables,
+                                           cell_rows, finished_cells, provenance, provenance_path, read_audit,
+                                           read_provenance, write_part)
 from zooforge.zoo.catalogue import entry_digest
 from zooforge.zoo.cache import atomic_write_bytes
 
@@ -45,18 +48,6 @@ __all__ = ["Plan", "Cell", "load_plan", "plan_cells", "run_audit", "read_audit",
            "SCHEMA", "SCHEMA_VERSION", "TIMING_COLUMNS", "audit_generations", "provenance_path",
            "read_provenance"]
 
-# One row per (model, dataset, metric). Timing columns measure a particular run.
-SCHEMA: dict[str, pl.DataType] = {
-    "model": pl.Utf8, "dataset": pl.Utf8, "metric": pl.Utf8, "score": pl.Float64, "lo": pl.Float64,
-    "hi": pl.Float64, "status": pl.Utf8, "reason": pl.Utf8, "params_m": pl.Float64, "gmacs": pl.Float64,
-    "n_samples": pl.Int64, "num_classes": pl.Int64, "feature_dim": pl.Int64, "dataset_fingerprint": pl.Utf8,
-    "settings": pl.Utf8, "samples_per_s": pl.Float64, "seconds": pl.Float64, "schema_version": pl.Int32,
-    "target_kind": pl.Utf8,
-}
-# Bumped when a column changes meaning or is added; parts of older versions still read (missing
-# columns become null).
-SCHEMA_VERSION = 3          # 3: target_kind (classification, regression, multilabel)
-TIMING_COLUMNS = ("samples_per_s", "seconds")
 _PLAN_KEYS = {"catalogues", "models", "datasets", "metrics", "out", "max_per_class", "bootstrap", "seed",
               "batch_size", "device", "cache_dir", "skip_bad_files"}
 
@@ -178,12 +169,6 @@ def plan_cells(plan: Plan) -> list[Cell]:
 
 
 # ---- one cell -----------------------------------------------------------------------------------
-def _rows(cell: Cell, plan: Plan, **common) -> list[dict]:
-    base = {k: None for k in SCHEMA} | {"model": cell.entry.id, "dataset": cell.dataset, "settings": cell.digest,
-                                        "schema_version": SCHEMA_VERSION}
-    return [base | {"metric": m} | common for m in sorted(plan.metrics)]
-
-
 def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: bool = False) -> list[dict]:
     """Extract (cached) and score one cell; never raises for a model or data problem: the rows carry
     the error instead. ``backbone``/``dataset`` may be passed in when already loaded."""
@@ -211,8 +196,8 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
         scores = result.pop("scores")
         info |= result
     except Exception as exc:       # noqa: BLE001 - a cell records any failure (OOM included) and the audit goes on
-        return _rows(cell, plan, status="error", reason=describe(exc), seconds=time.perf_counter() - start, **info)
-    rows = _rows(cell, plan, seconds=time.perf_counter() - start, **info)
+        return cell_rows(cell, plan, status="error", reason=describe(exc), seconds=time.perf_counter() - start, **info)
+    rows = cell_rows(cell, plan, seconds=time.perf_counter() - start, **info)
     for row in rows:
         s = scores[row["metric"]]
         row["score"] = s["score"]
@@ -221,37 +206,6 @@ def run_cell(cell: Cell, plan: Plan, *, backbone=None, dataset=None, progress: b
         if s["samples"] is not None and np.isfinite(s["samples"]).any():
             row["lo"], row["hi"] = (float(np.nanpercentile(s["samples"], q)) for q in (5, 95))
     return rows
-
-
-def _frame(rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=SCHEMA)
-
-
-def _write_part(out: Path, cell: Cell, rows: list[dict]) -> None:
-    buffer = io.BytesIO()
-    _frame(rows).write_parquet(buffer)
-    atomic_write_bytes(out / cell.part_name, buffer.getvalue())
-
-
-def _finished(out: Path, cells: list[Cell], retry_failed: bool,
-              fingerprints: dict[str, str | None]) -> tuple[set[str], list[Cell]]:
-    """Keys of the cells whose part can be kept, and the cells whose part is stale: their dataset's
-    content changed since (its fingerprint differs from the one the part recorded)."""
-    done, stale = set(), []
-    for cell in cells:
-        part = out / cell.part_name
-        if not part.exists():
-            continue
-        stored = pl.read_parquet(part, columns=["status", "dataset_fingerprint"])
-        if retry_failed and stored["status"].eq("error").any():
-            continue
-        now = fingerprints.get(cell.dataset_path)
-        recorded = stored["dataset_fingerprint"].drop_nulls()
-        if now is not None and recorded.len() and recorded[0] != now:
-            stale.append(cell)
-            continue
-        done.add(cell.key)
-    return done, stale
 
 
 def _load_datasets(plan: Plan, cells: list[Cell]) -> dict[str, Any]:
@@ -295,18 +249,18 @@ def run_audit(plan: Plan | str | Path, *, backend: str = "local", address: str |
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".cell-*.parquet.*"):     # temporary files of a run killed mid-write
         stale.unlink(missing_ok=True)
-    provenance = _provenance(plan) | {"cells": sorted(c.part_name for c in cells)}
+    record = provenance(plan) | {"cells": sorted(c.part_name for c in cells)}
     # beside the folder, not in it: pl.read_parquet / pyarrow / DuckDB read every file in the folder
-    atomic_write_bytes(provenance_path(out), json.dumps(provenance, indent=2, default=str).encode())
+    atomic_write_bytes(provenance_path(out), json.dumps(record, indent=2, default=str).encode())
     (out / "plan.json").unlink(missing_ok=True)         # where audits before schema 2 kept it
     datasets = _load_datasets(plan, cells)
-    done, stale = _finished(out, cells, retry_failed, {k: getattr(v, "fingerprint", None) for k, v in datasets.items()})
+    done, stale = finished_cells(out, cells, retry_failed, {k: getattr(v, "fingerprint", None) for k, v in datasets.items()})
     todo = [c for c in cells if c.key not in done]
     summary = AuditSummary(out, len(cells), len(todo), len(cells) - len(todo), stale=len(stale))
     start = time.perf_counter()
 
     def finish(cell: Cell, rows: list[dict]) -> None:
-        _write_part(out, cell, rows)
+        write_part(out, cell, rows)
         if rows and rows[0]["status"] == "error":
             summary.failed.append((cell.entry.id, cell.dataset, rows[0]["reason"]))
         if on_cell is not None:
@@ -316,7 +270,7 @@ def run_audit(plan: Plan | str | Path, *, backend: str = "local", address: str |
         if backend == "local":
             _run_local(todo, plan, finish, bar, datasets)
         else:
-            _run_ray(todo, plan, finish, bar, address, workers)
+            run_ray(todo, plan, finish, bar, address, workers)
     summary.seconds = time.perf_counter() - start
     summary.table = read_audit(out, cells)
     return summary
@@ -338,71 +292,6 @@ def _run_local(todo: list[Cell], plan: Plan, finish, bar: "_Progress", datasets:
             finish(cell, run_cell(cell, plan, backbone=backbone, dataset=datasets[cell.dataset_path]))
             bar.step()
         del backbone
-
-
-def _ray_task(cell: Cell, plan: Plan, threads: int) -> list[dict]:
-    import torch
-
-    torch.set_num_threads(threads)
-    return run_cell(cell, plan)
-
-
-RAY_CONNECT_TIMEOUT_S = 5.0
-
-
-def _check_ray_address(address: str) -> None:
-    """Fail at once, with what to check, when a Ray address has nothing listening (Ray itself retries
-    for minutes). 'auto' and 'local' are Ray's own words and are left to it."""
-    import socket
-
-    if address in ("auto", "local"):
-        return
-    host_port = address.removeprefix("ray://").rstrip("/")
-    host, _, port = host_port.rpartition(":")
-    if not host or not port.isdigit():
-        raise ZooforgeError(f"--address {address!r}: expected host:port (the GCS, e.g. 10.0.0.5:6379) or "
-                            f"ray://host:port (Ray Client, e.g. ray://head:10001).")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise ZooforgeError(f"--address {address!r}: nothing answers at {host}:{port} ({exc}). Check that `ray start "
-                            f"--head` runs there and the port is open, or use --backend local.") from None
-
-
-def _run_ray(todo: list[Cell], plan: Plan, finish, bar: "_Progress", address: str | None, workers: int | None) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise ZooforgeError("the ray backend needs Ray: pip install 'zooforge[ray]'.") from None
-    started = not ray.is_initialized()
-    if started and address:
-        _check_ray_address(address)
-    if started:
-        kwargs = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
-        try:
-            ray.init(log_to_driver=False, **kwargs)
-        except Exception as exc:      # noqa: BLE001 - Ray raises ConnectionError, ValueError, RuntimeError, ...
-            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-            raise ZooforgeError(f"cannot start or reach {where}: {type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''}. Check the address (ray://host:10001 "
-                                f"or host:6379), that `ray start` runs there, or use --backend local.") from None
-    try:
-        task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
-        pending = {task.remote(cell, plan, 1): cell for cell in todo}
-        bar.show(f"{len(pending)} cell(s) on Ray")
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            cell = pending.pop(ready[0])
-            try:
-                rows = ray.get(ready[0])
-            except Exception as exc:     # noqa: BLE001 - a crashed worker (OOM kill) fails its cell only
-                rows = _rows(cell, plan, status="error", reason=describe(exc))
-            finish(cell, rows)
-            bar.step()
-            bar.show(f"{cell.entry.id} on {cell.dataset} done")
-    finally:
-        if started:
-            ray.shutdown()
 
 
 class _Progress:
@@ -436,88 +325,3 @@ class _Progress:
             self._bar.__exit__(*exc)
 
 
-# ---- reading ------------------------------------------------------------------------------------
-def provenance_path(out: str | Path) -> Path:
-    """The audit's provenance (plan, settings, versions, the latest plan's cells): a file beside the
-    folder of parts, ``<folder>.plan.json``, so the folder holds nothing but Parquet."""
-    out = Path(out)
-    return out.with_name(out.name + ".plan.json")
-
-
-def read_provenance(out: str | Path) -> dict:
-    """The provenance of an audit folder ({} when there is none); also reads the old in-folder file."""
-    for path in (provenance_path(out), Path(out) / "plan.json"):
-        if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except ValueError:
-                return {}
-    return {}
-
-
-def audit_generations(out: str | Path) -> tuple[list[str], list[str]]:
-    """(part names of the latest run's plan, part names left by earlier plans of other settings or
-    models) in an audit folder. A folder written before plans listed their cells has only the first."""
-    out = Path(out)
-    every = sorted(p.name for p in out.glob("cell-*.parquet"))
-    try:
-        latest = set(read_provenance(out)["cells"])
-    except (KeyError, TypeError):
-        return every, []
-    return [n for n in every if n in latest], [n for n in every if n not in latest]
-
-
-def read_audit(out: str | Path, cells: Iterable[Cell] | None = None, *, generation: str = "latest") -> pl.DataFrame:
-    """The audit's table, one row per (model, dataset, metric), sorted by dataset, model and metric.
-
-    An audit folder run again with other settings, models or datasets keeps the earlier parts (so
-    going back costs nothing); ``generation="latest"`` (the default) reads only the cells of the
-    latest run's plan, ``"all"`` every part (then (model, dataset, metric) can repeat, told apart by
-    the ``settings`` column). ``cells`` reads exactly those."""
-    out = Path(out)
-    if not out.is_dir():
-        raise ZooforgeError(f"no audit at {out}: expected a folder of cell-*.parquet parts.")
-    if generation not in ("latest", "all"):
-        raise ZooforgeError(f"unknown audit generation {generation!r}; use 'latest' or 'all'.")
-    if cells is not None:
-        names = sorted(c.part_name for c in cells)
-    else:
-        latest, older = audit_generations(out)
-        names = latest + (older if generation == "all" else [])
-    parts = [pl.read_parquet(out / n) for n in names if (out / n).exists()]
-    table = pl.concat([_frame([]), *parts], how="diagonal_relaxed") if parts else _frame([])
-    return table.sort("dataset", "model", "metric")
-
-
-def audit_tables(table: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """One ranking table per dataset (the layout of :func:`zooforge.selection.rank`: score, rank,
-    mean rank, z-scored ensemble, Pareto front), built from an audit's long table."""
-    from zooforge.selection.rank import finish_table
-
-    out = {}
-    for (dataset,), part in table.sort("dataset").group_by("dataset", maintain_order=True):
-        metrics = sorted(part["metric"].unique().to_list())
-        wide = part.pivot(on="metric", index="model", values="score", aggregate_function="first")
-        per_model = part.group_by("model", maintain_order=True).agg(
-            pl.col("params_m").first(), pl.col("gmacs").first(), pl.col("samples_per_s").first(),
-            pl.when(pl.col("status") == "error").then(pl.col("reason")).otherwise(None).drop_nulls().first().alias("error"),
-            pl.when(pl.col("status") == "skipped").then(pl.col("metric") + ": " + pl.col("reason"))
-            .otherwise(None).drop_nulls().str.join("; ").alias("skipped"))
-        joined = per_model.join(wide, on="model", how="left").with_columns(
-            pl.col("skipped").replace("", None), *[pl.col(m).cast(pl.Float64) for m in metrics])
-        kinds = part["target_kind"].drop_nulls() if "target_kind" in part.columns else []
-        ranking = finish_table(joined, metrics, {}, False, None, None, None, kinds[0] if len(kinds) else "classification")
-        if part["lo"].is_not_null().any():            # the audit's bootstrap intervals, when it ran any
-            bounds = [part.filter(pl.col("metric") == m).select("model", pl.col("lo").alias(f"{m}_lo"),
-                                                                 pl.col("hi").alias(f"{m}_hi")) for m in metrics]
-            for b in bounds:
-                ranking = ranking.join(b, on="model", how="left")
-        out[dataset] = ranking
-    return out
-
-
-def _provenance(plan: Plan) -> dict:
-    from zooforge.zoo.features import library_versions
-
-    return {"plan": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(plan).items() if k != "base"},
-            "settings": plan.settings(), "settings_digest": plan.digest, "versions": library_versions()}
