@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from zooforge.errors import ZooforgeError
-from zooforge.zoo.backbone import Backbone
+from zooforge.zoo.backbone import Backbone, layout_of
 from zooforge.zoo.cost import count_gmacs, count_params
 
 __all__ = ["Block", "BlockInfo", "cut", "chain_modules"]
@@ -241,18 +241,9 @@ def chain_modules(backbone: Backbone, example: torch.Tensor) -> tuple[list[str],
     if len(names) < 2:
         raise ZooforgeError(f"model {backbone.id!r} declares no feature_info stages to cut at; DeRy needs a "
                             "timm model with feature_info (CNN stages or transformer blocks).")
-    seen: dict[str, tuple] = {}
-    handles = []
-    for n in names:
-        handles.append(model.get_submodule(n).register_forward_hook(
-            lambda _m, args, out, n=n: seen.__setitem__(n, (args[0], out[0] if isinstance(out, tuple) else out))))
-    try:
-        with torch.no_grad():
-            model.eval()
-            model.forward_features(example)
-    finally:
-        for h in handles:
-            h.remove()
+    model.eval()
+    with backbone.capture(names) as seen, torch.no_grad():
+        model.forward_features(example)
     direct = [seen[a][1].shape == seen[b][0].shape and torch.equal(seen[a][1], seen[b][0])
               for a, b in zip(names[:-1], names[1:])]
     best, start = (0, 0), 0                  # (length, first index) of the longest direct run
@@ -266,13 +257,9 @@ def chain_modules(backbone: Backbone, example: torch.Tensor) -> tuple[list[str],
 
 
 def _layout(t: torch.Tensor, channels: int) -> str:
-    if t.dim() == 3:
-        return "tokens"
-    if t.dim() == 4 and t.shape[1] != channels and t.shape[-1] == channels:
-        return "nhwc"
-    if t.dim() == 4:
-        return "nchw"
-    raise ZooforgeError(f"a block returned a {t.dim()}-d tensor; expected a map or tokens.")
+    if t.dim() not in (3, 4):
+        raise ZooforgeError(f"a block returned a {t.dim()}-d tensor; expected a map or tokens.")
+    return layout_of(t, channels)
 
 
 def cut(backbone: Backbone, max_blocks: int | None = None) -> tuple[list[Block], list[BlockInfo]]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from zooforge.errors import ZooforgeError
-from zooforge.zoo.backbone import Backbone
+from zooforge.zoo.backbone import Backbone, layout_of
 
 if TYPE_CHECKING:
     from zooforge.tuning.methods import MethodConfig, TaskModel
@@ -65,28 +65,9 @@ class AdaptedModule(nn.Module):
 
 
 def _layout(t: torch.Tensor, channels: int | None) -> tuple[str, int]:
-    if t.dim() == 4:
-        if channels is not None and t.shape[1] != channels and t.shape[-1] == channels:
-            return "nhwc", t.shape[-1]
-        return "nchw", t.shape[1]
-    return "tokens", t.shape[-1]
-
-
-def _probe(model: nn.Module, run, names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    handles = []
-    for name in names:
-        def hook(_m, args, out, name=name):
-            first = out[0] if isinstance(out, tuple) else out
-            seen[name] = (args[0], first)
-        handles.append(model.get_submodule(name).register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
+    """(layout, feature width) of a stage's output, by the backbone's one layout rule."""
+    layout = layout_of(t, channels)
+    return layout, t.shape[1] if layout == "nchw" else t.shape[-1]
 
 
 def _adapter_sites(backbone: Backbone, mode: str) -> list[str]:
@@ -107,7 +88,8 @@ def attach_adapters(task: "TaskModel", cfg: MethodConfig) -> None:
     mode = "serial" if cfg.method == "adapter" else "parallel"
     sites = _adapter_sites(backbone, mode)
     example = backbone.example_inputs()
-    shapes = _probe(backbone.model, lambda: task.features(example), sites)
+    with backbone.capture(sites) as shapes, torch.no_grad():
+        task.features(example)
     for name in sites:
         if name not in shapes:
             continue                                    # a stage this forward path does not use

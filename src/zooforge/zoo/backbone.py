@@ -12,9 +12,10 @@ give no checkpoint; offline (``HF_HUB_OFFLINE=1`` or no network) a missing hub f
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from zooforge.zoo.catalogue import CatalogueEntry
 from zooforge.zoo.cost import Cost, count_gmacs, count_params
 from zooforge.zoo.transforms import ImageTransform
 
-__all__ = ["Backbone", "Preprocessor", "load_state_dict_file", "pool"]
+__all__ = ["Backbone", "Preprocessor", "first_tensor", "layout_of", "load_state_dict_file", "pool"]
 
 TEXT_MAX_LENGTH = 256      # tokens per text sample (truncated beyond, or the model's own limit)
 TEXT_COST_LENGTH = 128     # sequence length at which text models' GMACs are reported
@@ -54,17 +55,29 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def pool(output: Any, channels: int | None = None) -> torch.Tensor:
-    """Global-average-pool a module output to (B, C): NCHW/NHWC maps over space, (B, N, C) tokens over
-    tokens; tuples/lists (some blocks return (x, aux)) use their first tensor."""
+def layout_of(t: torch.Tensor, channels: int | None = None) -> str:
+    """How a module output holds its features: ``"nchw"`` or ``"nhwc"`` maps (channels last when the
+    module's declared ``channels`` is the last axis and not the second, as in MambaOut's stages), or
+    ``"tokens"`` (B, N, C) and anything else not 4-d. The one rule for pooling, adapters and DeRy's blocks."""
+    if t.dim() == 4:
+        return "nhwc" if channels is not None and t.shape[1] != channels and t.shape[-1] == channels else "nchw"
+    return "tokens"
+
+
+def first_tensor(output: Any) -> torch.Tensor:
+    """The tensor a module's output carries: the first of a tuple/list (blocks that return (x, aux)),
+    a Hugging Face output's ``last_hidden_state``, or the output itself."""
     if isinstance(output, (tuple, list)):
         output = output[0]
-    if hasattr(output, "last_hidden_state"):
-        output = output.last_hidden_state
+    return output.last_hidden_state if hasattr(output, "last_hidden_state") else output
+
+
+def pool(output: Any, channels: int | None = None) -> torch.Tensor:
+    """Global-average-pool a module output to (B, C): NCHW/NHWC maps over space, (B, N, C) tokens over
+    tokens (:func:`layout_of`); tuples and HF outputs through :func:`first_tensor`."""
+    output = first_tensor(output)
     if output.ndim == 4:
-        if channels is not None and output.shape[1] != channels and output.shape[-1] == channels:
-            return output.mean(dim=(1, 2))                       # NHWC
-        return output.mean(dim=(2, 3))
+        return output.mean(dim=(1, 2) if layout_of(output, channels) == "nhwc" else (2, 3))
     if output.ndim == 3:
         return output.mean(dim=1)
     return output.flatten(1)
@@ -225,25 +238,36 @@ class Backbone:
 
     def forward(self, inputs: dict[str, torch.Tensor], layers: Sequence[str] = ()) -> dict[str, torch.Tensor]:
         """One pass: {"features": (B, D), "logits": (B, Z) if a head, "layer:<name>": (B, C_l)}."""
-        captured: dict[str, torch.Tensor] = {}
-        handles = []
-        for name in layers:
-            try:
-                module = self.model.get_submodule(name)
-            except AttributeError:
-                raise ValueError(
-                    f"model {self.id!r} has no module {name!r}; its stages are {self.stage_names}."
-                ) from None
-            channels = self.layer_channels.get(name)
-            handles.append(module.register_forward_hook(
-                lambda _m, _i, out, name=name, channels=channels: captured.__setitem__(name, pool(out, channels))))
-        try:
+        pooled = (lambda name, _x, y: pool(y, self.layer_channels.get(name)))
+        with self.capture(layers, pooled) as captured:
             out = self._timm_forward(inputs) if self.family == "timm" else self._hf_forward(inputs)
+        out.update({f"layer:{k}": v for k, v in captured.items()})
+        return out
+
+    @contextmanager
+    def capture(self, names: Sequence[str], keep=None) -> Iterator[dict[str, Any]]:
+        """Within the block, every forward through the submodules ``names`` records
+        ``keep(name, first input, first output tensor)`` (default: the (input, output) pair) in the
+        yielded dict, the last call winning. The one forward-hook capture: pooled layer outputs,
+        adapter placement and DeRy's block cutting all read modules through it. An unknown name is
+        refused with the model's stages."""
+        keep = keep or (lambda _name, x, y: (x, y))
+        seen: dict[str, Any] = {}
+        handles = []
+        try:
+            for name in names:
+                try:
+                    module = self.model.get_submodule(name)
+                except AttributeError:
+                    raise ValueError(f"model {self.id!r} has no module {name!r}; its stages are "
+                                     f"{self.stage_names}.") from None
+                handles.append(module.register_forward_hook(
+                    lambda _m, args, out, name=name: seen.__setitem__(
+                        name, keep(name, args[0] if args else None, first_tensor(out)))))
+            yield seen
         finally:
             for h in handles:
                 h.remove()
-        out.update({f"layer:{k}": v for k, v in captured.items()})
-        return out
 
     def _timm_forward(self, inputs):
         feats = self.model.forward_features(inputs["x"])
