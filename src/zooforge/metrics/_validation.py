@@ -2,7 +2,9 @@
 
 Each check takes numpy arrays, torch tensors or nested lists, names the argument in its error, says
 what was expected and what was got, and returns float64 numpy arrays (or, with ``keep_torch=True``,
-tensors on their own device in the working dtype, for the estimators that run on GPU).
+tensors on their own device in the working dtype, for the estimators that run on GPU). Every check
+takes its arguments in one order: ``(value, name, *, n_samples=, against=, ...)``, where ``name`` is the
+argument the caller was given and ``against`` the one whose length ``n_samples`` is.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def check_categorical(values: Any, name: str, *, n_samples: int | None = None, a
     return codes.astype(np.int64), len(classes)
 
 
-def check_labels(labels: Any, n_samples: int | None = None, name: str = "labels", *,
+def check_labels(labels: Any, name: str = "labels", *, n_samples: int | None = None,
                  min_per_class: int = 1, against: str = "`features`"):
     """Validate target labels (any integer or string type); return (codes 0..C-1, C).
 
@@ -154,7 +156,7 @@ def check_labels(labels: Any, n_samples: int | None = None, name: str = "labels"
     return codes, n_classes
 
 
-def check_probs(probs: Any, n_samples: int | None = None, name: str = "source_probs", *, against: str = "`labels`"):
+def check_probs(probs: Any, name: str = "source_probs", *, n_samples: int | None = None, against: str = "`labels`"):
     """Validate an (N, Z) matrix of probabilities whose rows sum to 1; return float64."""
     arr = check_features(probs, name, n_samples=n_samples, against=against)
     if (arr < 0).any():

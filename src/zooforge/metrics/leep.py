@@ -44,7 +44,7 @@ def leep_influence(source_probs, labels) -> tuple[float, np.ndarray]:
     (log p_j - LEEP) / N, a sample moves the empirical conditional P(y | z) that every prediction uses:
     d P(y|z) / d w_j = theta_j(z) (1[y_j = y] - P(y|z)) / Q(z), with Q(z) = sum_i theta_i(z)."""
     y, n_classes = check_labels(labels)
-    theta = check_probs(source_probs, len(y))
+    theta = check_probs(source_probs, n_samples=len(y))
     n = theta.shape[0]
     onehot = np.zeros((n, n_classes))
     onehot[np.arange(n), y] = 1.0
@@ -64,5 +64,5 @@ def leep_influence(source_probs, labels) -> tuple[float, np.ndarray]:
 def leep(source_probs, labels) -> float:
     """LEEP score of a source model's probabilities on a target task; higher = better."""
     y, n_classes = check_labels(labels)
-    theta = check_probs(source_probs, len(y))
+    theta = check_probs(source_probs, n_samples=len(y))
     return log_expected_empirical_prediction(theta, y, n_classes)

@@ -35,7 +35,7 @@ def negative_conditional_entropy(joint: np.ndarray) -> float:
 def _source_classes(source_preds, n_samples: int) -> np.ndarray:
     arr = np.asarray(source_preds.detach().cpu() if hasattr(source_preds, "detach") else source_preds)
     if arr.ndim == 2 and arr.shape[1] > 1:
-        return check_probs(arr, n_samples, name="source_preds").argmax(axis=1)
+        return check_probs(arr, "source_preds", n_samples=n_samples).argmax(axis=1)
     return check_categorical(arr, "source_preds", n_samples=n_samples)[0]
 
 
