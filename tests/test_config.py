@@ -27,10 +27,33 @@ def test_budget_is_gmacs_and_millions_of_parameters():
     ({"budget_gmacs": 0.01, "split": 1.0}, r"`split` \(--split\) must be between 0 and 1; got 1.0"),
     ({"budget_gmacs": 0.01, "compat": "cosine"}, r"`compat` \(--compat\) must be one of 'cka', 'stitch'; got 'cosine'"),
     ({"budget_params": -2.0}, r"`budget_params` \(--budget-params\) must be a positive number"),
+    ({"budget_params": 5e6}, r"`budget_params` \(--budget-params\) is in millions of parameters; 5e\+06 M is 5000 "
+                             r"billion. Give millions \(e.g. 5 for 5e\+06 parameters\)"),
 ])
 def test_compose_config_refuses_bad_values_naming_field_and_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ComposeConfig(**kwargs)
+
+
+def test_a_parameter_budget_given_in_parameters_is_refused_by_the_solver_too():
+    import numpy as np
+
+    from zooforge.reassembly.solve import Candidate, Problem, solve
+
+    problem = Problem([[Candidate("a", (0, 1), 10, 0.001, 1.0)]], [], [], [])
+    assert solve(problem, budget_params=1e-5).status == "OPTIMAL"             # 10 parameters
+    assert solve(problem, budget_params=9e-6).status == "INFEASIBLE"
+    with pytest.raises(ZooforgeError, match="in millions of parameters"):
+        solve(problem, budget_params=2e6)
+    assert np.isfinite(solve(problem).solutions[0].objective)
+
+
+def test_tune_says_where_a_loop_config_goes():
+    from zooforge.tuning.loop import TrainConfig
+    from zooforge.tuning.tune import tune
+
+    with pytest.raises(TypeError, match="a TrainConfig goes to `loop=`"):
+        tune("demo/convnext-shapes", "demo:shapes?n=4", TrainConfig(epochs=1), catalogue="demo")
 
 
 def test_build_config_names_an_unknown_option_and_applies_overrides():

@@ -93,8 +93,17 @@ def _positive(cfg, *names: str, flags: bool = True) -> None:
                                 f"limit); got {value!r}.")
 
 
+# A parameter budget above this many millions (100 billion parameters) is taken for one given in
+# parameters, the unit compose and solve took before they took millions like everything else.
+PARAMS_M_CEILING = 1e5
+
+
 def _budget(cfg) -> None:
     _positive(cfg, "budget_gmacs", "budget_params")
+    if cfg.budget_params is not None and cfg.budget_params > PARAMS_M_CEILING:
+        raise ZooforgeError(f"{_named('budget_params')} is in millions of parameters; {cfg.budget_params:g} M is "
+                            f"{cfg.budget_params / 1e3:g} billion. Give millions (e.g. "
+                            f"{cfg.budget_params / 1e6:g} for {cfg.budget_params:g} parameters), or None for no limit.")
 
 
 def _one_of(cfg, name: str, choices) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zooforge.errors import ZooforgeError
-from zooforge.config import Budget
+from zooforge.config import PARAMS_M_CEILING, Budget
 
 __all__ = ["Candidate", "Problem", "Solution", "SolveResult", "solve", "brute_force"]
 
@@ -181,6 +181,9 @@ def _solver(time_limit: float, seed: int):
 def _int_budgets(budget_gmacs: float | None, budget_params: float | None) -> tuple[int | None, int | None]:
     """(parameters, kilo-MACs), both rounded down, from GMACs and millions of parameters."""
     budget = Budget(budget_gmacs, budget_params)
+    if budget.params_m is not None and budget.params_m > PARAMS_M_CEILING:
+        raise ZooforgeError(f"`budget_params` is in millions of parameters; got {budget_params:g} (give "
+                            f"{budget_params / 1e6:g} for {budget_params:g} parameters).")
     return budget.max_params, None if budget.gmacs is None else int(math.floor(budget.gmacs * KMACS + 1e-9))
 
 

@@ -119,6 +119,9 @@ def tune(model: str, dataset, config: TuneConfig | str | None = None, *, catalog
 
     if isinstance(config, str):
         config, options = None, {"method": config, **options}
+    if isinstance(config, TrainConfig):
+        raise TypeError("tune(): a TrainConfig goes to `loop=` (the training loop's own settings); `config` takes a "
+                        "TuneConfig or a method name.")
     cfg = build_config(TuneConfig, config, options, "tune")
     method = cfg.method
     extra = {k: getattr(cfg, k) for k in ("scale", "alpha", "dropout") if getattr(cfg, k) is not None}
