@@ -137,6 +137,37 @@ def test_ray_backend_gives_the_local_table(tmp_path):
     assert_frame_equal(_stable(local.table), _stable(ray_run.table))
 
 
+def test_a_two_node_loopback_ray_cluster_gives_the_local_table(tmp_path):
+    # Issue #18: the multi-node path (`ray start --head` and a second `ray start --address`), on loopback.
+    pytest.importorskip("ray")
+    from zooforge.selection.audit_ray import loopback_cluster
+
+    models, datasets = ["demo/effnet-shapes", "demo/resnet-textures"], ["demo:shapes?n=8", "demo:textures?n=8"]
+    local = run_audit(_plan(tmp_path, "local.toml", models=models, datasets=datasets), progress=False)
+    with loopback_cluster(nodes=2, cpus_per_node=1) as address:
+        import ray
+
+        ray.init(address=address, log_to_driver=False)
+        assert sum(n["Alive"] for n in ray.nodes()) == 2 and ray.cluster_resources()["CPU"] == 2
+        ray.shutdown()
+        cluster = run_audit(_plan(tmp_path, "cluster.toml", models=models, datasets=datasets), backend="ray",
+                            address=address, progress=False)
+    assert cluster.ran == 4 and not cluster.failed
+    assert_frame_equal(_stable(local.table), _stable(cluster.table))
+
+
+def test_ray_cells_ask_for_a_gpu_only_where_there_is_one_to_use():
+    from zooforge.errors import ZooforgeError
+    from zooforge.selection.audit_ray import task_resources
+
+    assert task_resources(None, 0) == {"num_cpus": 1, "num_gpus": 0}
+    assert task_resources(None, 4) == {"num_cpus": 1, "num_gpus": 1}           # best available: the GPU
+    assert task_resources("cpu", 4) == {"num_cpus": 1, "num_gpus": 0}
+    assert task_resources("cuda:1", 2) == {"num_cpus": 1, "num_gpus": 1}
+    with pytest.raises(ZooforgeError, match="has no GPU"):
+        task_resources("cuda", 0)
+
+
 def test_plan_validation(tmp_path):
     def plan(text):
         p = tmp_path / "p.toml"
