@@ -1,6 +1,7 @@
 # make install: set up .venv (idempotent; a no-op when pyproject.toml has not changed)
 # make demo:    install, then run the offline end-to-end demo
 # make test:    install, then run the test suite
+# make hub-demo: install, then list, download and rank the demo zoo from a loopback Hugging Face Hub
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 VENV ?= .venv
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.zooforge-installed-$(shell cat pyproject.toml Makefile | sha1s
 # pip warns about every local index folder it skips; keep the real messages.
 QUIET_PIP := grep -v -e 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: install demo test bench bench-grid clean
+.PHONY: install demo hub-demo test bench bench-grid clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -27,6 +28,9 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(VENV)/bin/zooforge demo
+
+hub-demo: install
+	$(PY) -m zooforge.demo.hub
 
 test: install
 	$(VENV)/bin/lint-imports

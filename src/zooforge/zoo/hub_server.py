@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-__all__ = ["HubServer", "HubRepo"]
+__all__ = ["HubServer", "HubRepo", "sha_of"]
 
 
 @dataclass
@@ -50,7 +50,8 @@ class HubRepo:
                      and len(revision) >= 7), None)
 
 
-def _sha_of(folder: Path) -> str:
+def sha_of(folder: Path) -> str:
+    """A commit sha for a folder: the SHA-1 of its files' paths and bytes (same content, same sha)."""
     digest = hashlib.sha1()
     for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         digest.update(str(f.relative_to(folder)).encode())
@@ -65,7 +66,7 @@ class HubServer:
         self.repos: dict[str, HubRepo] = {}
         for repo_id, value in repos.items():
             self.repos[repo_id] = value if isinstance(value, HubRepo) else HubRepo(
-                [(_sha_of(Path(f)), Path(f)) for f in value])
+                [(sha_of(Path(f)), Path(f)) for f in value])
         self.drop_after = drop_after
         self.requests: list[str] = []
         server = self
