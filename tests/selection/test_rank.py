@@ -249,3 +249,27 @@ def test_cli_json_version_and_messages_instead_of_tracebacks(tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and message in " ".join(result.output.split()), (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_files_left_out_by_skip_bad_files_are_in_the_table_and_the_report(tmp_path):
+    # Issue #17: --skip-bad-files must be reported in the table and the report, not only printed.
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "data" / c / f"{i}.png")
+    (tmp_path / "data" / "dog" / "broken.png").write_bytes(b"not a png")
+    args = ["rank", "demo", str(tmp_path / "data"), "-m", "logme", "--model", "demo/effnet-shapes", "--bootstrap", "0",
+            "--out", str(tmp_path / "r.csv"), "--report", str(tmp_path / "r.md"), "--cache-dir", str(tmp_path / "c")]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1 and "broken.png" in refused.output and "--skip-bad-files" in refused.output
+    result = CliRunner().invoke(app, args + ["--skip-bad-files"])
+    assert result.exit_code == 0, result.output
+    table = pl.read_csv(tmp_path / "r.csv")
+    assert table["skipped_files"].to_list() == [1]
+    assert "1 unreadable image file(s) were left out" in (tmp_path / "r.md").read_text()
+    clean = rank("demo", "demo:shapes?n=4", ["logme"], models=["demo/effnet-shapes"], bootstrap=0,
+                 cache_dir=tmp_path / "c", progress=False)
+    assert clean["skipped_files"].to_list() == [0]

@@ -157,7 +157,8 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, config: RankC
     rows, samples = [], {}
     for entry in entries:
         row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None,
-               "gmacs": None, "samples_per_s": None, "error": None}
+               "gmacs": None, "samples_per_s": None, "error": None,
+               "skipped_files": len(ds.meta.get("skipped_files", []))}      # unreadable files left out (--skip-bad-files)
         try:
             result = score_model(Backbone.from_entry(entry), ds, metrics, resamples=shared, resample=resample,
                                  cache_dir=cfg.cache_dir, device=cfg.device, batch_size=cfg.batch_size,
@@ -177,6 +178,7 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, config: RankC
         rows.append(row)
     table = pl.DataFrame(rows, schema_overrides={m: pl.Float64 for m in metrics} | {
         "params_m": pl.Float64, "gmacs": pl.Float64, "samples_per_s": pl.Float64, "error": pl.Utf8, "skipped": pl.Utf8,
+        "skipped_files": pl.Int64,
         "dataset": pl.Utf8, "dataset_fingerprint": pl.Utf8})
     return finish_table(table, metrics, samples, shared is not None, cfg.budget_gmacs, cfg.budget_params, ordering, ds.task)
 

@@ -140,6 +140,10 @@ def _ranking_section(doc: _Doc, table: pl.DataFrame, title: str, budget_gmacs: f
     doc.table(header, rows, best)
     notes = [f"{r['model']}: {r['error']}" for r in table.iter_rows(named=True) if r.get("error")]
     notes += [f"{r['model']} skipped {r['skipped']}" for r in table.iter_rows(named=True) if r.get("skipped") and not r.get("error")]
+    left_out = table["skipped_files"].max() if "skipped_files" in table.columns and table.height else 0
+    if left_out:
+        notes.append(f"{left_out} unreadable image file(s) were left out of the dataset (--skip-bad-files); "
+                     f"every model was scored without them")
     if notes:
         doc.pre("\n".join(notes))
     if metrics and table.filter(pl.col(metrics[0]).is_not_null() & pl.col("gmacs").is_not_null()).height:
