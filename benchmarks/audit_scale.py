@@ -139,7 +139,7 @@ def _same(a: pl.DataFrame, b: pl.DataFrame) -> str:
     """How two audit tables compare, timing columns aside: "equal", or how far their scores are apart
     (Ray workers run one torch thread each, the local run two, so float sums may round differently)."""
     a, b = _stable(a), _stable(b)
-    if a.drop("score", "lo", "hi").equals(b.drop("score", "lo", "hi")) is False:
+    if not a.drop("score", "lo", "hi").equals(b.drop("score", "lo", "hi")):
         return "NOT the same cells, statuses or metadata"
     x, y = a["score"].to_numpy().astype(float), b["score"].to_numpy().astype(float)
     if not np.array_equal(np.isnan(x), np.isnan(y)):

@@ -108,6 +108,7 @@ def test_the_command_line_takes_the_configs_help_and_defaults(command):
      r"`temperature` \(--temperature\) only apply to --method btuning"),
     (AggregateConfig, {"strength": "strong"}, r"`strength` \(--strength\) must be a number or 'auto'"),
     (SelectConfig, {"method": "prefix"}, r"`method` \(--method\) must be one of"),
+    (SelectConfig, {"lr": "auto"}, r"`lr` \(--lr\) of select's trials is a number"),
     (SelectConfig, {"min_entrants": 3, "max_entrants": 2}, r"`max_entrants` \(--max-entrants\) must be at least 3"),
 ])
 def test_every_config_refuses_a_bad_value_naming_field_and_value(config, kwargs, message):
@@ -119,6 +120,7 @@ def test_numbers_from_the_command_line_become_numbers_and_lists_become_tuples():
     assert TuneConfig(lr="3e-3").lr == 3e-3 and TuneConfig(lr="auto").lr == "auto"
     assert AggregateConfig(strength="0").strength == 0.0                     # no regulariser is a valid strength
     assert TuneConfig(targets=["qkv", "fc1"]).method_options() == {"targets": ["qkv", "fc1"]}
+    assert TuneConfig(rank=4, alpha=8.0).method_options() == {"rank": 4, "alpha": 8.0}
     assert RankConfig(metrics=["logme"]).metrics == ("logme",) and hash(RankConfig(metrics=["logme"]))
     with pytest.raises(TypeError):
         RankConfig("logme")                                                   # keyword-only

@@ -177,10 +177,6 @@ class RankConfig:
         _at_least(self, bootstrap=0, batch_size=1, max_per_class=1)
         _one_of(self, "intervals", ("fast", "all"))
 
-    @property
-    def budget(self) -> Budget:
-        return Budget(self.budget_gmacs, self.budget_params)
-
 
 @config
 class SelectConfig:
@@ -216,8 +212,8 @@ class SelectConfig:
         _one_of(self, "method", TUNING_METHODS)
         _at_least(self, full_epochs=1, min_entrants=1, max_entrants=self.min_entrants, batch_size=1, bootstrap=0)
         _budget(self)
-        if self.lr is not None:
-            number_or_auto(self.lr, "lr")
+        if self.lr is not None and number_or_auto(self.lr, "lr") == "auto":
+            raise ZooforgeError("`lr` (--lr) of select's trials is a number; 'auto' (a validated rate) is tune's.")
 
 
 @config
@@ -257,8 +253,9 @@ class TuneConfig:
 
     def method_options(self) -> dict:
         """The method's own options that were set (the rest keep the method's defaults)."""
-        return {k: v for k, v in (("rank", self.rank), ("reduction", self.reduction),
-                                  ("targets", list(self.targets) if self.targets else None)) if v is not None}
+        options = {k: getattr(self, k) for k in ("rank", "reduction", "scale", "alpha", "dropout")}
+        return {k: v for k, v in options.items() if v is not None} | ({"targets": list(self.targets)}
+                                                                     if self.targets else {})
 
 
 @config

@@ -22,7 +22,7 @@ from torch import nn
 from zooforge.config import ComposeConfig, build_config
 from zooforge.errors import ZooforgeError
 from zooforge.metrics.logme import logme
-from zooforge.reassembly.plan import Plan, plan
+from zooforge.reassembly.plan import Plan, classes_only, plan
 from zooforge.reassembly.screen import screen, shortlist
 from zooforge.reassembly.stitch import Assembly, save_assembly
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
@@ -60,11 +60,10 @@ def compose(catalogue, dataset, config: ComposeConfig | None = None, *, out_dir:
     ``result.json``."""
     from zooforge.tuning.methods import inputs_for
     from zooforge.zoo import load_dataset
-    from zooforge.zoo.targets import require_classification
 
     cfg = build_config(ComposeConfig, config, options, "compose")
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
-    require_classification(ds, "reassembly (DeRy) scores blocks with class-based estimators and trains a classifier")
+    classes_only(ds)                              # before the split, so the refusal names the data as given
     train_ds, test_ds = ds.split(cfg.split, cfg.seed)
     p = plan(catalogue, train_ds, cfg.budget_gmacs, cfg.budget_params, stages=cfg.stages, models=cfg.models,
              max_blocks=cfg.max_blocks, probe=cfg.probe, top_k=cfg.top_k, compat_weight=cfg.compat_weight,

@@ -34,9 +34,9 @@ from zooforge.reassembly.blocks import BlockInfo, cut
 from zooforge.reassembly.partition import Partition, block_graph, partition
 from zooforge.reassembly.solve import Candidate, Problem, Solution, SolveResult, solve
 from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, recipe_for
-from zooforge.config import Budget
+from zooforge.config import COMPAT_KINDS, Budget
 
-__all__ = ["Assembled", "Plan", "ProbeImages", "plan", "probe_blocks", "run_blocks", "stitch_fit",
+__all__ = ["Assembled", "Plan", "ProbeImages", "classes_only", "plan", "probe_blocks", "run_blocks", "stitch_fit",
            "STITCH_PROBE", "COMPAT_PROBE", "CKA_PROBE", "SCREEN_POOL"]
 
 # Probe images whose maps are kept to fit stitches by least squares (pixels are the rows): the other
@@ -178,16 +178,14 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
     """Steps 1-3 (module docstring) within ``budget_gmacs`` GMACs and ``budget_params`` million
     parameters. ``screen`` > 1 also solves for the screen's diverse pool (SCREEN_POOL x ``screen``
     assemblies, the best per final block)."""
-    if compat not in ("stitch", "cka"):
+    if compat not in COMPAT_KINDS:
         raise ValueError(f"`compat` must be 'stitch' or 'cka'; got {compat!r}.")
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
-    from zooforge.zoo.targets import require_classification
-
     budget = Budget(budget_gmacs, budget_params)
     entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue)
     entries = filter_entries(entries, list(models) if models else None)
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
-    require_classification(ds, "reassembly (DeRy) scores blocks with class-based estimators and trains a classifier")
+    classes_only(ds)
     if not entries:
         raise ZooforgeError("the catalogue has no models to compose from.")
     seconds = {}
@@ -212,6 +210,14 @@ def plan(catalogue, dataset, budget_gmacs: float | None, budget_params: float | 
     seconds["solve"] = time.perf_counter() - t0
     return Plan(ds, {e.id: e for e in entries}, backbones, blocks, infos, maps, part, problem, solved, diverse,
                 left_out, probe_images, max_blocks, seconds)
+
+
+def classes_only(ds) -> None:
+    """Refuse a regression or multi-label dataset, naming it: DeRy scores blocks with class-based
+    estimators and trains a classifier."""
+    from zooforge.zoo.targets import require_classification
+
+    require_classification(ds, "reassembly (DeRy) scores blocks with class-based estimators and trains a classifier")
 
 
 def _cut_models(entries, stages: int, max_blocks: int | None, probe: ProbeImages):

@@ -124,8 +124,7 @@ def tune(model: str, dataset, config: TuneConfig | str | None = None, *, catalog
                         "TuneConfig or a method name.")
     cfg = build_config(TuneConfig, config, options, "tune")
     method = cfg.method
-    extra = {k: getattr(cfg, k) for k in ("scale", "alpha", "dropout") if getattr(cfg, k) is not None}
-    method_config = MethodConfig(method=method, **cfg.method_options(), **extra)
+    method_config = MethodConfig(method=method, **cfg.method_options())
     seed = cfg.seed
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset, task=cfg.task)
     train_ds, test_ds = ds.split(cfg.split, seed)
