@@ -309,14 +309,17 @@ def test_screen_keeps_a_mix_only_when_it_beats_the_single_model_beyond_the_paire
     assert sc.keep([single], single=0) == (0, None, None)
 
 
-def test_compose_reports_the_models_it_leaves_out(tiny_vit_folder):
-    # Issue #20: a Hugging Face ViT selected for compose was left out without a word.
+def test_compose_takes_hf_vision_models_and_reports_the_models_it_leaves_out(tiny_vit_folder, tiny_bert_folder):
+    # Issue #20: a Hugging Face ViT selected for compose was left out without a word; it is cut now,
+    # and a model that cannot be cut (a text encoder) is named with the reason.
     from zooforge.reassembly.compose import compose
     from zooforge.zoo import CatalogueEntry, load_catalogue
 
     demo = [e for e in load_catalogue("demo") if e.id in ("demo/convnext-shapes", "demo/byobnet-counting")]
     vit = CatalogueEntry(id="hf/tiny-vit", source="hf", name=str(tiny_vit_folder))
-    r = compose([*demo, vit], "demo:shapes?n=12", budget_gmacs=0.002, stages=2, epochs=1, screen=1, baseline=False)
-    assert "hf/tiny-vit" in r.left_out and r.left_out["hf/tiny-vit"]
-    assert "hf/tiny-vit" in r.record()["left_out"]
-    assert all(row["model"] != "hf/tiny-vit" for row in r.stages)
+    bert = CatalogueEntry(id="hf/tiny-bert", source="hf", name=str(tiny_bert_folder))
+    r = compose([*demo, vit, bert], "demo:shapes?n=12", budget_gmacs=0.002, stages=2, epochs=1, screen=1,
+                baseline=False, top_k=8)
+    assert list(r.left_out) == ["hf/tiny-bert"] and "text model" in r.left_out["hf/tiny-bert"]
+    assert r.record()["left_out"] == r.left_out
+    assert any("hf/tiny-vit" in alt["models"] for alt in r.alternatives)       # a candidate at some stage

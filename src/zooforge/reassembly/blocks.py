@@ -1,26 +1,28 @@
 """Cut a backbone into an ordered list of blocks that each run alone.
 
-Cut points are the model's own: timm ``feature_info`` modules (CNN stages, ViT blocks) or the layers of
-a Hugging Face encoder are not needed here (DeRy composes image backbones). We take the longest run of
-consecutive ``feature_info`` modules that feed each other directly (module i+1's input *is* module i's output,
+Cut points are the model's own (:mod:`.cutpoints`): timm ``feature_info`` modules (CNN stages, ViT
+blocks), or the layers or stages of a Hugging Face vision encoder. We take the longest run of
+consecutive cut modules that feed each other directly (module i+1's input *is* module i's output,
 checked on a probe pass). Everything before that run (stem, max-pool, patch embedding, position
-embedding, class token) becomes a *prefix* that belongs to block 0; it runs the model's own
-``forward_features`` and stops at the first module of the run, and modules the prefix never executes
-are pruned from its copy so its parameter count is honest.
+embedding, class token) becomes a *prefix* that belongs to block 0; it runs the model's own feature
+forward (timm ``forward_features``, the HF base model) and stops at the first module of the run, and
+modules the prefix never executes are pruned from its copy so its parameter count is honest.
 
 Everything the model does after the run (stages that ``feature_info`` leaves out, a final conv or norm,
-and for map-shaped models the pre-logits part of ``forward_head``: pooling, head norm, pre-logits MLP)
-becomes a *tail* that belongs to the last block, found by recording which modules run after the run's
-last module and checked on the probe pass. So the blocks of one model chained end to end give exactly
-the features the model itself gives (a pooled (B, D, 1, 1) map for CNNs; normed patch tokens for
-transformers, which an assembly average-pools), and an assembly built from one model is that model.
-Only the classifier is left out: an assembly brings its own head. A tail that does not reproduce the
-model (non-module code between the modules) is left out, as a block is then the honest unit.
+and for timm map-shaped models the pre-logits part of ``forward_head``: pooling, head norm, pre-logits
+MLP) becomes a *tail* that belongs to the last block, found by recording which modules run after the
+run's last module and checked on the probe pass. So the blocks of one model chained end to end give
+exactly the features the model itself gives (a pooled (B, D, 1, 1) map for timm CNNs, the last map of
+an HF CNN; normed patch tokens for transformers, which an assembly average-pools), and an assembly built
+from one model is that model. Only the classifier is left out: an assembly brings its own head. A tail
+that does not reproduce the model (non-module code between the modules) is left out, as a block is then
+the honest unit.
 
 Between blocks, every tensor is a channels-first map (B, C, H, W). The reshape is explicit at the edges
 of each block: a transformer block group turns the map into tokens (B, H·W, C) on the way in and back
 into a map on the way out (prefix tokens such as the class token are dropped at block 0's output, so
-later blocks see patch tokens only); a channels-last stage (MambaOut) is permuted in and out.
+later blocks see patch tokens only); a channels-last stage (MambaOut) is permuted in and out. So blocks
+of timm and Hugging Face models, CNNs and ViTs, stitch to each other in either direction.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 from torch import nn
 
 from zooforge.errors import ZooforgeError
+from zooforge.reassembly.cutpoints import CutPoints, cut_points, run_features
 from zooforge.zoo.backbone import Backbone, layout_of
 from zooforge.zoo.cost import count_gmacs, count_params
 
@@ -67,12 +70,12 @@ def _prune(model: nn.Module, keep) -> None:
 
 
 class Prefix(nn.Module):
-    """The model's ``forward_features`` up to the input of module ``stop``; unused modules pruned."""
+    """The model's feature forward up to the input of module ``stop``; unused modules pruned."""
 
-    def __init__(self, model: nn.Module, stop: str, example: torch.Tensor):
+    def __init__(self, model: nn.Module, stop: str, example: torch.Tensor, family: str = "timm"):
         super().__init__()
         self.model = copy.deepcopy(model)
-        self.stop = stop
+        self.stop, self.family = stop, family
         ran = _modules_run(self.model, lambda: self(example))
         # prune every module that did not run (later stages, final norm, head); keep the stop module
         # as an empty stand-in so the hook has somewhere to sit
@@ -82,7 +85,7 @@ class Prefix(nn.Module):
     def forward(self, x):
         handle = self.model.get_submodule(self.stop).register_forward_pre_hook(_raise_input)
         try:
-            self.model.forward_features(x)
+            run_features(self.model, self.family, x)
         except _Stop as s:
             return s.value
         finally:
@@ -116,9 +119,9 @@ def _ancestors(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def _modules_after(model: nn.Module, last: str, example: torch.Tensor) -> tuple[list[str], torch.Tensor]:
-    """The outermost modules that forward_features enters after module ``last`` returns, in call order,
-    and forward_features' output."""
+def _modules_after(model: nn.Module, last: str, example: torch.Tensor, family: str) -> tuple[list[str], torch.Tensor]:
+    """The outermost modules that the feature forward enters after module ``last`` returns, in call
+    order, and the features."""
     state = {"after": False}
     entered: list[str] = []
 
@@ -132,7 +135,7 @@ def _modules_after(model: nn.Module, last: str, example: torch.Tensor) -> tuple[
     try:
         with torch.no_grad():
             model.eval()
-            out = model.forward_features(example)
+            out = run_features(model, family, example)
     finally:
         for h in handles:
             h.remove()
@@ -140,14 +143,13 @@ def _modules_after(model: nn.Module, last: str, example: torch.Tensor) -> tuple[
     return outer, out
 
 
-def _tail(model: nn.Module, last: str, last_out: torch.Tensor, example: torch.Tensor, layout: str) -> Tail | None:
-    names, features = _modules_after(model, last, example)
+def _tail(model: nn.Module, last: str, last_out: torch.Tensor, example: torch.Tensor, layout: str,
+          family: str) -> Tail | None:
+    after, features = _modules_after(model, last, example, family)
+    names = _reproducing(model, after, last_out, features)
+    if names is None:
+        return None
     with torch.no_grad():
-        h = last_out
-        for n in names:
-            h = model.get_submodule(n)(h)
-        if h.shape != features.shape or not torch.allclose(h, features, rtol=1e-5, atol=1e-6):
-            return None
         # the pre-logits head only for maps: a token model's head pools with a class token that
         # blocks fed by a stitch do not have, and it may read parameters that live on the model itself
         head = (layout != "tokens" and hasattr(model, "forward_head")
@@ -158,6 +160,23 @@ def _tail(model: nn.Module, last: str, last_out: torch.Tensor, example: torch.Te
         if not names and not head:
             return None
     return Tail(model, names, head, last_out)
+
+
+def _reproducing(model: nn.Module, after: list[str], last_out: torch.Tensor, features: torch.Tensor) -> list[str] | None:
+    """The longest leading run of the modules ``after`` that, applied in turn to ``last_out``, gives
+    ``features``: a Hugging Face base model runs its pooler after the final norm, and the pooler is no
+    part of the features. None when no run does."""
+    for k in range(len(after), -1, -1):
+        h = last_out
+        try:
+            with torch.no_grad():
+                for n in after[:k]:
+                    h = model.get_submodule(n)(h)
+        except (RuntimeError, TypeError, ValueError):      # the module does not take this tensor
+            continue
+        if torch.is_tensor(h) and h.shape == features.shape and torch.allclose(h, features, rtol=1e-5, atol=1e-6):
+            return after[:k]
+    return None
 
 
 class _Probe(nn.Module):
@@ -234,29 +253,21 @@ def _to_map(y: torch.Tensor, layout: str, drop_tokens: int, grid) -> torch.Tenso
     return y
 
 
-def chain_modules(backbone: Backbone, example: torch.Tensor) -> tuple[list[str], dict[str, tuple]]:
-    """The longest run of feature_info modules that feed each other directly, and their I/O tensors."""
-    model = backbone.model
-    names = [f["module"] for f in getattr(model, "feature_info", [])]
-    if len(names) < 2:
-        raise ZooforgeError(f"model {backbone.id!r} declares no feature_info stages to cut at; DeRy needs a "
-                            "timm model with feature_info (CNN stages or transformer blocks).")
-    model.eval()
-    with backbone.capture(names) as seen, torch.no_grad():
-        model.forward_features(example)
-    direct = [seen[a][1].shape == seen[b][0].shape and torch.equal(seen[a][1], seen[b][0])
+def chain_modules(points: CutPoints) -> list[str]:
+    """The longest run of cut modules that feed each other directly (ties: the later, deeper run)."""
+    names, seen = points.names, points.seen
+    direct = [seen[a][1] is not None and seen[a][1].shape == seen[b][0].shape and torch.equal(seen[a][1], seen[b][0])
               for a, b in zip(names[:-1], names[1:])]
     best, start = (0, 0), 0                  # (length, first index) of the longest direct run
     for i in range(len(names)):
         if i == 0 or not direct[i - 1]:
             start = i
-        if i - start + 1 >= best[0]:         # ties go to the later run: deeper stages
+        if i - start + 1 >= best[0]:
             best = (i - start + 1, start)
-    run = names[best[1]:best[1] + best[0]]
-    return run, seen
+    return names[best[1]:best[1] + best[0]]
 
 
-def _layout(t: torch.Tensor, channels: int) -> str:
+def _layout(t: torch.Tensor, channels: int | None) -> str:
     if t.dim() not in (3, 4):
         raise ZooforgeError(f"a block returned a {t.dim()}-d tensor; expected a map or tokens.")
     return layout_of(t, channels)
@@ -268,31 +279,29 @@ def cut(backbone: Backbone, max_blocks: int | None = None) -> tuple[list[Block],
     ``max_blocks`` merges consecutive blocks (from the end of the run) so deep ViTs do not yield one
     block per transformer layer: groups are as even as possible.
     """
-    if backbone.family != "timm" or backbone.modality != "image":
-        raise ZooforgeError(f"model {backbone.id!r}: DeRy cuts timm/local image models; HF models are not cut.")
-    model = backbone.model
-    c, h, w = backbone.transform.input_size
-    example = torch.zeros(1, c, h, w, device=backbone.device)
-    run, seen = chain_modules(backbone, example)
-    channels = {f["module"]: f["num_chs"] for f in model.feature_info}
+    points = cut_points(backbone)
+    model, example, seen = backbone.model, points.example, points.seen
+    run = chain_modules(points)
     groups = [[n] for n in run]
     if max_blocks is not None and len(groups) > max_blocks:
         size = len(run) / max_blocks
         groups = [run[round(i * size):round((i + 1) * size)] for i in range(max_blocks)]
-    prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    grid = tuple(getattr(getattr(model, "patch_embed", None), "grid_size", ()) or ()) or None
     blocks, infos = [], []
     x = example
     for i, group in enumerate(groups):
         out_native = seen[group[-1]][1]
-        layout = _layout(out_native, channels[group[-1]])
-        body_modules = [copy.deepcopy(model.get_submodule(n)) for n in group]
+        layout = _layout(out_native, points.channels[group[-1]])
+        body_modules = [copy.deepcopy(points.body(model, n)) for n in group]
         body = body_modules[0] if len(body_modules) == 1 else nn.Sequential(*body_modules)
-        prefix = Prefix(model, group[0], example) if i == 0 else None
-        tail = _tail(model, group[-1], out_native, example, layout) if i == len(groups) - 1 else None
-        block = Block(body, layout, prefix, prefix_tokens if layout == "tokens" else 0, grid, tail).eval()
-        with torch.no_grad():
-            y = block(x)
+        prefix = Prefix(model, group[0], example, points.family) if i == 0 else None
+        tail = _tail(model, group[-1], out_native, example, layout, points.family) if i == len(groups) - 1 else None
+        block = Block(body, layout, prefix, points.prefix_tokens if layout == "tokens" else 0, points.grid, tail).eval()
+        try:
+            with torch.no_grad():
+                y = block(x)
+        except Exception as exc:      # a layer that needs what only its own model gives it (e.g. a class token)
+            raise ZooforgeError(f"model {backbone.id!r}: block {i} ({', '.join(group)}) does not run on its own "
+                                f"({type(exc).__name__}: {exc}); this model is not cut.") from None
         in_shape = tuple(x.shape[1:])
         infos.append(BlockInfo(backbone.id, i, tuple(group), in_shape, tuple(y.shape[1:]),
                                count_params(block), count_gmacs(block, x), layout))

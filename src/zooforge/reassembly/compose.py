@@ -129,8 +129,7 @@ def _baseline(p: Plan, train_ds, test_ds, cfg: ComposeConfig) -> dict | None:
     fits = []
     for mid, entry in p.entries.items():
         b = p.backbones.get(mid) or Backbone.from_entry(entry)
-        dim = b.model.num_features if hasattr(b.model, "num_features") else 0
-        params = b.num_params + dim * c + c
+        params = b.num_params + b.feature_dim * c + c
         if cfg.budget.fits(b.gmacs, params):
             fits.append((mid, b, b.gmacs))
     if not fits:

@@ -54,7 +54,7 @@ SCREEN_POOL = 3
 
 class ProbeImages:
     """A fixed sample of the training split, as each backbone takes it (its ``prepare`` output),
-    prepared once per preprocessing: models with the same transform share one copy."""
+    prepared once per preprocessing: models that prepare images alike share one copy."""
 
     def __init__(self, dataset, index: np.ndarray):
         self.dataset, self.index = dataset, index
@@ -68,12 +68,13 @@ class ProbeImages:
         return self.dataset.labels[self.index]
 
     def inputs(self, backbone) -> dict[str, torch.Tensor]:
-        if backbone.transform not in self._prepared:
-            self._prepared[backbone.transform] = backbone.prepare([self.dataset.image(int(i)) for i in self.index])
-        return self._prepared[backbone.transform]
+        key = backbone.preprocessing_key
+        if key not in self._prepared:
+            self._prepared[key] = backbone.prepare([self.dataset.image(int(i)) for i in self.index])
+        return self._prepared[key]
 
     def images(self, backbone) -> torch.Tensor:
-        return self.inputs(backbone)["x"]
+        return self.inputs(backbone)[backbone.input_key]
 
 
 class Assembled(NamedTuple):
@@ -134,9 +135,9 @@ class Plan:
                 h = run_blocks(list(stages[k + 1]), stitches[-1](h))[-1]
         out_channels = self.infos[chosen[-1].model][chosen[-1].blocks[1] - 1].out_shape[0]
         num_classes = self.dataset.num_classes
-        t = first.transform
+        input_size, mean, std = first.image_geometry()
         recipe = recipe_for([self.entries[c.model] for c in chosen], [c.blocks for c in chosen], stitches,
-                            out_channels, num_classes, t.input_size, t.mean, t.std, self.max_blocks,
+                            out_channels, num_classes, input_size, mean, std, self.max_blocks,
                             {"partition_cuts": {c.model: self.partition.cuts[c.model] for c in chosen}})
         return Assembled(Assembly(stages, stitches, out_channels, num_classes), r2, recipe)
 

@@ -97,9 +97,9 @@ def screen(plan: Plan, candidates: list[Shortlisted], train_ds, cfg: TrainConfig
     records, correct, inputs = [], [], {}
     for sol, proxy, model, stages in candidates:
         first = plan.backbones[sol.candidates[0].model]
-        if first.transform not in inputs:
-            inputs[first.transform] = (inputs_for(first, fit_ds), inputs_for(first, val_ds))
-        x_fit, x_val = inputs[first.transform]
+        if first.preprocessing_key not in inputs:
+            inputs[first.preprocessing_key] = (inputs_for(first, fit_ds), inputs_for(first, val_ds))
+        x_fit, x_val = inputs[first.preprocessing_key]
         t0 = time.perf_counter()
         train(model, x_fit, torch.as_tensor(fit_ds.labels), short)
         correct.append((predict(model, x_val) == y_val).double())

@@ -132,7 +132,8 @@ def build_assembly(recipe: dict) -> Assembly:
 
 def recipe_for(entries: list, block_ranges: list[tuple[int, int]], stitches: list, out_channels: int,
                num_classes: int, input_size, mean, std, max_blocks: int | None, extra: dict | None = None) -> dict:
-    return {"version": RECIPE_VERSION, "input_size": list(input_size), "mean": list(mean), "std": list(std),
+    return {"version": RECIPE_VERSION, "input_size": list(input_size), "mean": mean and list(mean),
+            "std": std and list(std),
             "num_classes": num_classes, "out_channels": out_channels,
             "stages": [{"model": e.id, "entry": _entry_dict(e), "blocks": list(r), "max_blocks": max_blocks}
                        for e, r in zip(entries, block_ranges)],

@@ -91,7 +91,7 @@ class TaskModel(nn.Module):
         self.cfg = cfg
         self.peft_config = None
         self.num_classes = num_classes
-        dim = self._feature_dim()
+        dim = backbone.feature_dim
         self.head = nn.Linear(dim, num_classes).to(backbone.device)
         if task == "regression":
             # outputs in the targets' unit: head(features) * scale + shift, set from the training
@@ -110,16 +110,6 @@ class TaskModel(nn.Module):
         if self.task == "regression":
             out = out * self.target_scale + self.target_shift
         return out
-
-    def _feature_dim(self) -> int:
-        b = self.backbone
-        example = b.example_inputs()
-        was = b.model.training
-        b.model.eval()
-        with torch.no_grad():
-            dim = self.features(example).shape[-1]
-        b.model.train(was)
-        return dim
 
     # ---- facts ----
     @property

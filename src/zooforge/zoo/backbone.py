@@ -12,6 +12,7 @@ give no checkpoint; offline (``HF_HUB_OFFLINE=1`` or no network) a missing hub f
 from __future__ import annotations
 
 import hashlib
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,34 @@ class Backbone:
             return {"hf_image_processor": self.processor.to_dict()}
         return {"tokenizer": type(self.tokenizer).__name__, "max_length": self._max_length()}
 
+    @property
+    def preprocessing_key(self) -> str:
+        """Equal for two backbones exactly when they prepare samples alike: what lets models that
+        share a preprocessing share one prepared copy of the images."""
+        return json.dumps(self.describe_preprocessing(), sort_keys=True, default=str)
+
+    def image_geometry(self) -> tuple[tuple[int, int, int], tuple | None, tuple | None]:
+        """(input size (C, H, W), normalisation mean, std) of an image model's preprocessing; mean and
+        std are None where an HF image processor does not normalise."""
+        if self.transform is not None:
+            return tuple(self.transform.input_size), tuple(self.transform.mean), tuple(self.transform.std)
+        size = getattr(self.processor, "size", None) or {}
+        h = size.get("height") or size.get("shortest_edge") or 224
+        w = size.get("width") or h
+        mean, std = getattr(self.processor, "image_mean", None), getattr(self.processor, "image_std", None)
+        return (3, int(h), int(w)), tuple(mean) if mean else None, tuple(std) if std else None
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the pooled features (what a task head sits on), read from one pass on an example."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return int(self.pooled_features(self.example_inputs()).shape[-1])
+        finally:
+            self.model.train(was)
+
     def to(self, device: torch.device | str, *, channels_last: bool = False) -> "Backbone":
         self.model.to(device)
         if channels_last and self.modality == "image":
@@ -310,12 +339,7 @@ class Backbone:
     def _example_samples(self):
         if self.modality == "text":
             return [" ".join(["token"] * (TEXT_COST_LENGTH - 2))]
-        if self.transform is not None:
-            _, h, w = self.transform.input_size
-            return np.zeros((1, h, w, 3), dtype=np.uint8)
-        size = getattr(self.processor, "size", None) or {}
-        h = size.get("height") or size.get("shortest_edge") or 224
-        w = size.get("width") or h
+        _, h, w = self.image_geometry()[0]
         return np.zeros((1, h, w, 3), dtype=np.uint8)
 
 
