@@ -50,6 +50,34 @@ def test_resume_from_a_mid_run_checkpoint_is_bit_identical(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_lone_last_sample_joins_the_batch_before_it_and_resume_still_matches(tmp_path):
+    """33 samples in batches of 16 leave one over: batch norm cannot train on a batch of one (it
+    raised where the map is 1x1), so it joins the last full batch; every sample is still seen, and the
+    schedule's step count (which a resume recomputes) is the batches actually run."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(33, 4, 1, 1, generator=g), torch.arange(33) % 2
+
+    def net():
+        torch.manual_seed(1)
+        return nn.Sequential(nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+
+    sizes = []
+    model = net()
+    model[1].register_forward_pre_hook(lambda _m, a: sizes.append(len(a[0])))
+    cfg = dict(epochs=3, batch_size=16, lr=1e-2, seed=3, progress=False)
+    result = train(model, x, y, TrainConfig(**cfg))
+    assert sizes == [16, 17] * 3 and len(result.history) == 3
+    straight = net()
+    train(straight, x, y, TrainConfig(**cfg))
+    crashing = _Crashes(net(), at=2 * 2 + 1)          # 2 batches an epoch: dies inside epoch 3
+    with pytest.raises(_Interrupt):
+        train(crashing, x, y, TrainConfig(**cfg, checkpoint_dir=str(tmp_path)))
+    resumed = _Crashes(net(), at=-1)
+    train(resumed, x, y, TrainConfig(**cfg, checkpoint_dir=str(tmp_path)))
+    for (name, a), b in zip(straight.state_dict().items(), resumed.inner.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     x, y = _data()
     train(_model(), x, y, TrainConfig(epochs=1, progress=False, checkpoint_dir=str(tmp_path)))

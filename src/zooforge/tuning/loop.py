@@ -127,7 +127,7 @@ def _digest(*parts) -> str:
         elif isinstance(obj, torch.Tensor):
             t = obj.detach().cpu().contiguous()
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         elif isinstance(obj, dict):
             for k in obj:
                 h.update(str(k).encode())
@@ -230,7 +230,9 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
     torch.manual_seed(cfg.seed)
     model.to(device)
     optimizer = _optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_y) / (cfg.batch_size * cfg.grad_accum))
+    n_micro = math.ceil(len(train_y) / cfg.batch_size)
+    n_micro -= 1 if n_micro > 1 and len(train_y) % cfg.batch_size == 1 else 0     # see the lone last sample below
+    steps_per_epoch = math.ceil(n_micro / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     obj = objective(task, train_y, cfg.label_smoothing)
     shuffler = torch.Generator().manual_seed(cfg.seed)
@@ -264,6 +266,10 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
         order = torch.randperm(len(train_y), generator=shuffler)
         total_loss, correct, seen = 0.0, 0, 0
         micro = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        if len(micro) > 1 and len(micro[-1]) == 1:
+            # a lone last sample joins the batch before it: batch norm cannot train on a batch of
+            # one (no spread to normalise by), and it would crash where a map is 1x1
+            micro[-2:] = [torch.cat(micro[-2:])]
         for k in range(0, len(micro), cfg.grad_accum):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, cfg)

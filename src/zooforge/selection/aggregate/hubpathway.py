@@ -5,8 +5,9 @@ A pathway generator (a small CNN on the raw image) gives every input a distribut
 models. In training, Gaussian exploration noise whose scale is learned per input is added to the
 generator's logits (noisy top-k gating, Shazeer et al. 2017); the top-k models are kept and their
 weights renormalised by a softmax over the kept logits, so each input's routing weights sum to one.
-Only the kept models run on an input. Each model has its own head; the output is the routing-
-weighted sum of their logits. A load-balancing term, the squared coefficient of variation of the
+Only the kept models run on an input (a member routed a single input of a batch normalises it with
+its batch norms' running statistics: the batch statistics of one sample are undefined). Each model
+has its own head; the output is the routing-weighted sum of their logits. A load-balancing term, the squared coefficient of variation of the
 models' total routing weight in the batch, keeps the generator from collapsing onto one model; it is
 left in ``aux_loss`` for the training loop. The whole pathway (generator, models, heads) trains end to
 end with the one loop.
@@ -17,12 +18,15 @@ resizes it to its own input size and normalises with its own mean and std.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zooforge.errors import ZooforgeError
-from zooforge.selection.aggregate._common import AggregateResult, Timer, load_members, raw_images, split_dataset
+from zooforge.selection.aggregate._common import (AggregateResult, Timer, inference_gmacs, load_members, raw_images,
+                                                 split_dataset)
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import TaskModel, build
 
@@ -72,6 +76,20 @@ class _Member(nn.Module):
         return self.task((x - self.mean) / self.std)
 
 
+@contextmanager
+def running_statistics(module: nn.Module):
+    """Batch norms of ``module`` use (and leave alone) their running statistics within the block: a
+    member routed one input of a batch cannot normalise it by the batch's (one sample has no spread)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train()
+
+
 class HubPathway(nn.Module):
     def __init__(self, tasks: list[TaskModel], top_k: int = 2, balance: float = 0.01, noise: bool = True):
         super().__init__()
@@ -99,7 +117,11 @@ class HubPathway(nn.Module):
             rows = (w[:, k] > 0).nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 continue
-            logits = member(x[rows]) * w[rows, k:k + 1]
+            if self.training and rows.numel() == 1:
+                with running_statistics(member):
+                    logits = member(x[rows]) * w[rows, k:k + 1]
+            else:
+                logits = member(x[rows]) * w[rows, k:k + 1]
             if out is None:
                 out = logits.new_zeros(len(x), logits.shape[-1])
             out = out.index_add(0, rows, logits)
@@ -131,4 +153,5 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return AggregateResult("hubpathway", [m.id for m in members], usage.tolist(), accuracy, trainable,
                            sum(p.numel() for p in model.parameters()), timer.seconds, result.history,
-                           {"top_k": model.top_k, "balance": balance, "method": method}, model)
+                           {"top_k": model.top_k, "balance": balance, "method": method}, model,
+                           inference_gmacs(model, x_te))
