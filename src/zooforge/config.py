@@ -26,7 +26,7 @@ __all__ = ["AggregateConfig", "Budget", "ComposeConfig", "RankConfig", "SelectCo
 C = TypeVar("C")
 
 TUNING_METHODS = ("linear", "full", "bitfit", "adapter", "adaptformer", "lora", "ia3")
-AGGREGATION_METHODS = ("btuning", "zootuning", "hubpathway")
+AGGREGATION_METHODS = ("btuning", "zootuning", "hubpathway", "ensemble")
 COMPAT_KINDS = ("cka", "stitch")
 config = dataclass(frozen=True, kw_only=True)
 

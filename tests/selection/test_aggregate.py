@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from zooforge.errors import ZooforgeError
-from zooforge.selection.aggregate import btuning, hubpathway, save_result, zootuning
+from zooforge.selection.aggregate import btuning, ensemble, hubpathway, save_result, zootuning
 from zooforge.selection.aggregate.btuning import teacher_weights
 from zooforge.selection.aggregate.hubpathway import cv_squared
 from zooforge.selection.aggregate.zootuning import AggregatedLayer, aggregate_models
@@ -127,9 +127,116 @@ def test_hubpathway_heterogeneous_routing_sums_to_one():
     assert model(x).shape == (6, 4)
 
 
+def test_hubpathway_inference_costs_only_the_members_it_routes_to():
+    from zooforge.zoo import load_catalogue
+    from zooforge.zoo.backbone import Backbone
+
+    ids = ["demo/vit-glyphs", "demo/resnet-colour", "demo/effnet-shapes"]
+    one = hubpathway("demo", DATA, models=ids, top_k=1, config=CFG)
+    two = hubpathway("demo", DATA, models=ids, top_k=2, config=CFG)
+    entries = {e.id: e for e in load_catalogue("demo")}
+    each = [Backbone.from_entry(entries[m]).gmacs for m in ids]
+    assert min(each) < one.gmacs < two.gmacs < sum(each) + 0.001       # the router is small
+    assert one.gmacs < max(each) + 0.001
+
+
+def test_the_ensemble_of_one_is_the_single_model_fine_tuned_alone():
+    from zooforge.tuning.tune import tune
+
+    r = ensemble("demo", DATA, top_k=1, config=CFG, lr="auto")
+    alone = tune(r.members[0], DATA, "full", catalogue="demo", loop=CFG, lr="auto")
+    assert r.accuracy == pytest.approx(alone.accuracy, abs=1e-6) and r.extra["lr"] == [alone.lr]
+    assert r.total_params == alone.total_params and r.weights == [1.0]
+    assert r.gmacs == pytest.approx(alone.task.backbone.gmacs, rel=0.02)   # the body, and a linear head
+
+
+def test_the_ensemble_averages_its_members_logits():
+    from zooforge.selection.aggregate._common import split_dataset
+    from zooforge.tuning.loop import outputs
+    from zooforge.tuning.methods import inputs_for
+    from zooforge.tuning.tune import tune
+
+    ids = ["demo/vit-glyphs", "demo/resnet-colour", "demo/effnet-shapes"]
+    r = ensemble("demo", DATA, models=ids, config=CFG)
+    _, _, test_ds = split_dataset(DATA)
+    runs = [tune(m, DATA, "full", catalogue="demo", loop=CFG) for m in r.members]
+    assert r.extra["member_accuracy"] == [run.accuracy for run in runs]
+    mean = torch.stack([outputs(run.task, inputs_for(run.task.backbone, test_ds)) for run in runs]).mean(0)
+    assert r.accuracy == pytest.approx(float((mean.argmax(1) == torch.as_tensor(test_ds.labels)).double().mean()))
+    assert r.gmacs == pytest.approx(sum(run.task.backbone.gmacs for run in runs), rel=0.02)
+    assert r.total_params == sum(run.total_params for run in runs)
+
+
 def test_load_balance_term():
     assert cv_squared(torch.tensor([2.0, 2.0, 2.0])).item() == pytest.approx(0.0)
     assert cv_squared(torch.tensor([6.0, 0.0, 0.0])).item() == pytest.approx(2.0)   # var 8 / mean² 4
+
+
+def _reference_logme_fit(f, y):
+    """thuml/LogME's fixed point (alpha = beta = 1, then alpha = gamma / m2, beta = (N - gamma) / res2)
+    per class, iterated to convergence instead of its 1e-3 stop: (mean evidence, posterior means (C, D))."""
+    n, d = f.shape
+    u, s, vh = np.linalg.svd(f, full_matrices=False)
+    sigma = s ** 2
+    evidences, ms = [], []
+    for c in range(int(y.max()) + 1):
+        y_ = (y == c).astype(np.float64)
+        x = u.T @ y_
+        x2, res_x2 = x ** 2, (y_ ** 2).sum() - (x ** 2).sum()
+        alpha, beta = 1.0, 1.0
+        for _ in range(10_000):
+            t = alpha / beta
+            gamma = (sigma / (sigma + t)).sum()
+            m2 = (sigma * x2 / (t + sigma) ** 2).sum()
+            res2 = (x2 / (1 + sigma / t) ** 2).sum() + res_x2
+            alpha, beta = gamma / m2, (n - gamma) / res2
+            if abs(alpha / beta - t) / t < 1e-13:
+                break
+        evidences.append((d / 2 * np.log(alpha) + n / 2 * np.log(beta) - 0.5 * np.log(alpha + beta * sigma).sum()
+                          - beta / 2 * res2 - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi)) / n)
+        ms.append(vh.T @ (s * x / (alpha / beta + sigma)))
+    return float(np.mean(evidences)), np.stack(ms)
+
+
+def test_btuning_targets_and_regulariser_follow_the_reference_script():
+    """On features where LogME's fixed point reaches the evidence's maximum (N > D, separable classes),
+    B-Tuning's teacher weights, soft targets and regulariser are b_tuning.py's: π = softmax(LogME / T);
+    targets Σ π_k f_k m_kᵀ with m_k LogME's posterior means; λ · MSE(f_s m_sᵀ, targets)."""
+    from types import SimpleNamespace
+
+    from zooforge.selection.aggregate.btuning import BTuningStudent, _plan
+
+    rng = np.random.default_rng(0)
+    n, c = 120, 3
+    y = np.arange(n) % c
+    feats = {f"t{k}": (rng.normal(size=(n, d)) + (2.0 - 0.6 * k) * np.eye(c, d)[y]).astype(np.float32)
+             for k, d in enumerate((8, 12, 6))}
+    members = [SimpleNamespace(id=name) for name in feats]
+    plan = _plan(members, feats, y, np.arange(n), temperature=0.1)
+    ref = {name: _reference_logme_fit(f.astype(np.float64), y) for name, f in feats.items()}
+    scores = np.array([ref[m.id][0] for m in members])
+    np.testing.assert_allclose(plan["logme"], scores, rtol=1e-7)
+    pi = np.exp((scores - scores.max()) / 0.1)
+    pi /= pi.sum()
+    np.testing.assert_allclose(plan["pi"], pi, rtol=1e-6)
+    targets = sum(p * feats[m.id].astype(np.float64) @ ref[m.id][1].T for p, m in zip(pi, members))
+    np.testing.assert_allclose(plan["targets"].numpy(), targets, rtol=1e-4, atol=1e-5)
+    student = plan["student"].id
+    assert student == members[int(np.argmax(scores))].id
+
+    class Probe(nn.Module):            # a "task" whose features are the cached ones and a fixed head
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(feats[student].shape[1], c)
+
+        def features(self, x):
+            return x
+
+    model = BTuningStudent(Probe(), plan["weights"], strength=100.0).train()
+    x = torch.as_tensor(feats[student])
+    model(x, plan["targets"])
+    want = 100.0 * np.mean((feats[student].astype(np.float64) @ ref[student][1].T - targets) ** 2)
+    assert model.aux_loss.item() == pytest.approx(want, rel=1e-4)
 
 
 def test_btuning_strength_zero_is_plain_fine_tuning_of_the_student():
@@ -175,3 +282,25 @@ def test_btuning_auto_strength_picks_the_best_validated_value_and_matches_a_run_
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match="number or 'auto'"):
         btuning("demo", DATA, top_k=2, config=CFG, strength="high")
+
+
+def test_hubpathway_trains_when_a_member_is_routed_a_single_input():
+    """A batch-norm member routed one input of a batch (batch statistics of one sample are undefined)
+    normalises it with its running statistics instead of failing the run; those are left as they were."""
+    from zooforge.selection.aggregate.hubpathway import HubPathway
+    from zooforge.tuning.methods import build
+    from zooforge.zoo import load_catalogue
+    from zooforge.zoo.backbone import Backbone
+
+    entries = {e.id: e for e in load_catalogue("demo")}
+    tasks = [build(Backbone.from_entry(entries[m]), 4, "full") for m in ("demo/resnet-colour", "demo/effnet-shapes")]
+    model = HubPathway(tasks, top_k=1).train()
+    x = torch.rand(5, 3, 32, 32)
+    # input 0 alone to the resnet (its last stage's map is 1x1 at 32 pixels), the rest to the other
+    model.routing = lambda inp: torch.tensor([[1.0, 0.0]] + [[0.0, 1.0]] * (len(inp) - 1))
+    bn = next(m for m in model.members[0].modules() if isinstance(m, nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    out = model(x)
+    out.sum().backward()
+    assert out.shape == (5, 4) and torch.isfinite(out).all()
+    assert torch.equal(bn.running_mean, before) and bn.training        # untouched, and back in training mode

@@ -76,7 +76,8 @@ def aggregate(
     device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write model.safetensors and result.json here")] = None,
 ) -> None:
-    """Combine several zoo models (B-Tuning, Zoo-Tuning, Hub-Pathway); print accuracy and cost."""
+    """Combine several zoo models (B-Tuning, Zoo-Tuning, Hub-Pathway; or the baseline they are judged against,
+    an ensemble of the top-k each fine-tuned alone); print accuracy and cost."""
     from zooforge.selection.aggregate import aggregate as aggregate_models, save_result
 
     set_threads()
@@ -99,7 +100,7 @@ def aggregate(
             f"λ={trial['strength']:g} {trial['val_accuracy']:.3f}" for trial in r.extra["strength_trials"])
             + f"; chose λ={r.extra['strength']:g}")
     console.print(f"held-out accuracy [bold]{r.accuracy:.4f}[/], trainable {r.trainable_params:,} of "
-                  f"{r.total_params:,} params, {r.seconds:.1f} s")
+                  f"{r.total_params:,} params, {r.gmacs:.4g} GMACs per input at inference, {r.seconds:.1f} s")
     if out:
         console.print(f"wrote {save_result(r, out)}")
 

@@ -64,11 +64,12 @@ class TuneResult:
 
 
 def resolve_entry(model: str, catalogue=None):
-    """A catalogue entry by id (``catalogue`` given), else a timm name, else a Hugging Face id/folder."""
+    """A catalogue entry by id (``catalogue`` given: a file, a built-in name or a list of entries), else a
+    timm name, else a Hugging Face id/folder."""
     from zooforge.zoo import CatalogueEntry, load_catalogue
 
     if catalogue is not None:
-        entries = {e.id: e for e in load_catalogue(catalogue)}
+        entries = {e.id: e for e in (catalogue if isinstance(catalogue, list) else load_catalogue(catalogue))}
         if model not in entries:
             raise ZooforgeError(f"model {model!r} is not in catalogue {catalogue}; it has {sorted(entries)[:10]}.")
         return entries[model]

@@ -13,7 +13,7 @@ from torch import nn
 
 from zooforge.errors import ZooforgeError
 
-__all__ = ["AggregateResult", "load_members", "split_dataset", "save_result", "raw_images"]
+__all__ = ["AggregateResult", "inference_gmacs", "load_members", "split_dataset", "save_result", "raw_images"]
 
 
 @dataclass
@@ -28,6 +28,7 @@ class AggregateResult:
     history: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False)
+    gmacs: float | None = None         # inference cost of one held-out input, as it ran (see ``inference_gmacs``)
 
     def record(self) -> dict:
         """Everything but the model, for JSON."""
@@ -85,6 +86,14 @@ def raw_images(dataset, size: tuple[int, int]) -> torch.Tensor:
         img = torch.from_numpy(np.array(dataset.image(i), copy=True)).permute(2, 0, 1)
         out[i] = TF.resize(img, list(size), antialias=True).float() / 255.0
     return out
+
+
+def inference_gmacs(model: nn.Module, x: torch.Tensor) -> float:
+    """GMACs of ``model`` on the one input ``x[:1]``, in eval mode: what a prediction costs, counted as it
+    runs (Hub-Pathway's routed members only, Zoo-Tuning's per-sample kernel mixing, every head)."""
+    from zooforge.zoo.cost import count_gmacs
+
+    return count_gmacs(model, x[:1])
 
 
 def save_result(result: AggregateResult, out_dir: str | Path) -> Path:

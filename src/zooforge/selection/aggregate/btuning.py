@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from zooforge.metrics.logme import logme_fit
-from zooforge.selection.aggregate._common import AggregateResult, Timer, load_members, split_dataset
+from zooforge.selection.aggregate._common import AggregateResult, Timer, inference_gmacs, load_members, split_dataset
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import TaskModel, build, inputs_for
 from zooforge.tuning.tune import VALIDATION_SPLIT, choose_by_validation
@@ -129,7 +129,7 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
                            task.trainable_params, task.total_params, timer.seconds, result.history,
                            {"student": plan["student"].id, "logme": dict(zip(ids, plan["logme"])),
                             "temperature": temperature, "strength": strength, "strength_trials": trials,
-                            "method": method}, model)
+                            "method": method}, model, inference_gmacs(task, x_te))
 
 
 def _plan(members, feats, labels, rows, temperature) -> dict:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zooforge.errors import ZooforgeError
-from zooforge.selection.aggregate._common import AggregateResult, Timer, load_members, split_dataset
+from zooforge.selection.aggregate._common import AggregateResult, Timer, inference_gmacs, load_members, split_dataset
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import MethodConfig, TaskModel, inputs_for
 
@@ -222,5 +222,7 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
             single.head.load_state_dict(model.head.state_dict())
             extra["collapsed_accuracy"] = evaluate_accuracy(single, x_te, y_te)
             extra["collapsed_params"] = single.total_params
+            extra["collapsed_gmacs"] = inference_gmacs(single, x_te)
     return AggregateResult("zootuning", [m.id for m in members], weights, accuracy, model.trainable_params,
-                           model.total_params, timer.seconds, result.history, extra, model)
+                           model.total_params, timer.seconds, result.history, extra, model,
+                           inference_gmacs(model, x_te))

@@ -1,0 +1,168 @@
+"""Do the aggregators earn their place? Each against the single best model and a plain ensemble.
+
+    python benchmarks/aggregate.py [--zoo demo --zoo timm2] [--target shapes ...] [--seed 0 --seed 1]
+                                   [--epochs 5] [--per-class 60] [--report]
+
+Rows, per (zoo, target, seed), all at the same number of training epochs, on the same split
+(80% train, 20% held out; the held-out part is only scored):
+
+* ``single``: the LogME top-1 fine-tuned alone (full), its learning rate validated inside the
+  training split (``lr="auto"``: 80/20, the method's grid), i.e. ``ensemble(top_k=1, lr="auto")``;
+* ``ensemble-3``: the LogME top-3, each fine-tuned alone the same way, logits averaged (3x the
+  inference of one model);
+* ``btuning-3``: B-Tuning of the top model with the top-3 as teachers (reference λ = 100, T = 0.1);
+* ``zootuning``: Zoo-Tuning over every model of the top-ranked architecture that has at least 3
+  models in the zoo (the paper's setting: one architecture, several sources);
+* ``hubpathway``: Hub-Pathway over the top-4, routing each input to 2.
+
+The aggregators train at the full fine-tuning default rate (1e-3); only the baselines validate
+theirs, so a tie goes to the baseline. Columns: held-out accuracy, parameters and GMACs per input at
+inference (counted as the model runs: Hub-Pathway's routed members only), training seconds. The
+summary counts, per aggregator, the targets x seeds where it reaches the single model, and the mean
+difference. ``timm2`` is benchmarks/selection.py's second zoo (built there, in its work folder).
+
+Every finished row is appended to ``benchmarks/.aggregate/rows.jsonl``: killed, a rerun goes on where
+it stopped; ``--report`` prints the tables from that file alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).parent
+WORK = HERE / ".aggregate"
+TARGETS = ("shapes", "counting", "glyphs", "orientation")      # the demo targets that do not saturate
+ROWS = ("single", "ensemble-3", "btuning-3", "zootuning", "hubpathway")
+AGGREGATORS = ROWS[2:]
+
+
+def catalogue_of(zoo: str):
+    if zoo == "demo":
+        return "demo"
+    sys.path.insert(0, str(HERE))
+    import selection                                         # benchmarks/selection.py builds the second zoo
+
+    return str(selection.catalogue_path(zoo, selection.WORK))
+
+
+def zootuning_members(catalogue, data: str, seed: int) -> list[str]:
+    """Every model of the LogME-best architecture among those with at least 3 models in the zoo."""
+    from zooforge.selection.aggregate._common import load_members, split_dataset
+    from zooforge.zoo import load_catalogue
+
+    entries = load_catalogue(catalogue)
+    by_arch: dict[str, list[str]] = {}
+    for e in entries:
+        by_arch.setdefault(e.name, []).append(e.id)
+    _, train_ds, _ = split_dataset(data, 0.8, seed)
+    _, scores = load_members(catalogue, None, len(entries), train_ds)
+    arch_of = {e.id: e.name for e in entries}
+    for model in sorted(scores, key=scores.get, reverse=True):
+        if len(by_arch[arch_of[model]]) >= 3:
+            return by_arch[arch_of[model]]
+    raise SystemExit(f"no architecture has 3 models in {catalogue}")
+
+
+def run_row(row: str, catalogue, data: str, seed: int, epochs: int) -> dict:
+    from zooforge.selection.aggregate import btuning, ensemble, hubpathway, zootuning
+    from zooforge.tuning.loop import TrainConfig
+
+    cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=32, seed=seed, progress=False)
+    common = {"config": cfg, "seed": seed}
+    if row == "single":
+        r = ensemble(catalogue, data, top_k=1, lr="auto", **common)
+    elif row == "ensemble-3":
+        r = ensemble(catalogue, data, top_k=3, lr="auto", **common)
+    elif row == "btuning-3":
+        r = btuning(catalogue, data, top_k=3, **common)
+    elif row == "zootuning":
+        r = zootuning(catalogue, data, models=zootuning_members(catalogue, data, seed), top_k=None, **common)
+    else:
+        r = hubpathway(catalogue, data, candidates=4, top_k=2, **common)
+    return {"accuracy": r.accuracy, "params": r.total_params, "gmacs": r.gmacs, "seconds": r.seconds,
+            "members": r.members, "weights": [round(float(w), 4) for w in r.weights],
+            "extra": {k: v for k, v in r.extra.items() if k in ("lr", "member_accuracy", "collapsed_accuracy",
+                                                                "collapsed_gmacs", "strength", "student")}}
+
+
+def load_rows(path: Path) -> dict[tuple, dict]:
+    rows = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows[(r["zoo"], r["target"], r["seed"], r["row"], r["epochs"], r["per_class"])] = r
+    return rows
+
+
+def report(rows: dict, epochs: int, per_class: int) -> None:
+    chosen = [r for k, r in rows.items() if k[4] == epochs and k[5] == per_class]
+    cells = sorted({(r["zoo"], r["target"], r["seed"]) for r in chosen})
+    at = {(r["zoo"], r["target"], r["seed"], r["row"]): r for r in chosen}
+    print(f"{epochs} epochs, {per_class} images a class (80% train / 20% held out)\n")
+    print(f"{'zoo':<6} {'target':<12} {'seed':>4} {'row':<11} {'acc':>6} {'- single':>8} {'params':>9} "
+          f"{'GMACs':>8} {'s':>6}  members")
+    for zoo, target, seed in cells:
+        single = at.get((zoo, target, seed, "single"))
+        for row in ROWS:
+            r = at.get((zoo, target, seed, row))
+            if r is None:
+                continue
+            diff = f"{r['accuracy'] - single['accuracy']:+8.3f}" if single else f"{'':>8}"
+            members = ", ".join(m.split("/")[-1] for m in r["members"])
+            print(f"{zoo:<6} {target:<12} {seed:>4} {row:<11} {r['accuracy']:>6.3f} {diff} {r['params']:>9,} "
+                  f"{r['gmacs']:>8.4f} {r['seconds']:>6.1f}  {members}")
+    print(f"\n{'row':<11} {'cells':>5} {'mean acc':>8} {'mean - single':>13} {'>= single':>9} {'GMACs x single':>14}")
+    for row in ROWS:
+        pairs = [(at[c + (row,)], at[c + ("single",)]) for c in cells
+                 if c + (row,) in at and c + ("single",) in at]
+        if not pairs:
+            continue
+        diffs = np.array([a["accuracy"] - s["accuracy"] for a, s in pairs])
+        cost = np.median([a["gmacs"] / s["gmacs"] for a, s in pairs])
+        print(f"{row:<11} {len(pairs):>5} {np.mean([a['accuracy'] for a, _ in pairs]):>8.3f} {diffs.mean():>+13.3f} "
+              f"{int((diffs >= 0).sum()):>4} of {len(pairs):<2} {cost:>13.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--zoo", action="append", choices=("demo", "timm2"))
+    ap.add_argument("--target", action="append")
+    ap.add_argument("--seed", action="append", type=int)
+    ap.add_argument("--row", action="append", choices=ROWS)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--per-class", type=int, default=60)
+    ap.add_argument("--report", action="store_true", help="print the tables from the stored rows only")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    WORK.mkdir(exist_ok=True)
+    store = WORK / "rows.jsonl"
+    rows = load_rows(store)
+    if not args.report:
+        for zoo in args.zoo or ["demo"]:
+            catalogue = catalogue_of(zoo)
+            for target in args.target or TARGETS:
+                data = f"demo:{target}?n={args.per_class}"
+                for seed in args.seed or [0, 1]:
+                    for row in args.row or ROWS:
+                        key = (zoo, target, seed, row, args.epochs, args.per_class)
+                        if key in rows:
+                            continue
+                        r = run_row(row, catalogue, data, seed, args.epochs)
+                        record = dict(zip(("zoo", "target", "seed", "row", "epochs", "per_class"), key)) | r
+                        with store.open("a") as f:
+                            f.write(json.dumps(record) + "\n")
+                        rows[key] = record
+                        print(f"{zoo} {target} seed {seed} {row}: {r['accuracy']:.3f} ({r['seconds']:.0f} s)",
+                              flush=True)
+    report(rows, args.epochs, args.per_class)
+
+
+if __name__ == "__main__":
+    main()
