@@ -275,7 +275,7 @@ def test_screening_tries_the_best_single_model_and_keeps_by_the_margin_rule():
     assert len(set(single["models"])) == 1
     best = max(mixes, key=lambda s: s["val_accuracy"])       # first maximum: ties keep the shortlist's order
     assert "margin_se" in best and all("margin_se" not in s for s in mixes if s is not best)
-    assert kept[0] is (best if best["margin_se"] > 1.0 else single)
+    assert kept[0] is (best if best["margin_se"] > sc.keep_margin(len(mixes)) else single)
     if kept[0] is best:
         assert best["val_accuracy"] > single["val_accuracy"]
 
@@ -302,11 +302,37 @@ def test_screen_keeps_a_mix_only_when_it_beats_the_single_model_beyond_the_paire
     assert sc.keep([tie, single], single=1) == (1, 0, 0.0)
     kept, best, margin = sc.keep([tie, better, single], single=2)
     assert (kept, best) == (1, 1) and margin == pytest.approx(0.25 / (np.sqrt(0.25 * 0.75 * 100 / 99) / 10))
-    kept, best, margin = sc.keep([slightly, single], single=1)
-    assert (kept, best) == (1, 0) and margin == pytest.approx(1.0)    # not *more* than one SE: the single stays
+    kept, best, margin = sc.keep([slightly, single], single=1, alpha=0.1)
+    assert (kept, best) == (1, 0) and margin == pytest.approx(1.0)    # 1 SE < z_0.9 = 1.28: the single stays
+    assert sc.keep([slightly, single], single=1, alpha=0.5)[0] == 0    # z_0.5 = 0: any lead is enough
     assert sc.keep([tie, single], single=None) == (0, 0, None)     # nothing fits alone: the best of the rest
     assert sc.keep([single, tie], single=None)[0] == 0             # ties: the shortlist's order
     assert sc.keep([single], single=0) == (0, None, None)
+
+
+def test_the_keep_margin_grows_with_the_mixes_compared_and_holds_its_level_under_the_null():
+    """Known truth: m mixes exactly as good as the single model (independent errors, 70% correct on
+    100 validation images). The best of them leads by chance; the Bonferroni margin keeps a mix at most
+    about alpha of the time, the uncorrected one-mix margin far more often; a mix truly 20 points better
+    is still kept nearly always."""
+    assert sc.keep_margin(1, 0.16) == pytest.approx(0.994, abs=1e-3)
+    assert sc.keep_margin(1, 0.16) < sc.keep_margin(3, 0.16) < sc.keep_margin(6, 0.16)
+    for bad in (0.0, 0.6):
+        with pytest.raises(ValueError, match="alpha"):
+            sc.keep_margin(3, bad)
+    g = torch.Generator().manual_seed(0)
+    draw = lambda p: (torch.rand(100, generator=g) < p).double()   # noqa: E731
+    alpha, mixes, trials = 0.1, 4, 400
+    kept_corrected = kept_plain = kept_better = 0
+    for _ in range(trials):
+        null = [draw(0.7) for _ in range(mixes)] + [draw(0.7)]
+        kept_corrected += sc.keep(null, single=mixes, alpha=alpha)[0] != mixes
+        kept_plain += sc.keep(null, single=mixes, alpha=alpha * mixes)[0] != mixes     # margin z_(1 - alpha)
+        better = [draw(0.9)] + [draw(0.7) for _ in range(mixes - 1)] + [draw(0.7)]
+        kept_better += sc.keep(better, single=mixes, alpha=alpha)[0] == 0
+    assert kept_corrected / trials <= alpha + 0.03
+    assert kept_plain / trials > 2 * kept_corrected / trials
+    assert kept_better / trials > 0.9
 
 
 def test_compose_takes_hf_vision_models_and_reports_the_models_it_leaves_out(tiny_vit_folder, tiny_bert_folder):

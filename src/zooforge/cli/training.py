@@ -127,6 +127,7 @@ def compose(
 ) -> None:
     """DeRy: assemble blocks of several zoo models into one network within a budget, and train it."""
     from zooforge.reassembly.compose import compose as compose_model
+    from zooforge.reassembly.screen import SCREEN_ALPHA
 
     set_threads()
     try:
@@ -142,8 +143,9 @@ def compose(
         console.print(f"[yellow]{model_id} left out of the assembly:[/] {why}", soft_wrap=True)
     console.print(f"solver: {r.explanation}; within-stage CKA {r.within_stage_similarity:.3f}")
     if r.screened:
-        t = Table(title=f"screening ({screen_epochs or epochs} epochs each on 80% of the training split; a mix is "
-                        "kept only if it beats the single model by more than one standard error)", header_style="bold")
+        t = Table(title=f"screening ({screen_epochs or epochs} epochs each on 80% of the training split; the best mix "
+                        "is kept only if it leads the single model by more than the margin of a paired test at level "
+                        f"{SCREEN_ALPHA:g} over the mixes compared)", header_style="bold")
         for col in ("assembly", "GMACs", "solver objective", "assembly LogME", "val accuracy", "kept"):
             t.add_column(col, justify="left" if col == "assembly" else "right")
         for row in r.screened:
