@@ -10,13 +10,15 @@ Rows, per (zoo, target, seed), all at the same number of training epochs, on the
   training split (``lr="auto"``: 80/20, the method's grid), i.e. ``ensemble(top_k=1, lr="auto")``;
 * ``ensemble-3``: the LogME top-3, each fine-tuned alone the same way, logits averaged (3x the
   inference of one model);
-* ``btuning-3``: B-Tuning of the top model with the top-3 as teachers (reference λ = 100, T = 0.1);
+* ``btuning-3``: B-Tuning of the top model with the top-3 as teachers (T = 0.1, λ by validation
+  from 0, 1, 10 and the reference's 100: the default);
 * ``zootuning``: Zoo-Tuning over every model of the top-ranked architecture that has at least 3
   models in the zoo (the paper's setting: one architecture, several sources);
 * ``hubpathway``: Hub-Pathway over the top-4, routing each input to 2.
 
-The aggregators train at the full fine-tuning default rate (1e-3); only the baselines validate
-theirs, so a tie goes to the baseline. Columns: held-out accuracy, parameters and GMACs per input at
+The aggregators train at the learning rate that validation chose for the single model on the same
+target and seed (they fine-tune the same kind of networks; validating each aggregator's own rate
+would multiply its cost by the grid's size). Columns: held-out accuracy, parameters and GMACs per input at
 inference (counted as the model runs: Hub-Pathway's routed members only), training seconds. The
 summary counts, per aggregator, the targets x seeds where it reaches the single model, and the mean
 difference. ``timm2`` is benchmarks/selection.py's second zoo (built there, in its work folder).
@@ -69,11 +71,11 @@ def zootuning_members(catalogue, data: str, seed: int) -> list[str]:
     raise SystemExit(f"no architecture has 3 models in {catalogue}")
 
 
-def run_row(row: str, catalogue, data: str, seed: int, epochs: int) -> dict:
+def run_row(row: str, catalogue, data: str, seed: int, epochs: int, lr: float) -> dict:
     from zooforge.selection.aggregate import btuning, ensemble, hubpathway, zootuning
     from zooforge.tuning.loop import TrainConfig
 
-    cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=32, seed=seed, progress=False)
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=32, seed=seed, progress=False)
     common = {"config": cfg, "seed": seed}
     if row == "single":
         r = ensemble(catalogue, data, top_k=1, lr="auto", **common)
@@ -87,8 +89,8 @@ def run_row(row: str, catalogue, data: str, seed: int, epochs: int) -> dict:
         r = hubpathway(catalogue, data, candidates=4, top_k=2, **common)
     return {"accuracy": r.accuracy, "params": r.total_params, "gmacs": r.gmacs, "seconds": r.seconds,
             "members": r.members, "weights": [round(float(w), 4) for w in r.weights],
-            "extra": {k: v for k, v in r.extra.items() if k in ("lr", "member_accuracy", "collapsed_accuracy",
-                                                                "collapsed_gmacs", "strength", "student")}}
+            "lr": lr, "extra": {k: v for k, v in r.extra.items() if k in (
+                "lr", "member_accuracy", "collapsed_accuracy", "collapsed_gmacs", "strength", "student")}}
 
 
 def load_rows(path: Path) -> dict[tuple, dict]:
@@ -154,7 +156,9 @@ def main() -> None:
                         key = (zoo, target, seed, row, args.epochs, args.per_class)
                         if key in rows:
                             continue
-                        r = run_row(row, catalogue, data, seed, args.epochs)
+                        single = rows.get((zoo, target, seed, "single", args.epochs, args.per_class))
+                        lr = single["extra"]["lr"][0] if single else 1e-3      # the single row runs first
+                        r = run_row(row, catalogue, data, seed, args.epochs, lr)
                         record = dict(zip(("zoo", "target", "seed", "row", "epochs", "per_class"), key)) | r
                         with store.open("a") as f:
                             f.write(json.dumps(record) + "\n")

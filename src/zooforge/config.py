@@ -270,8 +270,8 @@ class AggregateConfig:
     lr: float = setting(1e-3, "peak learning rate")
     batch_size: int = setting(64, "batch size")
     seed: int = setting(0, "seed")
-    strength: float | str | None = setting(None, "B-Tuning: weight of the Bayesian regulariser (reference 100), or "
-                                                 "'auto' to choose it by validation")
+    strength: float | str | None = setting(None, "B-Tuning: weight of the Bayesian regulariser (the reference's is "
+                                                 "100), or 'auto' (the default) to choose it by validation")
     temperature: float | None = setting(None, "B-Tuning: softmax temperature on LogME (reference 0.1)")
     device: str | None = setting(None, "cuda, mps or cpu (default: best available)")
     progress: bool = setting(False, "progress bars")

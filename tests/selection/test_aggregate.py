@@ -55,6 +55,30 @@ def test_aggregating_copies_of_one_model_is_that_model():
     torch.testing.assert_close(agg(x), net(x), rtol=1e-5, atol=1e-5)
 
 
+def test_the_reference_gates_and_reset_statistics_are_what_they_say():
+    """gate="sigmoid" (the reference's ada_agg.py): each model's weight in (0, 1) on its own, 0.5 each at
+    lead 0, so the aggregate kernel starts at half the sum of the kernels; norm_stats="reset" (its
+    backbone.py): batch norms start from mean 0, variance 1 instead of the models' averaged statistics."""
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)).eval() for _ in range(3)]
+    for n in nets:
+        n[1].running_mean.normal_()
+    agg = aggregate_models(nets, gate="sigmoid", lead=0.0, norm_stats="reset").eval()
+    x = torch.randn(4, 3, 8, 8)
+    agg(x)
+    layer = agg[0]
+    torch.testing.assert_close(layer.last_gates, torch.full((4, 3), 0.5))
+    w, _ = layer.folded(layer.last_gates[0])
+    torch.testing.assert_close(w, 0.5 * sum(n[0].weight for n in nets))
+    assert torch.equal(agg[1].running_mean, torch.zeros(8)) and torch.equal(agg[1].running_var, torch.ones(8))
+    averaged = aggregate_models(nets, lead=0.0)
+    torch.testing.assert_close(averaged[1].running_mean, sum(n[1].running_mean for n in nets) / 3)
+    with pytest.raises(ValueError, match="gate"):
+        aggregate_models(nets, gate="relu")
+    with pytest.raises(ValueError, match="norm_stats"):
+        aggregate_models(nets, norm_stats="drop")
+
+
 @pytest.mark.parametrize("copies", [1, 3])
 def test_zootuning_of_one_expert_or_copies_of_it_is_plain_fine_tuning(copies):
     """Issue #20: aggregation that cannot reproduce its one member's fine-tuning is broken. Trained
@@ -108,6 +132,21 @@ def test_zootuning_same_architecture_gates_sum_to_one_and_collapse():
     assert len(r.members) == 4 and sum(r.weights) == pytest.approx(1.0, abs=1e-5)
     assert r.extra["collapsed_params"] < r.total_params           # one plain network of the base size
     assert r.extra["layers"] > 5
+
+
+def test_zootuning_gives_its_lead_to_the_logme_best_of_the_named_models():
+    """The gates' lead went to whichever model the catalogue lists first when the members were named
+    (``--model demo/effnet-*``): on demo shapes that is effnet-shapes (0.70 fine-tuned alone) and not the
+    LogME-best effnet-glyphs (0.90), and Zoo-Tuning followed the weaker one (0.74)."""
+    from zooforge.selection.aggregate._common import split_dataset
+    from zooforge.selection.rank import rank
+
+    _, train_ds, _ = split_dataset(DATA)
+    table = rank("demo", train_ds, metrics=["logme"], bootstrap=0, models=["demo/effnet-*"])
+    best = table.sort("logme", descending=True)["model"][0]
+    r = zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG)
+    assert len(r.members) == 3 and r.members[0] == best
+    assert r.weights[0] == max(r.weights)
 
 
 def test_zootuning_refuses_mixed_architectures():

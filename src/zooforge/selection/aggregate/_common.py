@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from torch import nn
 
 from zooforge.errors import ZooforgeError
 
-__all__ = ["AggregateResult", "inference_gmacs", "load_members", "split_dataset", "save_result", "raw_images"]
+__all__ = ["AggregateResult", "inference_gmacs", "load_members", "running_statistics", "split_dataset", "save_result",
+           "raw_images"]
 
 
 @dataclass
@@ -36,9 +38,11 @@ class AggregateResult:
 
 
 def load_members(catalogue, models=None, top_k: int | None = None, dataset=None, *, cache_dir=None,
-                 progress: bool = False):
+                 progress: bool = False, keep_all: bool = False):
     """Backbones for ``models`` (ids or globs) or, with ``top_k``, the top-k of ``catalogue`` by LogME
-    (features extracted through the cache at ``cache_dir``, where a caller that reuses them will look)."""
+    (features extracted through the cache at ``cache_dir``, where a caller that reuses them will look).
+    ``keep_all``: every model that ``models`` names, in LogME order (one that cannot be scored is an
+    error, not left out)."""
     from zooforge.selection.rank import rank
     from zooforge.zoo import filter_entries, load_catalogue
     from zooforge.zoo.backbone import Backbone
@@ -48,6 +52,8 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
     if not entries:
         raise ZooforgeError("no catalogue models to aggregate" + (f" match {list(models)}" if models else "") + ".")
     scores: dict[str, float] = {}
+    if keep_all:
+        top_k = len(entries)
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"`top_k` must be at least 1; got {top_k}.")
@@ -56,6 +62,10 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
         if table.height == 0:
             raise ZooforgeError("no model could be scored with LogME; see `zooforge rank` for the errors.")
         keep = table["model"].to_list()[:top_k]
+        if keep_all and len(keep) < len(entries):
+            lost = [e.id for e in entries if e.id not in keep]
+            raise ZooforgeError(f"{lost} could not be scored with LogME on this data, so they cannot be ordered; "
+                                "see `zooforge rank` for the errors, or leave them out.")
         scores = dict(zip(table["model"].to_list(), table["logme"].to_list()))
         by_id = {e.id: e for e in entries}
         entries = [by_id[m] for m in keep]
@@ -94,6 +104,21 @@ def inference_gmacs(model: nn.Module, x: torch.Tensor) -> float:
     from zooforge.zoo.cost import count_gmacs
 
     return count_gmacs(model, x[:1])
+
+
+@contextmanager
+def running_statistics(module: nn.Module):
+    """Batch norms of ``module`` use (and leave alone) their running statistics within the block, the
+    rest of it staying in training mode: for inputs that cannot be normalised by their batch (a
+    Hub-Pathway member routed one input of it: one sample has no spread)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train()
 
 
 def save_result(result: AggregateResult, out_dir: str | Path) -> Path:

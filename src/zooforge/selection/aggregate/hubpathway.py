@@ -18,15 +18,13 @@ resizes it to its own input size and normalises with its own mean and std.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zooforge.errors import ZooforgeError
 from zooforge.selection.aggregate._common import (AggregateResult, Timer, inference_gmacs, load_members, raw_images,
-                                                 split_dataset)
+                                                 running_statistics, split_dataset)
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import TaskModel, build
 
@@ -74,20 +72,6 @@ class _Member(nn.Module):
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return self.task((x - self.mean) / self.std)
-
-
-@contextmanager
-def running_statistics(module: nn.Module):
-    """Batch norms of ``module`` use (and leave alone) their running statistics within the block: a
-    member routed one input of a batch cannot normalise it by the batch's (one sample has no spread)."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-    for m in norms:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.train()
 
 
 class HubPathway(nn.Module):
