@@ -70,10 +70,10 @@ def kept_by(cell: dict, alpha: float | None) -> int:
     """The candidate the screen keeps with level ``alpha`` (None: never a mix over the single model)."""
     from zooforge.reassembly.screen import keep
 
-    correct = [torch.tensor(c["val_correct"], dtype=torch.float64) for c in cell["candidates"]]
-    if alpha is None and cell["single"] is not None:
+    if alpha is None:
         return cell["single"]
-    return keep(correct, cell["single"], alpha=alpha if alpha is not None else 0.5)[0]
+    correct = [torch.tensor(c["val_correct"], dtype=torch.float64) for c in cell["candidates"]]
+    return keep(correct, cell["single"], alpha=alpha)[0]
 
 
 def gains(cells: list[dict], alpha) -> np.ndarray:

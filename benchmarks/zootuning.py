@@ -54,15 +54,9 @@ VARIANTS = {   # name -> zootuning() options (epochs scale separately)
 
 
 def catalogue_of(group: str):
-    zoo = GROUPS[group][0]
-    if zoo == "demo":
-        return "demo"
-    import sys
+    from aggregate import catalogue_of as zoo_catalogue      # benchmarks/aggregate.py: the zoos by name
 
-    sys.path.insert(0, str(HERE))
-    import selection                                         # benchmarks/selection.py builds the second zoo
-
-    return str(selection.catalogue_path(zoo, selection.WORK))
+    return zoo_catalogue(GROUPS[group][0])
 
 
 def members_alone(group: str, data: str, seed: int, epochs: int) -> dict:

@@ -108,7 +108,9 @@ def _hf_points(backbone: Backbone) -> CutPoints:
     layer_list = min(lists)[2]                    # the outermost list: stages, not the layers inside a stage
     names = [".".join(p for p in (base_name, layer_list, str(i)) if p) for i in range(len(base.get_submodule(layer_list)))]
     example = backbone.example_inputs()["pixel_values"][:1]
-    seen, calls = _record_calls(model, names, lambda: base(pixel_values=example))
+    calls: dict[str, tuple[tuple, dict]] = {}
+    with backbone.capture(names, calls=calls) as seen, torch.no_grad():
+        base(pixel_values=example)
     missing = [n for n in names if n not in seen]
     if missing:
         raise ZooforgeError(f"model {backbone.id!r}: layers {missing[:3]} of {layer_list!r} did not run on an "
@@ -119,38 +121,7 @@ def _hf_points(backbone: Backbone) -> CutPoints:
                                 "(position embeddings?), which a block fed by a stitch cannot give it; this "
                                 "model is not cut.")
     prefix_tokens, grid = _patch_grid(model.config, seen[names[0]][0], example)
-    return CutPoints("hf", names, dict.fromkeys(names), example, seen, prefix_tokens, grid, calls)
-
-
-def _record_calls(model: nn.Module, names: list[str], run) -> tuple[dict, dict]:
-    """Run ``run()`` once and record, for each module of ``names``: (hidden states in, hidden states
-    out) and the (other positional, keyword) arguments it was called with."""
-    seen, calls, handles = {}, {}, []
-
-    def pre(_m, args, kwargs, name):
-        if args:
-            hidden, rest = args[0], dict(kwargs)
-        else:                                          # hidden states passed by name
-            rest = dict(kwargs)
-            hidden = rest.pop("hidden_states", None)
-        calls[name] = (tuple(args[1:]), rest)
-        seen[name] = (hidden, None)
-
-    def post(_m, _args, output, name):
-        seen[name] = (seen[name][0], first_tensor(output))
-
-    try:
-        for name in names:
-            module = model.get_submodule(name)
-            handles.append(module.register_forward_pre_hook(
-                lambda m, a, k, name=name: pre(m, a, k, name), with_kwargs=True))
-            handles.append(module.register_forward_hook(lambda m, a, o, name=name: post(m, a, o, name)))
-        with torch.no_grad():
-            run()
-    finally:
-        for h in handles:
-            h.remove()
-    return seen, calls
+    return CutPoints("hf", names, dict.fromkeys(names), example, dict(seen), prefix_tokens, grid, calls)
 
 
 def _has_tensor(value: Any) -> bool:

@@ -95,6 +95,15 @@ def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _micro_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into batches of ``batch_size``; a lone last sample joins the batch before it:
+    batch norm cannot train on a batch of one (no spread to normalise by; it raised where a map is 1x1)."""
+    micro = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(micro) > 1 and len(micro[-1]) == 1:
+        micro[-2:] = [torch.cat(micro[-2:])]
+    return micro
+
+
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -230,9 +239,7 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
     torch.manual_seed(cfg.seed)
     model.to(device)
     optimizer = _optimizer(model, cfg)
-    n_micro = math.ceil(len(train_y) / cfg.batch_size)
-    n_micro -= 1 if n_micro > 1 and len(train_y) % cfg.batch_size == 1 else 0     # see the lone last sample below
-    steps_per_epoch = math.ceil(n_micro / cfg.grad_accum)
+    steps_per_epoch = math.ceil(len(_micro_batches(torch.arange(len(train_y)), cfg.batch_size)) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     obj = objective(task, train_y, cfg.label_smoothing)
     shuffler = torch.Generator().manual_seed(cfg.seed)
@@ -265,11 +272,7 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
         model.train()
         order = torch.randperm(len(train_y), generator=shuffler)
         total_loss, correct, seen = 0.0, 0, 0
-        micro = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        if len(micro) > 1 and len(micro[-1]) == 1:
-            # a lone last sample joins the batch before it: batch norm cannot train on a batch of
-            # one (no spread to normalise by), and it would crash where a map is 1x1
-            micro[-2:] = [torch.cat(micro[-2:])]
+        micro = _micro_batches(order, cfg.batch_size)
         for k in range(0, len(micro), cfg.grad_accum):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, cfg)

@@ -222,8 +222,7 @@ class Backbone:
 
     @property
     def preprocessing_key(self) -> str:
-        """Equal for two backbones exactly when they prepare samples alike: what lets models that
-        share a preprocessing share one prepared copy of the images."""
+        """Equal for two backbones exactly when they prepare samples alike (to share prepared images)."""
         return json.dumps(self.describe_preprocessing(), sort_keys=True, default=str)
 
     def image_geometry(self) -> tuple[tuple[int, int, int], tuple | None, tuple | None]:
@@ -274,15 +273,24 @@ class Backbone:
         return out
 
     @contextmanager
-    def capture(self, names: Sequence[str], keep=None) -> Iterator[dict[str, Any]]:
-        """Within the block, every forward through the submodules ``names`` records
-        ``keep(name, first input, first output tensor)`` (default: the (input, output) pair) in the
-        yielded dict, the last call winning. The one forward-hook capture: pooled layer outputs,
-        adapter placement and DeRy's block cutting all read modules through it. An unknown name is
-        refused with the model's stages."""
+    def capture(self, names: Sequence[str], keep=None, calls: dict | None = None) -> Iterator[dict[str, Any]]:
+        """Within the block, every forward through the submodules ``names`` records ``keep(name, first
+        input, first output tensor)`` (default: the (input, output) pair) in the yielded dict, the last
+        call winning; the first input is the first positional argument or an HF layer's keyword
+        ``hidden_states``, and ``calls`` (when given) receives name -> (the other positional, keyword
+        arguments). The one forward-hook capture: pooled layer outputs, adapter placement and DeRy's
+        cutting read modules through it. An unknown name is refused with the model's stages."""
         keep = keep or (lambda _name, x, y: (x, y))
         seen: dict[str, Any] = {}
         handles = []
+
+        def record(name, args, kwargs, out):
+            rest = dict(kwargs)
+            first = args[0] if args else rest.pop("hidden_states", None)
+            if calls is not None:
+                calls[name] = (tuple(args[1:]), rest)
+            seen[name] = keep(name, first, first_tensor(out))
+
         try:
             for name in names:
                 try:
@@ -291,8 +299,7 @@ class Backbone:
                     raise ValueError(f"model {self.id!r} has no module {name!r}; its stages are "
                                      f"{self.stage_names}.") from None
                 handles.append(module.register_forward_hook(
-                    lambda _m, args, out, name=name: seen.__setitem__(
-                        name, keep(name, args[0] if args else None, first_tensor(out)))))
+                    lambda _m, args, kwargs, out, name=name: record(name, args, kwargs, out), with_kwargs=True))
             yield seen
         finally:
             for h in handles:
@@ -341,6 +348,3 @@ class Backbone:
             return [" ".join(["token"] * (TEXT_COST_LENGTH - 2))]
         _, h, w = self.image_geometry()[0]
         return np.zeros((1, h, w, 3), dtype=np.uint8)
-
-
-# ---- timm / local ----------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -14,8 +13,7 @@ from torch import nn
 
 from zooforge.errors import ZooforgeError
 
-__all__ = ["AggregateResult", "inference_gmacs", "load_members", "running_statistics", "split_dataset", "save_result",
-           "raw_images"]
+__all__ = ["AggregateResult", "inference_gmacs", "load_members", "split_dataset", "save_result", "raw_images"]
 
 
 @dataclass
@@ -38,11 +36,12 @@ class AggregateResult:
 
 
 def load_members(catalogue, models=None, top_k: int | None = None, dataset=None, *, cache_dir=None,
-                 progress: bool = False, keep_all: bool = False):
+                 progress: bool = False, keep_all: bool = False, load: bool = True):
     """Backbones for ``models`` (ids or globs) or, with ``top_k``, the top-k of ``catalogue`` by LogME
     (features extracted through the cache at ``cache_dir``, where a caller that reuses them will look).
     ``keep_all``: every model that ``models`` names, in LogME order (one that cannot be scored is an
-    error, not left out)."""
+    error, not left out). ``load=False``: their catalogue entries instead, for a caller that loads
+    each model itself."""
     from zooforge.selection.rank import rank
     from zooforge.zoo import filter_entries, load_catalogue
     from zooforge.zoo.backbone import Backbone
@@ -69,7 +68,7 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
         scores = dict(zip(table["model"].to_list(), table["logme"].to_list()))
         by_id = {e.id: e for e in entries}
         entries = [by_id[m] for m in keep]
-    return [Backbone.from_entry(e) for e in entries], scores
+    return ([Backbone.from_entry(e) for e in entries] if load else entries), scores
 
 
 def split_dataset(dataset, fraction: float = 0.8, seed: int = 0):
@@ -104,21 +103,6 @@ def inference_gmacs(model: nn.Module, x: torch.Tensor) -> float:
     from zooforge.zoo.cost import count_gmacs
 
     return count_gmacs(model, x[:1])
-
-
-@contextmanager
-def running_statistics(module: nn.Module):
-    """Batch norms of ``module`` use (and leave alone) their running statistics within the block, the
-    rest of it staying in training mode: for inputs that cannot be normalised by their batch (a
-    Hub-Pathway member routed one input of it: one sample has no spread)."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
-    for m in norms:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.train()
 
 
 def save_result(result: AggregateResult, out_dir: str | Path) -> Path:

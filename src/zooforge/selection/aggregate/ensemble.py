@@ -25,18 +25,16 @@ def ensemble(catalogue, dataset, *, top_k: int = 3, models=None, method: str = "
     """Fine-tune each of the top-``top_k`` (or ``models``) alone with ``method`` and average their logits.
     ``lr``: a peak rate, ``"auto"`` (validated per member), or None for ``config.lr``."""
     from zooforge.tuning.tune import tune
-    from zooforge.zoo import load_catalogue
 
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     members, _ = load_members(catalogue, models, top_k if not models else None, train_ds, cache_dir=cache_dir,
-                              progress=progress)
-    entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue)
+                              progress=progress, load=False)          # tune loads each one itself
     cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
     y_te = torch.as_tensor(test_ds.labels)
     logits, runs, gmacs = [], [], 0.0
     with Timer() as timer:
         for b in members:
-            run = tune(b.id, ds, method, catalogue=entries, loop=cfg, lr=lr, split=split, seed=seed)
+            run = tune(b.id, ds, method, catalogue=members, loop=cfg, lr=lr, split=split, seed=seed)
             x_te = inputs_for(run.task.backbone, test_ds)
             logits.append(outputs(run.task, x_te).float())
             gmacs += inference_gmacs(run.task, x_te)

@@ -18,17 +18,19 @@ resizes it to its own input size and normalises with its own mean and std.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zooforge.errors import ZooforgeError
 from zooforge.selection.aggregate._common import (AggregateResult, Timer, inference_gmacs, load_members, raw_images,
-                                                 running_statistics, split_dataset)
+                                                 split_dataset)
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import TaskModel, build
 
-__all__ = ["hubpathway", "HubPathway", "PathwayGenerator", "cv_squared"]
+__all__ = ["hubpathway", "HubPathway", "PathwayGenerator", "cv_squared", "running_statistics"]
 
 
 def cv_squared(x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +74,21 @@ class _Member(nn.Module):
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return self.task((x - self.mean) / self.std)
+
+
+@contextmanager
+def running_statistics(module: nn.Module):
+    """Batch norms of ``module`` use (and leave alone) their running statistics within the block, the
+    rest of it staying in training mode: for inputs that cannot be normalised by their batch (a
+    Hub-Pathway member routed one input of it: one sample has no spread)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train()
 
 
 class HubPathway(nn.Module):
