@@ -3,7 +3,8 @@ pool both multi-threaded, spinning on the same cores) vs through the registry (B
 thread while torch has more; see zooforge.metrics.registry). Ratios from one run.
 
 With ``--load K``, K competing processes run while every estimator is timed through the registry at
-1 thread and at one thread per core (the CLI's default without ``--threads`` or ``OMP_NUM_THREADS``):
+1 thread and at one thread per core, and the thread count the CLI's default picks is printed before and
+under the load (``zooforge.zoo.cores.default_threads``: the cores other work leaves free):
 ``--load-kind spin`` keeps one core busy with a Python loop, ``torch`` runs another CPU torch job at
 torch's default thread count (as a second zooforge or another Ray worker would).
 
@@ -41,13 +42,18 @@ def _spin(kind: str) -> None:
 def under_load(a, load: int) -> None:
     import multiprocessing as mp
 
-    from zooforge.zoo.data import available_cores
+    from zooforge.zoo.cores import available_cores, default_threads
 
+    idle = default_threads()
     procs = [mp.get_context("spawn").Process(target=_spin, args=(a.load_kind,), daemon=True) for _ in range(load)]
     for p in procs:
         p.start()
     try:
         time.sleep(1.0)
+        loaded = [default_threads() for _ in range(20)]
+        print(f"the CLI's default (zooforge.zoo.cores.default_threads): {idle} thread(s) before the competitors "
+              f"started, {max(set(loaded), key=loaded.count)} with them running (20 reads: {sorted(set(loaded))})",
+              flush=True)
         choices = {"1 thread": 1, f"{available_cores()} threads (one per core)": available_cores()}
         rng = np.random.default_rng(0)
         y = np.arange(a.n) % 4

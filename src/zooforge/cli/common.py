@@ -60,20 +60,19 @@ TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 
 
 Threads = Annotated[Optional[int], typer.Option(
-    help="torch threads (default: $OMP_NUM_THREADS, else one per available core)", min=1)]
+    help="torch threads (default: $OMP_NUM_THREADS, else one per core that other work leaves free)", min=1)]
 
 
 def set_threads(threads: int | None = None) -> None:
+    """--threads, then OMP_NUM_THREADS where set (Ray workers, shared servers): the user's word; else
+    one thread per core that other work leaves free (:func:`zooforge.zoo.cores.default_threads`)."""
     import torch
 
-    from zooforge.zoo.data import available_cores
+    from zooforge.zoo.cores import default_threads
 
-    # One intra-op thread per core; more oversubscribes and makes CPU torch several times slower.
-    # --threads, then OMP_NUM_THREADS where set (Ray workers, shared servers), is the user's word.
-    cores = available_cores()
     asked = os.environ.get("OMP_NUM_THREADS", "")
     if threads is None:
-        threads = int(asked) if asked.isdigit() and int(asked) > 0 else max(1, cores)
+        threads = int(asked) if asked.isdigit() and int(asked) > 0 else default_threads()
     torch.set_num_threads(threads)
 
 

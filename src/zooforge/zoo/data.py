@@ -43,6 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from zooforge.errors import DatasetError
+from zooforge.zoo.cores import available_cores
 from zooforge.zoo.targets import MISSING_LABELS, check_task, encode_targets, label_summary, strata
 
 __all__ = ["Dataset", "LazyImages", "available_cores", "decode_image", "encode_targets", "load_dataset",
@@ -50,13 +51,6 @@ __all__ = ["Dataset", "LazyImages", "available_cores", "decode_image", "encode_t
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 DEFAULT_SPLIT_FRACTION = 0.8   # train share when a dataset has no split of its own
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS reports one)."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class LazyImages:
