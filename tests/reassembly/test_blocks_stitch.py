@@ -299,15 +299,15 @@ def test_screen_keeps_a_mix_only_when_it_beats_the_single_model_beyond_the_paire
     tie = t([0, 0, 1, 1] * 25)                                   # 50% too, on other samples
     better = t([1, 1, 1, 0] * 25)                                # +25 points, never worse: paired SE 0.044
     slightly = t([1, 1, 0, 0] * 24 + [1, 1, 1, 0])               # +1 point of 100: 1 SE exactly (0.01 vs 0.01)
-    assert sc.keep([tie, single], single=1) == (1, 0, 0.0)
-    kept, best, margin = sc.keep([tie, better, single], single=2)
+    assert sc.keep([tie, single], incumbent=1) == (1, 0, 0.0)
+    kept, best, margin = sc.keep([tie, better, single], incumbent=2)
     assert (kept, best) == (1, 1) and margin == pytest.approx(0.25 / (np.sqrt(0.25 * 0.75 * 100 / 99) / 10))
-    kept, best, margin = sc.keep([slightly, single], single=1, alpha=0.1)
+    kept, best, margin = sc.keep([slightly, single], incumbent=1, alpha=0.1)
     assert (kept, best) == (1, 0) and margin == pytest.approx(1.0)    # 1 SE < z_0.9 = 1.28: the single stays
-    assert sc.keep([slightly, single], single=1, alpha=0.5)[0] == 0    # z_0.5 = 0: any lead is enough
-    assert sc.keep([tie, single], single=None) == (0, 0, None)     # nothing fits alone: the best of the rest
-    assert sc.keep([single, tie], single=None)[0] == 0             # ties: the shortlist's order
-    assert sc.keep([single], single=0) == (0, None, None)
+    assert sc.keep([slightly, single], incumbent=1, alpha=0.5)[0] == 0    # z_0.5 = 0: any lead is enough
+    assert sc.keep([tie, single], incumbent=None) == (0, 0, None)     # nothing fits alone: the best of the rest
+    assert sc.keep([single, tie], incumbent=None)[0] == 0             # ties: the shortlist's order
+    assert sc.keep([single], incumbent=0) == (0, None, None)
 
 
 def test_the_keep_margin_grows_with_the_mixes_compared_and_holds_its_level_under_the_null():
@@ -326,10 +326,10 @@ def test_the_keep_margin_grows_with_the_mixes_compared_and_holds_its_level_under
     kept_corrected = kept_plain = kept_better = 0
     for _ in range(trials):
         null = [draw(0.7) for _ in range(mixes)] + [draw(0.7)]
-        kept_corrected += sc.keep(null, single=mixes, alpha=alpha)[0] != mixes
-        kept_plain += sc.keep(null, single=mixes, alpha=alpha * mixes)[0] != mixes     # margin z_(1 - alpha)
+        kept_corrected += sc.keep(null, incumbent=mixes, alpha=alpha)[0] != mixes
+        kept_plain += sc.keep(null, incumbent=mixes, alpha=alpha * mixes)[0] != mixes     # margin z_(1 - alpha)
         better = [draw(0.9)] + [draw(0.7) for _ in range(mixes - 1)] + [draw(0.7)]
-        kept_better += sc.keep(better, single=mixes, alpha=alpha)[0] == 0
+        kept_better += sc.keep(better, incumbent=mixes, alpha=alpha)[0] == 0
     assert kept_corrected / trials <= alpha + 0.03
     assert kept_plain / trials > 2 * kept_corrected / trials
     assert kept_better / trials > 0.9

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -25,29 +24,16 @@ from zooforge.reassembly.plan import Plan, probe_blocks
 from zooforge.reassembly.solve import Solution
 from zooforge.reassembly.stitch import Assembly
 from zooforge.tuning.loop import TrainConfig, predict, train
+from zooforge.tuning.paired import ALPHA, keep, keep_margin
 from zooforge.tuning.tune import VALIDATION_SPLIT
 from zooforge.config import Budget
 
 __all__ = ["SCREEN_ALPHA", "Shortlisted", "assembly_logme", "keep", "keep_margin", "screen", "shortlist",
            "stage_logme"]
 
-# The level of the screen's test that a mix beats the single model (see :func:`keep`), over all the
-# mixes compared. ``python benchmarks/keep_rule.py --pool`` (4 demo targets x 2 budgets x 2 seeds, at
-# 100 and 150 images a class): chosen by leave-one-target-out from 0.5 ... 0.01, the rule gained
-# +1.07 points on the held-out targets and fell behind the single model in 0 of 32 runs; on all four
-# targets the best level (ties to the smaller) is 0.05, which ships.
-SCREEN_ALPHA = 0.05
-
-
-def keep_margin(mixes: int, alpha: float = SCREEN_ALPHA) -> float:
-    """How many standard errors of the paired difference the best of ``mixes`` mixes must lead the
-    single model by: z_(1 - alpha / mixes), the one-sided Bonferroni threshold (the best of several
-    noisy differences is biased upwards, more so the more there are)."""
-    from scipy.stats import norm
-
-    if not 0 < alpha <= 0.5:
-        raise ValueError(f"`alpha` must be in (0, 0.5] (above 0.5 a mix that is worse could be kept); got {alpha}.")
-    return float(norm.ppf(1 - alpha / max(1, mixes)))
+# The level of the screen's test that a mix beats the single model: the one level of the paired
+# tests, chosen on this screen's data (zooforge.tuning.paired's docstring).
+SCREEN_ALPHA = ALPHA
 
 
 class Shortlisted(NamedTuple):
@@ -130,24 +116,3 @@ def screen(plan: Plan, candidates: list[Shortlisted], train_ds, cfg: TrainConfig
         records[best_mix]["margin_se"] = margin         # its lead over the single model, in standard errors
     records[kept]["kept"] = True
     return candidates[kept].solution, records
-
-
-def keep(correct: list[torch.Tensor], single: int | None, alpha: float = SCREEN_ALPHA) -> tuple[int, int | None,
-                                                                                             float | None]:
-    """Which screened candidate to keep from their per-sample validation correctness (0/1 each):
-    the best mix (earliest on ties) if there is no ``single`` or it beats ``correct[single]`` by more
-    than :func:`keep_margin` (mixes compared, ``alpha``) standard errors of the paired difference;
-    else ``single``. With a validation set of a hundred images, a mix that merely ties the single
-    model is as likely to be worse. Returns (kept, best mix or None, the best mix's lead over the
-    single model in standard errors or None)."""
-    mixes = [i for i in range(len(correct)) if i != single]
-    if not mixes:
-        return single, None, None
-    best = max(mixes, key=lambda i: (float(correct[i].mean()), -i))
-    if single is None:
-        return best, best, None
-    diff = (correct[best] - correct[single]).double()
-    gain = float(diff.mean())
-    se = float(diff.std() / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    margin = gain / se if se > 0 else (0.0 if gain == 0 else float(np.sign(gain)) * np.inf)
-    return (best if gain > keep_margin(len(mixes), alpha) * se else single), best, margin

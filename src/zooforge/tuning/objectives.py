@@ -47,6 +47,20 @@ class Objective:
         """Correct predictions in a batch (classification's running train accuracy); None otherwise."""
         return int((out.argmax(-1) == y).sum().item()) if self.task == "classification" else None
 
+    def per_sample(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each sample's share of the evidence that one model beats another on the same rows, higher
+        is better (a paired test's input, :mod:`zooforge.tuning.paired`): 0/1 correctness for
+        classes; minus the squared error over each target's variance on these rows for regression
+        (R^2 = 1 - its mean's negation, so differences in R^2 are differences in its mean); minus
+        the binary cross-entropy summed over tags for multi-label (mAP does not split by sample)."""
+        if self.task == "classification":
+            return (out.argmax(-1) == y).double()
+        if self.task == "regression":
+            y = y.double().reshape(len(y), -1)
+            total = (y - y.mean(0)).square().mean(0).clamp_min(torch.finfo(torch.float64).tiny)
+            return -((out.double().reshape(len(y), -1) - y).square() / total).mean(1)
+        return -nn.functional.binary_cross_entropy_with_logits(out.double(), y.double(), reduction="none").sum(1)
+
     def score(self, out: torch.Tensor, y: torch.Tensor) -> float:
         """The task's metric of outputs ``out`` (N, K) against targets ``y``."""
         if len(y) == 0:
