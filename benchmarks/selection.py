@@ -276,6 +276,9 @@ def build(zoos, data_path: Path, work: Path) -> dict:
 # --- select: short fine-tunes under a budget --------------------------------------------------------
 
 SELECT_BUDGETS = (0.05, 0.10, 0.15, 0.30, 1.0)
+# Bumped when select's rule changes: stored runs of an older rule are run again. 2: the budget buys
+# models before epochs, trials never longer than the protocol's epochs, the leader kept unless beaten.
+SELECT_VERSION = 3          # 3: the same rule from the default ordering linear_probe
 
 
 def run_select(data_path: Path, work: Path, budgets=SELECT_BUDGETS, zoos=None) -> dict:
@@ -295,15 +298,16 @@ def run_select(data_path: Path, work: Path, budgets=SELECT_BUDGETS, zoos=None) -
             protocol = target_protocol(zoo, target)
             cell = data["zoos"][zoo]["targets"][target]
             done = cell.setdefault("select", {})
-            if f"{budget:g}" in done:
+            if done.get(f"{budget:g}", {}).get("version") == SELECT_VERSION:
                 continue
             start = time.perf_counter()
             result = select(catalogues[zoo], target_data(zoo, target),
-                            SelectConfig(fraction=budget, lr=protocol.lrs[0], seed=0),
+                            SelectConfig(fraction=budget, lr=protocol.lrs[0], full_epochs=protocol.epochs, seed=0),
                             out_dir=work / "select" / zoo / target / f"{budget:g}", cache_dir=work / "cache",
                             progress=False)
             done[f"{budget:g}"] = {"model": result.model, "spent_fraction": result.spent_fraction,
-                                   "entrants": result.entrants, "seconds": time.perf_counter() - start}
+                                   "entrants": result.entrants, "seconds": time.perf_counter() - start,
+                                   "decision": result.decision, "version": SELECT_VERSION}
             truth = cell["truth"]
             print(f"{zoo}/{target} budget {budget:g}: {result.model} (regret "
                   f"{100 * (max(truth.values()) - truth[result.model]):.1f} points, spent "
@@ -321,17 +325,22 @@ def select_report(data: dict, results_final, out=sys.stdout) -> None:
             truth = cell["truth"]
             best = max(truth.values())
             for budget, r in cell.get("select", {}).items():
-                rows.setdefault(budget, {})[(zoo, target)] = 100 * (best - truth[r["model"]])
+                if r.get("version") == SELECT_VERSION:            # runs of an older rule are not reported
+                    rows.setdefault(budget, {})[(zoo, target)] = 100 * (best - truth[r["model"]])
     if not rows:
         print("\nselect: not run yet (python benchmarks/selection.py select)", file=out)
         return
     print("\nselect (successive halving on the leaders) vs the default ordering's first model; regret in points:",
           file=out)
+    rows = {"0": dict(results_final)} | rows            # budget 0: the ranking's first model, no fine-tune
     for budget in sorted(rows, key=float):
         regrets = rows[budget]
         worse = [f"{z}/{t}" for (z, t), r in regrets.items() if r > results_final.get((z, t), np.inf) + 1e-9]
+        zoos = sorted({z for z, _ in regrets})
+        by_zoo = ", ".join(f"{z} {np.mean([r for (y, _), r in regrets.items() if y == z]):.2f}" for z in zoos)
         print(f"  budget {float(budget):>5.0%}: mean regret {np.mean(list(regrets.values())):5.2f} over "
-              f"{len(regrets)} targets; worse than the ranking's top-1 on: {', '.join(worse) or 'none'}", file=out)
+              f"{len(regrets)} targets ({by_zoo}); worse than the ranking's top-1 on: {', '.join(worse) or 'none'}",
+              file=out)
 
 
 # --- the report -------------------------------------------------------------------------------------
@@ -389,7 +398,7 @@ def _line(name, by_zoo, zoos, out):
 
 def report(data: dict, out=sys.stdout) -> dict:
     from zooforge.metrics import list_estimators
-    from zooforge.selection.ordering import DEFAULT_ORDERING, Ordering, candidates, choose_ordering
+    from zooforge.selection.ordering import DEFAULT_ORDERING, RULE_MAX_SIZE, Ordering, candidates, choose_ordering
 
     cells, budgets = tables(data)
     zoos = sorted({z for z, _ in cells})
@@ -413,29 +422,33 @@ def report(data: dict, out=sys.stdout) -> dict:
         _line(m, results[m], zoos, out)
     _line(f"previous default {legacy.name[:27]}", results[legacy.name], zoos, out)
 
-    print("\nLeave one zoo out: the rule (choose_ordering) picks on two zoos; its pick is scored on the third.",
-          file=out)
-    print(f"{'held out':10s} {'picked':44s} {'tau_w':>6s} {'regret':>6s} | best single there (hindsight)", file=out)
-    held = []
-    for z in zoos:
-        train = {name: {k: v for k, v in by.items() if k != z} for name, by in results.items() if name != legacy.name}
-        pick = choose_ordering(train)
-        single = {m: results[m][z] for m in scored}
-        best_single = max(single, key=lambda m: single[m]["weighted_tau"])
-        r = results[pick.name][z]
-        held.append({"zoo": z, "pick": pick.name} | r)
-        print(f"{z:10s} {pick.name:44s} {r['weighted_tau']:6.3f} {r['regret']:6.1f} | {best_single} "
-              f"{single[best_single]['weighted_tau']:.3f}, regret {single[best_single]['regret']:.1f}", file=out)
-    lozo_tau = float(np.mean([h["weighted_tau"] for h in held]))
-    lozo_regret = float(np.mean([h["regret"] for h in held]))
+    pools = {size: {o.name for o in candidates(scored, size)} for size in (3, RULE_MAX_SIZE)}
+    held = {}
+    for size in sorted(pools, reverse=True):
+        print(f"\nLeave one zoo out: the rule (choose_ordering) over {len(pools[size])} candidates (combinations of up "
+              f"to {size}) picks on two zoos; its pick is scored on the third.", file=out)
+        print(f"{'held out':10s} {'picked':44s} {'tau_w':>6s} {'regret':>6s} | best single there (hindsight)", file=out)
+        held[size] = []
+        for z in zoos:
+            train = {name: {k: v for k, v in by.items() if k != z} for name, by in results.items() if name in pools[size]}
+            pick = choose_ordering(train)
+            single = {m: results[m][z] for m in scored}
+            best_single = max(single, key=lambda m: single[m]["weighted_tau"])
+            r = results[pick.name][z]
+            held[size].append({"zoo": z, "pick": pick.name} | r)
+            print(f"{z:10s} {pick.name:44s} {r['weighted_tau']:6.3f} {r['regret']:6.1f} | {best_single} "
+                  f"{single[best_single]['weighted_tau']:.3f}, regret {single[best_single]['regret']:.1f}", file=out)
+        lozo_tau = float(np.mean([h["weighted_tau"] for h in held[size]]))
+        lozo_regret = float(np.mean([h["regret"] for h in held[size]]))
+        print(f"rule, held out: mean tau_w {lozo_tau:.3f}, mean top-1 regret {lozo_regret:.1f} points", file=out)
     overall = {m: float(np.mean([results[m][z]["weighted_tau"] for z in zoos])) for m in scored}
     best = max(overall, key=overall.get)
     best_regret = float(np.mean([results[best][z]["regret"] for z in zoos]))
-    print(f"rule, held out: mean tau_w {lozo_tau:.3f}, mean top-1 regret {lozo_regret:.1f} points; best single "
-          f"estimator over all zoos (chosen in hindsight): {best} {overall[best]:.3f}, {best_regret:.1f} points; "
-          f"previous default: {np.mean([results[legacy.name][z]['weighted_tau'] for z in zoos]):.3f}, "
-          f"{np.mean([results[legacy.name][z]['regret'] for z in zoos]):.1f} points", file=out)
-    final = choose_ordering({n: v for n, v in results.items() if n != legacy.name})
+    print(f"best single estimator over all zoos (chosen in hindsight): {best} {overall[best]:.3f}, {best_regret:.1f} "
+          f"points; previous default: {np.mean([results[legacy.name][z]['weighted_tau'] for z in zoos]):.3f}, "
+          f"{np.mean([results[legacy.name][z]['regret'] for z in zoos]):.1f} points; the rule ships over "
+          f"{len(pools[RULE_MAX_SIZE])} candidates (RULE_MAX_SIZE = {RULE_MAX_SIZE})", file=out)
+    final = choose_ordering({n: v for n, v in results.items() if n in pools[RULE_MAX_SIZE]})
     print(f"\nThe rule on all three zoos picks: {final.name}  (shipped default: {DEFAULT_ORDERING.name})", file=out)
     _line(f"{final.name} (in-sample)", results[final.name], zoos, out)
     print(f"{'per target':24s} {'tau_w':>6s} {'kendall':>7s} {'regret':>6s} {'reg@b50':>7s} {'reg@b25':>7s}", file=out)
@@ -444,7 +457,7 @@ def report(data: dict, out=sys.stdout) -> dict:
         print(f"{zoo + '/' + target:24s} {r['weighted_tau']:6.3f} {r['kendall_tau']:7.3f} {r['regret']:6.1f} "
               f"{r['regret_b0']:7.1f} {r['regret_b1']:7.1f}", file=out)
     select_report(data, {(z, t): per_target[(final.name, z, t)]["regret"] for (z, t) in cells}, out)
-    return {"final": final, "held_out": held, "results": results}
+    return {"final": final, "held_out": held[RULE_MAX_SIZE], "held_out_by_pool": held, "results": results}
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -13,8 +13,9 @@ import polars as pl
 import pytest
 
 from zooforge.errors import ZooforgeError
-from zooforge.selection.select import (SelectConfig, _schedule_cost, entrants, plan_schedule, select,
-                                       successive_halving)
+from zooforge.selection.halving import (entrants, halving_rounds, plan_schedule, round_epochs, schedule_cost,
+                                        successive_halving)
+from zooforge.selection.select import SelectConfig, select
 
 
 def _noisy_arms(truth, seed=0):
@@ -40,30 +41,91 @@ def test_halving_keeps_the_best_arm(seed):
     truth[best] = 0.9
     arms = list(rng.permutation(list(truth)))                 # the ranking's order is not the truth's
     trial, calls = _noisy_arms(truth, seed)
-    winner, rows = successive_halving(arms, 1, trial)
+    winner, rows = successive_halving(arms, round_epochs(8, 4), trial)
     assert winner == best
     assert [len([r for r in rows if r["round"] == k]) for k in range(3)] == [8, 4, 2]   # halves each round
     assert {r["epochs"] for r in rows if r["round"] == 2} == {4}
 
 
 def test_ties_go_to_the_ranking_order():
-    winner, _ = successive_halving(["a", "b", "c"], 1, lambda arm, epochs, r: 0.5)
+    winner, _ = successive_halving(["a", "b", "c"], [1, 1], lambda arm, epochs, r: 0.5)
     assert winner == "a"
 
 
-def test_schedule_fits_the_budget_to_within_one_round():
+def test_the_leader_survives_every_round_and_the_last_round_is_decided_on_the_finalists():
+    arms = [f"m{i}" for i in range(8)]                                # m0 leads the ranking, scores worst
+    seen = {}
+
+    def decide(finalists, scores):
+        seen.update(finalists=finalists, scores=scores)
+        return finalists[0]
+
+    winner, rows = successive_halving(arms, round_epochs(8, 8), lambda arm, epochs, r: int(arm[1:]),
+                                      incumbent="m0", decide=decide)
+    assert [sorted(r["model"] for r in rows if r["round"] == k) for k in range(3)] == [
+        arms, ["m0", "m5", "m6", "m7"], ["m0", "m7"]]                   # it takes the last survivor's place
+    assert winner == "m0" and seen["finalists"] == ["m0", "m7"] and seen["scores"] == {"m0": 0, "m7": 7}
+    assert [r["epochs"] for r in rows if r["model"] == "m0"] == [2, 4, 8]
+    with pytest.raises(ValueError, match="8 arms take 3 round"):
+        successive_halving(arms, [1, 2], lambda arm, epochs, r: 0.0)
+
+
+def test_a_challenger_replaces_the_ranking_leader_only_on_a_clear_lead():
+    """Four arms scored on the same 150 validation samples; the leader's true accuracy is 0.7. Equal
+    challengers (the null): the leader stays in at least 93% of 400 draws although some challenger
+    outscores it on validation in about half of them; a challenger 20 points better replaces it in 95%."""
+    import torch
+
+    from zooforge.tuning.paired import keep
+
+    def run(gain, seed):
+        rng = np.random.default_rng(seed)
+        truth = {"lead": 0.7, "b": 0.7 + gain, "c": 0.65, "d": 0.6}
+        evidence = {}
+
+        def trial(arm, epochs, r):
+            evidence[arm] = torch.as_tensor(rng.random(150) < truth[arm], dtype=torch.float64)
+            return float(evidence[arm].mean())
+
+        def decide(finalists, scores):
+            return finalists[keep([evidence[m] for m in finalists], finalists.index("lead"))[0]]
+
+        winner, _ = successive_halving(list(truth), [1, 2], trial, incumbent="lead", decide=decide)
+        return winner, max(evidence, key=lambda a: float(evidence[a].mean())) != "lead"
+
+    null = [run(0.0, s) for s in range(400)]
+    assert np.mean([w == "lead" for w, _ in null]) >= 0.93
+    assert np.mean([beaten for _, beaten in null]) > 0.4          # validation alone would switch in about half
+    assert np.mean([run(0.2, s)[0] == "b" for s in range(400)]) >= 0.95
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 9, 16])
+def test_rounds_double_the_epochs_and_end_at_the_final(n):
+    epochs = round_epochs(n, 10)
+    assert len(epochs) == halving_rounds(n) and epochs[-1] == 10
+    assert all(a <= b <= 2 * a for a, b in zip(epochs, epochs[1:])) and epochs[0] >= 1
+
+
+def test_schedule_fits_the_budget_and_buys_models_before_epochs():
     costs = [5.0, 1.0, 3.0, 2.0, 4.0, 1.0]
-    for budget in (6.0, 20.0, 50.0, 200.0, 1000.0):
-        n, e0 = plan_schedule(costs, budget)
-        assert n >= 1 and _schedule_cost(costs[:n], e0) <= budget
-        assert _schedule_cost(costs[:n], e0 + 1) > budget                        # the largest e0 that fits
-        if n < len(costs):
-            assert _schedule_cost(costs[:n + 1], 1) > budget                     # the most arms that fit
-        spent = []
-        successive_halving([str(i) for i in range(n)], e0,
-                           lambda arm, epochs, r: spent.append(epochs * costs[int(arm)]) or -int(arm))
-        assert sum(spent) <= budget                                             # the bound holds for real runs
-    assert plan_schedule(costs, 0.5) == (0, 0)
+    for min_arms in (1, 2, 4):
+        for budget in (6.0, 20.0, 50.0, 100.0, 200.0, 1000.0):
+            n, epochs = plan_schedule(costs, budget, min_arms=min_arms, max_epochs=8)
+            assert n >= 1 and schedule_cost(costs[:n], epochs) <= budget
+            assert epochs == round_epochs(n, epochs[-1]) and epochs[-1] <= 8
+            if epochs[-1] == 8 and n < len(costs):                   # full length: the most models that fit
+                assert schedule_cost(costs[:n + 1], round_epochs(n + 1, 8)) > budget
+            if epochs[-1] < 8:                                       # shorter only for the models that must enter
+                assert n <= min_arms and schedule_cost(costs[:n], round_epochs(n, epochs[-1] + 1)) > budget
+                assert schedule_cost(costs[:min(min_arms, len(costs))], round_epochs(min_arms, 8)) > budget
+            if n < min_arms:                                        # fewer only when not one epoch each fits
+                assert schedule_cost(costs[:n + 1], round_epochs(n + 1, 1)) > budget
+            spent = []
+            successive_halving([str(i) for i in range(n)], epochs,
+                               lambda arm, e, r: spent.append(e * costs[int(arm)]) or -int(arm), incumbent="0")
+            assert sum(spent) <= budget                                     # the bound holds for real runs
+    assert plan_schedule(costs, 0.5, min_arms=2) == (0, [])
+    assert plan_schedule(costs, 1000.0, min_arms=2, max_epochs=8)[0] == len(costs)     # a large budget: all of them
 
 
 def test_entrants_follow_the_ranking_intervals():
@@ -89,6 +151,8 @@ def test_select_on_the_demo_zoo_resumes_without_repeating_trials(tmp_path):
     again = select("demo", "demo:shapes?n=12", cfg, out_dir=tmp_path / "s", **kwargs)
     assert again.model == first.model and again.rounds == first.rounds
     assert len((tmp_path / "s" / "trials.jsonl").read_text().splitlines()) == len(lines)   # nothing re-run
+    assert first.decision["chosen"] == first.model and first.decision["leader"] == first.entrants[0]
+    assert first.entrants[0] == first.ranking["model"][0]                 # the leader is the ranking's first
     recorded = json.loads((tmp_path / "s" / "result.json").read_text())
     assert recorded["model"] == first.model and recorded["spent_fraction"] <= 0.1
     # the report section: the choice, every round, the plot by round and the ranking it started from
@@ -148,5 +212,6 @@ def test_the_progress_total_is_the_number_of_trials_halving_runs(n):
     from zooforge.selection.select import halving_trials
 
     calls = []
-    successive_halving([f"m{i}" for i in range(n)], 1, lambda arm, epochs, r: calls.append(arm) or -len(arm))
+    successive_halving([f"m{i}" for i in range(n)], round_epochs(n, 1),
+                       lambda arm, epochs, r: calls.append(arm) or -len(arm))
     assert halving_trials(n) == len(calls)

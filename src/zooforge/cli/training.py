@@ -197,7 +197,7 @@ def select_cmd(
     threads: Threads = None,
 ) -> None:
     """Rank the catalogue, then confirm the choice with short fine-tunes (successive halving) under a budget."""
-    from zooforge.selection.select import rounds_table, select
+    from zooforge.selection.select import decision_sentence, rounds_table, select
     from zooforge.zoo import load_dataset
 
     set_threads(threads)
@@ -225,6 +225,7 @@ def select_cmd(
                   f"{100 * r.spent_fraction:.1f}% of the compute of fully fine-tuning every model "
                   f"({r.spent:.4g} of {r.fine_tune_all:.4g} GMAC), {r.seconds:.1f} s; the ranking alone "
                   f"named {r.ranking['model'][0]}.", soft_wrap=True)
+    console.print(decision_sentence(r.decision), soft_wrap=True)
     if out:
         from zooforge.selection.rank import write_table
 

@@ -249,6 +249,7 @@ def select_report(folder: str | Path, path: str | Path, *, title: str | None = N
     validation accuracy by round, and the ranking it started from."""
     from zooforge.selection.plot import plot_rounds
     from zooforge.selection.rank import read_table
+    from zooforge.selection.select import decision_sentence
 
     folder = Path(folder)
     try:
@@ -261,7 +262,8 @@ def select_report(folder: str | Path, path: str | Path, *, title: str | None = N
              f"{len(result['rounds'])} trial(s) over {len(result['entrants'])} entrant(s) "
              f"({', '.join(result['entrants'])}); spent {100 * result['spent_fraction']:.1f}% of the compute of fully "
              f"fine-tuning every model ({result['spent']:.4g} of {result['fine_tune_all']:.4g} GMAC), "
-             f"{result['seconds']:.1f} s. Validation: 20% of the training data; no test split was read.")
+             f"{result['seconds']:.1f} s. Validation: 20% of the training data; no test split was read. "
+             f"{decision_sentence(result.get('decision') or {})}")
     doc.table(["round", "model", "epochs", "validation accuracy", "seconds"],
               [[str(r["round"]), r["model"], str(r["epochs"]), format_value(r["val_accuracy"]),
                 format_value(r.get("seconds"), 3)] for r in result["rounds"]],

@@ -4,22 +4,30 @@ Transferability estimators stop at a ranking; a user then fine-tunes its top mod
 the ranking is the prior and a small budget buys evidence: successive halving (Jamieson & Talwalkar,
 AISTATS 2016; Li et al.'s Hyperband, JMLR 2018) over the models the ranking cannot tell apart.
 
-1. ``rank`` scores the catalogue (features cached). The models that enter are the leader and every
-   model whose 90% interval of the first estimator reaches the leader's (the ranking's own
-   uncertainty decides how many, at least ``min_entrants``, at most ``max_entrants``), in ranking
-   order, within the GMACs/params budgets.
-2. Round r trains each surviving model for ``e0 * 2**r`` epochs with the one training loop
+1. ``rank`` scores the catalogue (features cached). The models the ranking cannot separate from its
+   leader enter: the leader and every model whose 90% interval of the first estimator reaches the
+   leader's (at least ``min_entrants``, at most ``max_entrants``), in ranking order, within the
+   GMACs/params budgets. While the budget can still train every finalist for the full
+   ``full_epochs``, further models enter in ranking order: a budget buys more candidates before it
+   buys longer trials, never trials longer than the fine-tune it is measured against.
+2. Round r trains each surviving model with the one training loop
    (:func:`zooforge.tuning.loop.train`, ``method`` as in ``tune``) on a stratified share of the
    training data and scores it on the rest: a validation split carved from the data it was given,
-   never a test split. The better half (ties to the ranking's order) goes on; the last round's
-   winner is the choice, and its fine-tuned weights are saved.
+   never a test split. Epochs double from round to round and the last round trains for
+   ``full_epochs`` (fewer only when the budget cannot pay for that with the models the ranking
+   cannot separate). The better half (ties to the ranking's order) goes on, and the ranking's leader
+   always does: it is the prior, and the last round keeps it unless the best other finalist beats
+   it on the validation samples by a paired one-sided test at level
+   :data:`zooforge.tuning.paired.ALPHA` (Bonferroni over the challengers). A handful of noisy
+   validation points never overturns the ranking; a clear lead does. The choice's fine-tuned
+   weights are saved.
 3. Cost is counted in training compute: epochs x training samples x GMACs per sample x 3 (forward
    and backward) for methods that train through the backbone, x 1 for the linear probe. The budget
    ``fraction`` is a share of fine-tuning *every* model fully (``full_epochs`` epochs, method
-   ``full``); ``e0`` is the largest number of epochs whose whole schedule fits, and models are
-   dropped from the end of the ranking while not even one epoch each fits. ``seconds`` caps wall
-   time instead (or as well): no trial starts once it is spent, and the choice is then the best of
-   the last round that finished.
+   ``full``); the schedule is charged up front for the most expensive models that could survive
+   each round, and models are dropped from the end of the ranking while not even one epoch each
+   fits. ``seconds`` caps wall time instead (or as well): no trial starts once it is spent, and the
+   choice is then the best of the last round that finished.
 
 Every finished trial is appended to ``<out>/trials.jsonl`` under a key of everything that
 determines it (model entry, dataset fingerprint, method, epochs, learning rate, seed, split), so a
@@ -34,12 +42,16 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from zooforge.config import SelectConfig, build_config
 from zooforge.errors import ZooforgeError
+from zooforge.selection.halving import (eligible, entrants, halving_rounds, halving_trials, plan_schedule, round_epochs,
+                                        successive_halving)
+from zooforge.tuning.paired import ALPHA
 
-__all__ = ["SelectConfig", "SelectResult", "select", "plan_schedule", "successive_halving", "entrants", "rounds_table"]
+__all__ = ["SelectConfig", "SelectResult", "select", "plan_schedule", "round_epochs", "halving_rounds",
+           "successive_halving", "entrants", "rounds_table", "decision_sentence"]
 
 TRAIN_FLOPS_FACTOR = 3.0        # forward + backward, relative to a forward pass
 VALIDATION_SPLIT = 0.8          # share of the data the trials train on; the rest validates
@@ -56,6 +68,7 @@ class SelectResult:
     seconds: float
     ranking: object = field(default=None, repr=False)       # the rank table (polars)
     task: object = field(default=None, repr=False)          # the chosen model, fine-tuned
+    decision: dict = field(default_factory=dict)            # the last round's test: leader, challenger, lead_se
 
     @property
     def spent_fraction(self) -> float:
@@ -64,76 +77,6 @@ class SelectResult:
     def record(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k not in ("ranking", "task")}
         return out | {"spent_fraction": self.spent_fraction}
-
-
-# ---- the pure parts: who enters, the schedule, the halving ----------------------------------------
-def entrants(table, metric: str, min_entrants: int = 2, max_entrants: int = 16) -> list[str]:
-    """Models the ranking cannot separate from its leader: the leader, then (in ranking order) every
-    model whose interval of ``metric`` reaches the leader's lower bound; without intervals, the top
-    ``min_entrants``. Failed or unscored models never enter."""
-    rows = [r for r in table.iter_rows(named=True)
-            if r.get("error") is None and r.get(metric) is not None and r.get("within_budget", True)]
-    if not rows:
-        return []
-    leader = rows[0]
-    floor = leader.get(f"{metric}_lo")
-    chosen = [leader["model"]]
-    for r in rows[1:]:
-        hi = r.get(f"{metric}_hi")
-        if len(chosen) < min_entrants or (floor is not None and hi is not None and hi >= floor):
-            chosen.append(r["model"])
-        if len(chosen) >= max_entrants:
-            break
-    return chosen
-
-
-def _schedule_cost(costs: Sequence[float], e0: int) -> float:
-    """An upper bound on the compute of successive halving over arms with per-epoch ``costs``: the
-    survivors are unknown, so each round is charged for the most expensive arms that could remain."""
-    n = len(costs)
-    if n <= 1:
-        return e0 * sum(costs)
-    worst = sorted(costs, reverse=True)
-    total, r = 0.0, 0
-    while (k := math.ceil(n / 2**r)) >= 2:
-        total += e0 * 2**r * sum(worst[:k])
-        r += 1
-    return total
-
-
-def plan_schedule(costs: Sequence[float], budget: float) -> tuple[int, int]:
-    """(arms, e0): the most arms (a prefix of ``costs``, in ranking order) for which a schedule with
-    at least one epoch in the first round fits ``budget``, and the largest ``e0`` for them."""
-    for n in range(len(costs), 0, -1):
-        if _schedule_cost(costs[:n], 1) <= budget:
-            e0 = 1
-            while _schedule_cost(costs[:n], e0 + 1) <= budget:
-                e0 += 1
-            return n, e0
-    return 0, 0
-
-
-def successive_halving(arms: Sequence[str], e0: int, trial: Callable[[str, int, int], float]) -> tuple[str, list[dict]]:
-    """Run the halving: ``trial(arm, epochs, round)`` returns a validation accuracy. The better half
-    survives each round (ties to the earlier arm, i.e. the ranking); returns (winner, per-trial rows)."""
-    alive, rows, r = list(arms), [], 0
-    while True:
-        epochs = e0 * 2**r
-        scores = {arm: trial(arm, epochs, r) for arm in alive}
-        rows += [{"round": r, "model": arm, "epochs": epochs, "val_accuracy": scores[arm]} for arm in alive]
-        alive = sorted(alive, key=lambda a: (-scores[a], alive.index(a)))[:math.ceil(len(alive) / 2)]
-        if len(alive) == 1:
-            return alive[0], rows
-        r += 1
-
-
-def halving_trials(n: int) -> int:
-    """How many trials successive halving runs over ``n`` arms: every round's survivors, down to one."""
-    total = n
-    while n > 1:
-        n = math.ceil(n / 2)
-        total += n if n > 1 else 0
-    return total
 
 
 # ---- the run ---------------------------------------------------------------------------------------
@@ -155,8 +98,9 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     import torch
 
     from zooforge.selection.rank import rank
-    from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
-    from zooforge.tuning.objectives import METRIC_NAMES, init_head
+    from zooforge.tuning.loop import TrainConfig, outputs, train
+    from zooforge.tuning.objectives import METRIC_NAMES, init_head, objective
+    from zooforge.tuning.paired import keep, keep_margin
     from zooforge.tuning.methods import build, inputs_for, save_adapters
     from zooforge.tuning.tune import DEFAULT_LR
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
@@ -179,26 +123,29 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     ranked = entrants(table, first, cfg.min_entrants, cfg.max_entrants)
     if not ranked:
         raise ZooforgeError("no model could be ranked within the budgets; nothing to fine-tune (see `rank`).")
+    pool = (ranked + [r["model"] for r in eligible(table, first) if r["model"] not in ranked])
+    pool = pool[:max(cfg.max_entrants, len(ranked))]             # the budget may add models after these
     gmacs = dict(zip(table["model"], table["gmacs"]))
     fit_idx, val_idx = ds.split_indices(VALIDATION_SPLIT, cfg.seed)
     n_fit = len(fit_idx)
     factor = 1.0 if cfg.method == "linear" else TRAIN_FLOPS_FACTOR
-    per_epoch = [n_fit * float(gmacs[m]) * factor for m in ranked]
+    per_epoch = [n_fit * float(gmacs[m]) * factor for m in pool]
     scored = [r["model"] for r in table.iter_rows(named=True) if r["gmacs"] is not None and r["error"] is None]
     fine_tune_all = sum(cfg.full_epochs * len(ds) * float(gmacs[m]) * TRAIN_FLOPS_FACTOR for m in scored)
     if cfg.fraction is not None:
-        n_arms, e0 = plan_schedule(per_epoch, cfg.fraction * fine_tune_all)
-    else:                                           # only a time budget: every entrant, from one epoch
-        n_arms, e0 = len(per_epoch), 1
+        n_arms, schedule = plan_schedule(per_epoch, cfg.fraction * fine_tune_all, min_arms=len(ranked),
+                                         max_epochs=cfg.full_epochs)
+    else:                                           # only a time budget: the models the ranking cannot separate
+        n_arms, schedule = len(ranked), round_epochs(len(ranked), cfg.full_epochs)
     if n_arms == 0:
         cheapest = min(per_epoch)
         raise ZooforgeError(f"the budget ({cfg.fraction:.3g} of fine-tuning all {len(scored)} models) cannot pay for "
                             f"one epoch of one model: that takes at least {cheapest / fine_tune_all:.3g} of it "
                             f"(--budget {math.ceil(cheapest / fine_tune_all * 1000) / 1000:g}).")
-    arms = ranked[:n_arms]
+    arms = pool[:n_arms]
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
-    say(f"{len(ranked)} model(s) the ranking cannot separate; {n_arms} enter successive halving at {e0} epoch(s) "
-        f"({', '.join(arms)})")
+    say(f"{len(ranked)} model(s) the ranking cannot separate; {n_arms} enter successive halving, epochs by round "
+        f"{schedule} ({', '.join(arms)})")
     out = Path(out_dir) if out_dir is not None else None
     ledger_path = out / "trials.jsonl" if out else None
     done: dict[str, dict] = {}
@@ -215,13 +162,19 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     latest_round = [0]
     spent_seconds = [0.0]
     spent = [0.0]
+    charged: set[str] = set()                     # a trial asked for again (same epochs) is charged once
+    judge = objective(ds.task)
+
+    def charge(row: dict) -> None:
+        if row["key"] not in charged:
+            spent[0] += row["cost"]
+            charged.add(row["key"])
 
     def trial(model_id: str, epochs: int, round_: int, record: bool = True) -> float:
         key = _trial_key(entries[model_id], ds, cfg, epochs, lr)
-        if key in done:
-            row = done[key]
-            spent[0] += row["cost"]
-            return row["val_accuracy"]
+        if key in done and "evidence" in done[key]:       # (a ledger line without evidence runs again)
+            charge(done[key])
+            return done[key]["val_accuracy"]
         if cfg.seconds is not None and spent_seconds[0] > cfg.seconds:
             raise _OutOfTime
         if round_ > latest_round[0]:
@@ -235,14 +188,15 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
         t0 = time.perf_counter()
         train(task, x_fit, y_fit, TrainConfig(epochs=epochs, lr=lr, batch_size=cfg.batch_size, seed=cfg.seed,
                                               device=cfg.device, progress=False))
-        acc = evaluate_accuracy(task, x_val, y_val)
+        predicted = outputs(task, x_val)
+        acc = judge.score(predicted, y_val)
         seconds = time.perf_counter() - t0
         cost = epochs * n_fit * float(gmacs[model_id]) * factor
-        spent[0] += cost
         spent_seconds[0] += seconds
         row = {"key": key, "round": round_, "model": model_id, "epochs": epochs, "val_accuracy": acc,
-               "seconds": seconds, "cost": cost}
+               "seconds": seconds, "cost": cost, "evidence": judge.per_sample(predicted, y_val).tolist()}
         done[key] = row
+        charge(row)
         trained[model_id] = task
         if record and ledger_path is not None:
             ledger_path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,17 +207,31 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
         advance(1)
         return acc
 
+    decision: dict = {}
+
+    def decide(finalists: list[str], epochs: int) -> str:
+        """The ranking's leader, unless the best other finalist beats it (the module docstring, 2.)."""
+        evidence = [torch.tensor(done[_trial_key(entries[m], ds, cfg, epochs, lr)]["evidence"]) for m in finalists]
+        leader = finalists.index(arms[0]) if arms[0] in finalists else None
+        kept, challenger, lead = keep(evidence, leader)
+        decision.update(leader=arms[0], challenger=None if challenger is None else finalists[challenger],
+                        lead_se=lead, margin_se=keep_margin(len(finalists) - 1) if leader is not None else None,
+                        chosen=finalists[kept])
+        return finalists[kept]
+
     with progress_bar(cfg.progress, "fine-tuning trials", halving_trials(len(arms))) as advance:
         try:
-            winner, rows = successive_halving(arms, e0, trial)
+            winner, rows = successive_halving(arms, schedule, trial, incumbent=arms[0],
+                                              decide=lambda finalists, _: decide(finalists, schedule[-1]))
         except _OutOfTime:
-            finished = [r for r in done.values() if r["model"] in arms]
+            finished = [r for r in done.values() if r["model"] in arms and "evidence" in r]
             if not finished:
                 raise ZooforgeError(f"--budget-seconds {cfg.seconds:g} ran out before one trial finished.") from None
             best_round = max(r["round"] for r in finished)
-            last = [r for r in finished if r["round"] == best_round]
-            winner = max(last, key=lambda r: (r["val_accuracy"], -arms.index(r["model"])))["model"]
-            rows = sorted(finished, key=lambda r: (r["round"], arms.index(r["model"])))
+            last = sorted((r for r in finished if r["round"] == best_round), key=lambda r: arms.index(r["model"]))
+            winner = decide([r["model"] for r in last], last[0]["epochs"])
+            rows = [{k: r[k] for k in ("round", "model", "epochs", "val_accuracy")}
+                    for r in sorted(finished, key=lambda r: (r["round"], arms.index(r["model"])))]
             say(f"the time budget ran out in round {best_round + 1}: choosing among the models of round {best_round}")
     for row in rows:
         row.update({k: done.get(_trial_key(entries[row["model"]], ds, cfg, row["epochs"], lr), {}).get(k)
@@ -274,11 +242,12 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
         if task is None:                          # resumed after the winner's trial: retrain it to save it
             saved = done.pop(_trial_key(entries[winner], ds, cfg, final["epochs"], lr))
             spent[0] -= saved["cost"]
+            charged.discard(saved["key"])
             trial(winner, final["epochs"], final["round"], record=False)     # it is in the ledger already
             task = trained[winner]
         save_adapters(task, out)
     result = SelectResult(winner, final["val_accuracy"], rows, arms, spent[0], fine_tune_all,
-                          time.perf_counter() - started, table, task)
+                          time.perf_counter() - started, table, task, decision)
     if out is not None:
         from zooforge.selection.plot import plot_rounds
         from zooforge.selection.rank import write_table
@@ -287,6 +256,20 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
         write_table(table, out / "ranking.parquet")
         plot_rounds(rows, out / "rounds.png", chosen=winner)
     return result
+
+
+def decision_sentence(decision: dict) -> str:
+    """One sentence on the last round's test (``SelectResult.decision``) for the CLI and the report."""
+    if not decision or decision.get("challenger") is None:
+        return "One finalist: nothing to test against the ranking's leader." if decision else ""
+    lead, margin = decision.get("lead_se"), decision.get("margin_se")
+    if decision.get("margin_se") is None:
+        return f"The ranking's leader was out of the last round; the best finalist, {decision['chosen']}, was chosen."
+    verdict = ("replaced it" if decision["chosen"] != decision["leader"] else
+               "did not beat it by enough, so the leader stays")
+    return (f"The ranking's leader {decision['leader']} against the best other finalist {decision['challenger']}: "
+            f"a lead of {lead:+.2f} standard errors of the paired difference on the validation samples, where "
+            f"{margin:.2f} is needed (one-sided, level {ALPHA:g}); the challenger {verdict}.")
 
 
 class _OutOfTime(Exception):
