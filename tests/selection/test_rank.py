@@ -273,3 +273,50 @@ def test_files_left_out_by_skip_bad_files_are_in_the_table_and_the_report(tmp_pa
     clean = rank("demo", "demo:shapes?n=4", ["logme"], models=["demo/effnet-shapes"], bootstrap=0,
                  cache_dir=tmp_path / "c", progress=False)
     assert clean["skipped_files"].to_list() == [0]
+
+
+def test_scoring_and_resampling_advance_a_progress_bar_to_its_total(monkeypatch):
+    """One step per point score and one per re-scored subsample; a skipped estimator's steps are
+    counted too, so the bar ends full; the label names the estimator at work."""
+    import rich.console
+
+    from zooforge.selection.intervals import resamples
+    from zooforge.selection.scoring import score_featureset
+    from zooforge.zoo import features
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+
+    class FS:
+        def inputs(self):
+            return {"features": rng.standard_normal((30, 6)) + labels[:, None], "source_probs": None}
+
+    FS.labels = labels
+    seen = []
+
+    class Recorder(features.progress_bar):
+        def __enter__(self):
+            seen.append({"total": self.total, "done": 0, "labels": []})
+
+            def advance(n, description=None):
+                seen[-1]["done"] += n
+                seen[-1]["labels"] += [description] if description else []
+            return advance
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(features, "progress_bar", Recorder)
+    draws = resamples(labels, 7, 0)
+    out = score_featureset(FS(), ["logme", "hscore_shrink", "leep"], resamples=draws, progress=True,
+                           description="score m")
+    assert out["leep"]["skipped"] and out["hscore_shrink"]["samples"].shape == (7,)
+    # logme: 1 (its draws come from the influence), hscore_shrink: 1 + 7 re-scored subsamples, leep: 1 (skipped)
+    assert seen == [{"total": 10, "done": 10, "labels": ["score m: logme", "score m: hscore_shrink", "score m: leep"]}]
+    score_featureset(FS(), ["hscore_shrink"], resamples=draws, resample=["logme"], progress=True)
+    assert seen[-1]["total"] == seen[-1]["done"] == 1              # not asked to re-score: no steps for it
+
+    monkeypatch.setattr(features, "progress_bar", Recorder.__mro__[1])
+    monkeypatch.setattr(rich.console.Console, "is_terminal", property(lambda self: True))
+    live = score_featureset(FS(), ["logme", "hscore_shrink"], resamples=draws, progress=True)   # the real bar runs
+    assert live["hscore_shrink"]["samples"].shape == (7,)

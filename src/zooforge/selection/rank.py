@@ -22,9 +22,10 @@ import numpy as np
 import polars as pl
 
 from zooforge.config import RankConfig, build_config
-from zooforge.errors import ZooforgeError, describe, first_line
+from zooforge.errors import ZooforgeError, describe
 from zooforge.metrics import get_estimator
 from zooforge.selection.intervals import Resamples, resamples
+from zooforge.selection.scoring import score_featureset
 
 __all__ = ["rank", "score_model", "score_featureset", "DEFAULT_METRICS", "default_metrics", "pareto_front", "resolve_ordering",
            "read_table", "write_table"]
@@ -39,56 +40,6 @@ def default_metrics(task: str = "classification") -> list[str]:
     return [m for m in DEFAULT_METRICS if get_estimator(m).unsupported(task) is None]
 
 
-def score_featureset(fs, metrics: Sequence[str], *, resamples: "Resamples | None" = None,
-                     resample: Sequence[str] | None = None) -> dict[str, dict]:
-    """{metric: {"score", "samples" (one draw of the score per resample), "skipped"}} for one FeatureSet.
-
-    With ``resamples``, every estimator with an influence function gets draws (they cost next to
-    nothing); one without gets them by re-scoring on every subsample, only if it is in ``resample``
-    (None: all)."""
-    inputs = fs.inputs()
-    available = {k for k, v in inputs.items() if v is not None}
-    out: dict[str, dict] = {}
-    task = getattr(fs, "task", "classification")
-    for name in metrics:
-        est = get_estimator(name)
-        unsupported = est.unsupported(task)
-        if unsupported:
-            out[name] = {"score": None, "samples": None, "skipped": unsupported}
-            continue
-        lacking = est.missing(available)
-        if lacking:
-            out[name] = {"score": None, "samples": None,
-                         "skipped": f"needs {', '.join(lacking)} (model has no {'classifier head' if 'source_probs' in lacking else 'source data'})"}
-            continue
-        try:
-            influence = None
-            if resamples is not None and est.influence is not None:
-                score, influence = est.with_influence(fs.labels, inputs, task)
-            else:
-                score = est(fs.labels, inputs, task)
-            if score is None or not np.isfinite(score):
-                out[name] = {"score": None, "samples": None, "skipped": _not_finite(score, fs.labels, task)}
-                continue
-            samples = None
-            if resamples is not None and (influence is not None or resample is None or name in resample):
-                samples = resamples.draw(score, influence, lambda idx: _resampled(est, fs, inputs, idx, task))
-            out[name] = {"score": score, "samples": samples, "skipped": None}
-        except ValueError as exc:
-            out[name] = {"score": None, "samples": None, "skipped": first_line(exc)}
-    return out
-
-
-def _not_finite(score, labels, task: str = "classification") -> str:
-    """Why a score is missing when the estimator returned one that is not a number."""
-    if task != "classification":
-        return f"returned {score} (not a finite score) on {len(labels)} samples of a {task} target"
-    counts = np.bincount(np.asarray(labels))
-    counts = counts[counts > 0]
-    return (f"returned {score} (not a finite score) on {len(labels)} samples, smallest class "
-            f"{int(counts.min()) if counts.size else 0}: too few samples per class for this estimator?")
-
-
 def score_model(backbone, dataset, metrics: Sequence[str], *, resamples: "Resamples | None" = None,
                 resample: Sequence[str] | None = None, cache_dir=None,
                 device=None, batch_size: int = 128, progress: bool = False) -> dict:
@@ -101,14 +52,8 @@ def score_model(backbone, dataset, metrics: Sequence[str], *, resamples: "Resamp
     fs = extract(backbone, dataset, cache_dir=cache_dir, device=device, batch_size=batch_size, progress=progress)
     return {"params_m": backbone.num_params / 1e6, "gmacs": float(backbone.gmacs),
             "samples_per_s": fs.provenance.get("samples_per_s"), "feature_dim": int(fs.features.shape[1]),
-            "scores": score_featureset(fs, metrics, resamples=resamples, resample=resample)}
-
-
-def _resampled(est, fs, inputs, idx, task: str) -> float:
-    try:
-        return est(fs.labels[idx], {k: (v[idx] if v is not None else None) for k, v in inputs.items()}, task)
-    except ValueError:
-        return float("nan")   # a resample that lost a class: excluded from the interval
+            "scores": score_featureset(fs, metrics, resamples=resamples, resample=resample, progress=progress,
+                                       description=f"score {backbone.id}")}
 
 
 def pareto_front(score: np.ndarray, gmacs: np.ndarray) -> np.ndarray:

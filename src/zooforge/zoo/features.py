@@ -199,8 +199,9 @@ def _to_featureset(arrays: dict[str, np.ndarray], dataset: Dataset, meta: dict, 
 
 
 class progress_bar:
-    """A rich progress bar as a context manager yielding ``advance(n)``; a no-op when disabled or when
-    the output is not a terminal. Extraction, ``select``'s trials and the timm listing use it."""
+    """A rich progress bar as a context manager yielding ``advance(n, description=None)`` (a new
+    description replaces the bar's label); a no-op when disabled or when the output is not a
+    terminal. Extraction, scoring, ``select``'s trials and the timm listing use it."""
 
     def __init__(self, enabled: bool, description: str, total: int):
         self.enabled, self.description, self.total = enabled, description, total
@@ -211,14 +212,15 @@ class progress_bar:
         # piped or in a log, a live bar only leaves blank lines behind
         self.enabled = self.enabled and Console().is_terminal
         if not self.enabled:
-            return lambda n: None
+            return lambda n, description=None: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeRemainingColumn(), transient=True)
         self._progress.__enter__()
         task = self._progress.add_task(self.description, total=self.total)
-        return lambda n: self._progress.advance(task, n)
+        return lambda n, description=None: self._progress.update(
+            task, advance=n, **({"description": description} if description else {}))
 
     def __exit__(self, *exc):
         if self.enabled:
