@@ -358,8 +358,9 @@ def test_hscore_equals_the_pseudo_inverse_formula_in_both_regimes(n, d):
 @pytest.mark.parametrize("n, d", [(90, 400), (300, 20)])
 def test_linear_probe_equals_a_converged_standard_pipeline(n, d):
     """Same folds, same L2 logistic regression: the N < D route (rotation onto the training rows'
-    span + Newton-CG) and the N >= D route (lbfgs) must give the probabilities of scikit-learn's
-    StandardScaler + LogisticRegression solved to a tight tolerance, hence the same accuracy."""
+    span) and the N >= D route, both solved by Newton-CG, must give the probabilities of
+    scikit-learn's StandardScaler + LogisticRegression solved by lbfgs to a tight tolerance, hence
+    the same accuracy."""
     import warnings
 
     from sklearn.linear_model import LogisticRegression
@@ -383,7 +384,32 @@ def test_linear_probe_equals_a_converged_standard_pipeline(n, d):
             ref = make_pipeline(StandardScaler(), LogisticRegression(max_iter=20000, tol=1e-10)).fit(xs[tr], ys[tr])
             accs.append(ref.score(xs[te], ys[te]))
             assert _fold_correct(xs[tr], ys[tr], xs[te], ys[te], inverse_reg=1.0, max_iter=300).mean() == accs[-1]
-    assert M.linear_probe(x, y) == pytest.approx(np.mean(accs), abs=1e-12)
+    assert M.linear_probe(x, y, repeats=1) == pytest.approx(np.mean(accs), abs=1e-12)
+
+
+def test_linear_probe_averages_its_fold_draws():
+    """repeats=r is the mean of the r single-draw probes with seeds seed..seed+r-1 (every draw has the
+    same number of folds), for every task kind, and the influences average the same way."""
+    from zooforge.metrics.linear_probe import linear_probe_influence, regression_probe_influence
+
+    rng = np.random.default_rng(2)
+    y = np.arange(60) % 3
+    x = rng.normal(size=(60, 8)) + 0.8 * rng.normal(size=(3, 8))[y]
+    singles = [M.linear_probe(x, y, repeats=1, seed=s) for s in (4, 5, 6)]
+    assert len(set(singles)) > 1                               # the fold draw does move the score
+    assert M.linear_probe(x, y, repeats=3, seed=4) == pytest.approx(np.mean(singles), abs=1e-12)
+    score, g = linear_probe_influence(x, y, repeats=3, seed=4)
+    parts = [linear_probe_influence(x, y, repeats=1, seed=s) for s in (4, 5, 6)]
+    assert score == pytest.approx(np.mean([p[0] for p in parts]), abs=1e-12)
+    assert np.allclose(g, np.mean([p[1] for p in parts], axis=0), atol=1e-12)
+    r = (x @ rng.normal(size=8) + rng.normal(size=60))[:, None]
+    assert M.linear_probe(x, r, task="regression", repeats=3, seed=4) == pytest.approx(
+        np.mean([regression_probe_influence(x, r, repeats=1, seed=s)[0] for s in (4, 5, 6)]), abs=1e-12)
+    tags = np.stack([y == 0, y != 1], axis=1).astype(float)
+    assert M.linear_probe(x, tags, task="multilabel", repeats=3, seed=4) == pytest.approx(
+        np.mean([M.linear_probe(x, tags, task="multilabel", repeats=1, seed=s) for s in (4, 5, 6)]), abs=1e-12)
+    with pytest.raises(ValueError, match="repeats"):
+        M.linear_probe(x, y, repeats=0)
 
 
 def test_row_span_basis_is_orthonormal_and_spans_the_rows():
