@@ -1,6 +1,7 @@
 """How well does each estimator, and each way of combining them, pick the model to fine-tune?
 
     python benchmarks/selection.py build            # zoos, fine-tune truth, estimator scores (resumable)
+    python benchmarks/selection.py rescore          # only estimator columns whose definition changed (no truth)
     python benchmarks/selection.py select           # `zooforge select` at 5..100% budgets on every target (resumable)
     python benchmarks/selection.py report           # tables, leave-one-zoo-out and select's regret, from the stored data
 
@@ -25,8 +26,10 @@ spread (best - worst) of at least 0.05 (a rule fixed before looking at the score
 
 ``build`` writes everything it computes to ``benchmarks/selection_data.json`` (truth, every run,
 every estimator's score and every model's cost per target), one finished step at a time: killed, it
-goes on where it stopped. ``report`` needs only that file, so the default ordering's choice can be
-reproduced without fine-tuning anything (``tests/selection/test_ordering.py`` does).
+goes on where it stopped. An estimator whose definition changes (``SCORE_VERSIONS``) is re-scored
+on every stored target by ``build`` or ``rescore``, from the same data. ``report`` needs only that
+file, so the default ordering's choice can be reproduced without fine-tuning anything
+(``tests/selection/test_ordering.py`` does).
 
 The report, per estimator and per ordering: weighted tau (scipy's, hyperbolic weights), Kendall tau,
 top-1 regret (accuracy points lost by fine-tuning the ordering's first model instead of the best),
@@ -226,20 +229,49 @@ def build_truth(zoo: str, entries, targets, work: Path) -> dict[str, list[dict]]
     return out
 
 
-def build_scores(zoo: str, catalogue, target: str, work: Path) -> dict:
-    """Every registered estimator on the data the truth was trained on, and each model's cost."""
+# Bumped when an estimator's definition changes: `build` re-scores that column on every target (from
+# the cached features; the truth is kept). 2: linear_probe averages 5 fold draws (was 1).
+SCORE_VERSIONS = {"linear_probe": 2}
+
+
+def build_scores(zoo: str, catalogue, target: str, work: Path, estimators=None) -> dict:
+    """Every registered estimator (or those named) on the data the truth was trained on, and each
+    model's cost."""
     from zooforge.metrics import list_estimators
     from zooforge.selection.rank import rank
 
-    table = rank(catalogue, target_data(zoo, target), list_estimators(), bootstrap=0,
+    estimators = list(estimators or list_estimators())
+    table = rank(catalogue, target_data(zoo, target), estimators, bootstrap=0,
                  cache_dir=work / "cache", progress=False)
     out = {}
     for row in table.iter_rows(named=True):
         if row["error"]:
             raise RuntimeError(f"{row['model']} failed on {target}: {row['error']}")
         out[row["model"]] = {"gmacs": row["gmacs"], "params_m": row["params_m"],
-                             "scores": {m: row[m] for m in list_estimators()}, "skipped": row["skipped"]}
+                             "scores": {m: row[m] for m in estimators}, "skipped": row["skipped"]}
     return out
+
+
+def rescore_stale(zoo: str, catalogue, target: str, cell: dict, work: Path, every: bool = False) -> None:
+    """Re-score the estimators whose definition changed since ``cell`` was scored (``every``: all of
+    them, for a zoo whose weights were rebuilt), in place."""
+    from zooforge.metrics import list_estimators
+
+    versions = cell.setdefault("score_versions", {})
+    stale = [m for m, v in SCORE_VERSIONS.items() if versions.get(m, 1) < v]
+    if every:
+        stale = list_estimators()
+    if not stale:
+        return
+    fresh = build_scores(zoo, catalogue, target, work, stale)
+    for m in stale:
+        change = [abs(fresh[k]["scores"][m] - v["scores"][m]) for k, v in cell["models"].items()
+                  if fresh[k]["scores"][m] is not None and v["scores"][m] is not None]
+        print(f"{zoo}/{target}: {m} re-scored (version {SCORE_VERSIONS.get(m, 1)}; mean |change| "
+              f"{np.mean(change) if change else float('nan'):.4f})", flush=True)
+        for k, v in cell["models"].items():
+            v["scores"][m] = fresh[k]["scores"][m]
+        versions[m] = SCORE_VERSIONS.get(m, 1)
 
 
 def build(zoos, data_path: Path, work: Path) -> dict:
@@ -269,7 +301,29 @@ def build(zoos, data_path: Path, work: Path) -> dict:
             if "models" not in cell:
                 print(f"{zoo}/{target}: scoring", flush=True)
                 cell["models"] = build_scores(zoo, catalogue, target, work)
+                cell["score_versions"] = dict(SCORE_VERSIONS)
+            rescore_stale(zoo, catalogue, target, cell, work)
             _save(data, data_path)
+    return data
+
+
+def rescore(zoos, data_path: Path, work: Path, every: bool = False) -> dict:
+    """Only the stale estimator columns of the stored targets (no truth run): what a changed
+    estimator needs, even where the work folder (and its partial truth runs) is gone. ``every``
+    re-scores all estimators, for zoos whose weights were rebuilt (training on another machine is
+    not bit-identical); not resumable within a zoo."""
+    import torch
+
+    torch.set_num_threads(2)
+    data = _load(data_path)
+    for zoo in zoos:
+        if zoo not in data["zoos"]:
+            continue
+        catalogue = catalogue_path(zoo, work)
+        for target, cell in data["zoos"][zoo]["targets"].items():
+            if "models" in cell:
+                rescore_stale(zoo, catalogue, target, cell, work, every)
+                _save(data, data_path)
     return data
 
 
@@ -278,7 +332,7 @@ def build(zoos, data_path: Path, work: Path) -> dict:
 SELECT_BUDGETS = (0.05, 0.10, 0.15, 0.30, 1.0)
 # Bumped when select's rule changes: stored runs of an older rule are run again. 2: the budget buys
 # models before epochs, trials never longer than the protocol's epochs, the leader kept unless beaten.
-SELECT_VERSION = 3          # 3: the same rule from the default ordering linear_probe
+SELECT_VERSION = 4          # 3: the same rule from the default ordering linear_probe; 4: its 5 fold draws
 
 
 def run_select(data_path: Path, work: Path, budgets=SELECT_BUDGETS, zoos=None) -> dict:
@@ -466,6 +520,11 @@ def main(argv=None) -> None:
     b.add_argument("--zoo", action="append", choices=list(ZOO_TARGETS))
     b.add_argument("--work", type=Path, default=WORK)
     b.add_argument("--data", type=Path, default=DATA)
+    c = sub.add_parser("rescore")
+    c.add_argument("--zoo", action="append", choices=list(ZOO_TARGETS))
+    c.add_argument("--work", type=Path, default=WORK)
+    c.add_argument("--data", type=Path, default=DATA)
+    c.add_argument("--every", action="store_true", help="re-score every estimator (rebuilt weights)")
     r = sub.add_parser("report")
     r.add_argument("--data", type=Path, default=DATA)
     s = sub.add_parser("select")
@@ -476,6 +535,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.cmd == "build":
         build(args.zoo or list(ZOO_TARGETS), args.data, args.work)
+    elif args.cmd == "rescore":
+        rescore(args.zoo or list(ZOO_TARGETS), args.data, args.work, args.every)
     elif args.cmd == "select":
         run_select(args.data, args.work, tuple(args.budget or SELECT_BUDGETS), args.zoo)
     else:
