@@ -1,11 +1,14 @@
 """Audits: resumable after kill -9, failing cells recorded, Ray backend equal to local, plan checks."""
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from html import unescape
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -238,3 +241,19 @@ def test_an_audit_of_a_regression_dataset_orders_by_the_estimators_that_score_it
     ranking = audit_tables(summary.table)["demo:size?n=30"]
     assert set(ranking["ordering"]) == {"logme"}            # of the plan's four, the one with a regression form
     assert ranking["missing_scores"].to_list() == [0, 0]
+
+
+def test_a_redefined_estimator_changes_the_cells_it_scores_and_no_other():
+    """A cell stored before an estimator changed definition is not reused after it: the version of
+    every estimator past its first definition is part of the settings digest (the linear probe's 5
+    fold draws are version 2), while plans of unchanged estimators keep their old digests."""
+    from zooforge.metrics import REGISTRY
+    from zooforge.selection.audit import Plan
+
+    probe = Plan(catalogues=("demo",), datasets=("demo:shapes",), metrics=("logme", "linear_probe"), out=Path("a"))
+    assert REGISTRY["linear_probe"].version == 2
+    assert probe.settings()["estimator_versions"] == {"linear_probe": 2}
+    closed_form = Plan(catalogues=("demo",), datasets=("demo:shapes",), metrics=("logme",), out=Path("a"))
+    assert "estimator_versions" not in closed_form.settings()
+    assert closed_form.digest == hashlib.sha256(json.dumps(
+        {"metrics": ["logme"], "max_per_class": None, "bootstrap": 0, "seed": 0}, sort_keys=True).encode()).hexdigest()[:16]

@@ -46,6 +46,8 @@ class Estimator:
     influence: Callable[..., tuple[float, Any]] | None = None
     # Target kinds it computes; an estimator registered for more than classification takes ``task=``.
     tasks: frozenset[str] = frozenset({"classification"})
+    # Bumped when the definition changes, so that stored results (audit cells) are not mixed across it.
+    version: int = 1
 
     def unsupported(self, task: str) -> str | None:
         """Why this estimator cannot score a ``task`` target, or None when it can."""
@@ -111,10 +113,10 @@ REGISTRY: Mapping[str, Estimator] = MappingProxyType(_REGISTRY)  # read-only vie
 
 
 def register(name: str, *, needs: tuple[str, ...], summary: str, influence: Callable[..., tuple[float, Any]] | None = None,
-             tasks: tuple[str, ...] = ("classification",)):
+             tasks: tuple[str, ...] = ("classification",), version: int = 1):
     """Decorator: record ``fn`` under ``name`` with the inputs it needs, the target kinds it computes
-    (an estimator with more than classification takes ``task=``) and, optionally, its ``influence``
-    function (see :class:`Estimator`); returns ``fn`` unchanged."""
+    (an estimator with more than classification takes ``task=``), its definition's ``version`` and,
+    optionally, its ``influence`` function (see :class:`Estimator`); returns ``fn`` unchanged."""
     unknown = set(needs) - set(INPUTS)
     if unknown:
         raise ValueError(f"register({name!r}): unknown needs {sorted(unknown)}; valid: {list(INPUTS)}.")
@@ -124,7 +126,7 @@ def register(name: str, *, needs: tuple[str, ...], summary: str, influence: Call
     def decorator(fn: Callable[..., float]) -> Callable[..., float]:
         if name in _REGISTRY:
             raise ValueError(f"estimator {name!r} is already registered (by {_REGISTRY[name].fn.__module__}).")
-        _REGISTRY[name] = Estimator(name, fn, frozenset(needs), summary, influence, frozenset(tasks))
+        _REGISTRY[name] = Estimator(name, fn, frozenset(needs), summary, influence, frozenset(tasks), version)
         return fn
 
     return decorator

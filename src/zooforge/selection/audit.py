@@ -70,9 +70,14 @@ class Plan:
 
     def settings(self) -> dict[str, Any]:
         """What a cell's result depends on besides the model and dataset (device/batch size do not)."""
+        from zooforge.metrics import REGISTRY
+
         out = {"metrics": sorted(self.metrics), "max_per_class": self.max_per_class,
                "bootstrap": self.bootstrap, "seed": self.seed}
-        return out | ({"skip_bad_files": True} if self.skip_bad_files else {})   # old digests stay valid
+        # Only estimators redefined since version 1 and flags that are on: old digests stay valid.
+        versions = {m: REGISTRY[m].version for m in self.metrics if m in REGISTRY and REGISTRY[m].version > 1}
+        return (out | ({"skip_bad_files": True} if self.skip_bad_files else {})
+                | ({"estimator_versions": versions} if versions else {}))
 
     @property
     def digest(self) -> str:
