@@ -26,10 +26,10 @@ spread (best - worst) of at least 0.05 (a rule fixed before looking at the score
 
 ``build`` writes everything it computes to ``benchmarks/selection_data.json`` (truth, every run,
 every estimator's score and every model's cost per target), one finished step at a time: killed, it
-goes on where it stopped. An estimator whose definition changes (``SCORE_VERSIONS``) is re-scored
-on every stored target by ``build`` or ``rescore``, from the same data. ``report`` needs only that
-file, so the default ordering's choice can be reproduced without fine-tuning anything
-(``tests/selection/test_ordering.py`` does).
+goes on where it stopped. An estimator whose definition changes (its ``version`` in the registry)
+is re-scored on every stored target by ``build`` or ``rescore``, from the same data. ``report``
+needs only that file, so the default ordering's choice can be reproduced without fine-tuning
+anything (``tests/selection/test_ordering.py`` does).
 
 The report, per estimator and per ordering: weighted tau (scipy's, hyperbolic weights), Kendall tau,
 top-1 regret (accuracy points lost by fine-tuning the ordering's first model instead of the best),
@@ -229,11 +229,6 @@ def build_truth(zoo: str, entries, targets, work: Path) -> dict[str, list[dict]]
     return out
 
 
-# Bumped when an estimator's definition changes: `build` re-scores that column on every target (from
-# the cached features; the truth is kept). 2: linear_probe averages 5 fold draws (was 1).
-SCORE_VERSIONS = {"linear_probe": 2}
-
-
 def build_scores(zoo: str, catalogue, target: str, work: Path, estimators=None) -> dict:
     """Every registered estimator (or those named) on the data the truth was trained on, and each
     model's cost."""
@@ -252,26 +247,31 @@ def build_scores(zoo: str, catalogue, target: str, work: Path, estimators=None) 
     return out
 
 
+def score_versions() -> dict[str, int]:
+    """Each estimator's definition version (``zooforge.metrics.REGISTRY``): a stored column scored
+    under an older one is re-scored (from the cached features; the truth is kept)."""
+    from zooforge.metrics import REGISTRY
+
+    return {name: est.version for name, est in REGISTRY.items()}
+
+
 def rescore_stale(zoo: str, catalogue, target: str, cell: dict, work: Path, every: bool = False) -> None:
     """Re-score the estimators whose definition changed since ``cell`` was scored (``every``: all of
     them, for a zoo whose weights were rebuilt), in place."""
-    from zooforge.metrics import list_estimators
-
+    current = score_versions()
     versions = cell.setdefault("score_versions", {})
-    stale = [m for m, v in SCORE_VERSIONS.items() if versions.get(m, 1) < v]
-    if every:
-        stale = list_estimators()
+    stale = list(current) if every else [m for m, v in current.items() if versions.get(m, 1) < v]
     if not stale:
         return
     fresh = build_scores(zoo, catalogue, target, work, stale)
     for m in stale:
         change = [abs(fresh[k]["scores"][m] - v["scores"][m]) for k, v in cell["models"].items()
                   if fresh[k]["scores"][m] is not None and v["scores"][m] is not None]
-        print(f"{zoo}/{target}: {m} re-scored (version {SCORE_VERSIONS.get(m, 1)}; mean |change| "
+        print(f"{zoo}/{target}: {m} re-scored (version {current[m]}; mean |change| "
               f"{np.mean(change) if change else float('nan'):.4f})", flush=True)
         for k, v in cell["models"].items():
             v["scores"][m] = fresh[k]["scores"][m]
-        versions[m] = SCORE_VERSIONS.get(m, 1)
+        versions[m] = current[m]
 
 
 def build(zoos, data_path: Path, work: Path) -> dict:
@@ -301,7 +301,7 @@ def build(zoos, data_path: Path, work: Path) -> dict:
             if "models" not in cell:
                 print(f"{zoo}/{target}: scoring", flush=True)
                 cell["models"] = build_scores(zoo, catalogue, target, work)
-                cell["score_versions"] = dict(SCORE_VERSIONS)
+                cell["score_versions"] = score_versions()
             rescore_stale(zoo, catalogue, target, cell, work)
             _save(data, data_path)
     return data
