@@ -5,6 +5,8 @@ already catch ``ValueError`` keep working, and each message says what was expect
 where known, how to fix it.
 """
 
+import re
+
 __all__ = [
     "ZooforgeError",
     "CatalogueError",
@@ -13,6 +15,7 @@ __all__ = [
     "CacheError",
     "first_line",
     "describe",
+    "group_failures",
 ]
 
 
@@ -51,3 +54,18 @@ class BackboneLoadError(ZooforgeError):
 
 class CacheError(ZooforgeError):
     """A feature-cache entry is unusable (only raised where it cannot be recomputed)."""
+
+
+# What differs between two failures of one cause: the model's quoted names, commands and hub repository.
+_PARTICULARS = re.compile(r"'[^']*'|`[^`]*`|\(timm [^)]*\)|\(hf [^)]*\)|hub repository \S+( at revision \S+)?")
+
+
+def group_failures(failures: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """``(what, error)`` pairs grouped by cause: failures whose messages differ only in the model's
+    quoted names, commands and hub repository are one group, given as its first message and every
+    ``what`` in it, in the order first seen. A hub-wide audit that cannot fetch 200 models' weights
+    then reads as one cause and 200 names, not 200 paragraphs."""
+    groups: dict[str, tuple[str, list[str]]] = {}
+    for what, error in failures:
+        groups.setdefault(_PARTICULARS.sub("…", error), (error, []))[1].append(what)
+    return list(groups.values())

@@ -156,14 +156,18 @@ def test_an_unreachable_hub_fails_fast_with_the_whole_fix(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://hub.zooforge-test.invalid")
     monkeypatch.setitem(hub_module._hub_check, "at", -1e9)
-    for entry in (CatalogueEntry(id="t/resnet18.a1_in1k", source="timm", name="resnet18.a1_in1k"),
-                  CatalogueEntry(id="h/bert", source="hf", name="some-org/some-bert-not-cached")):
+    for entry, repo in ((CatalogueEntry(id="t/resnet18.a1_in1k", source="timm", name="resnet18.a1_in1k"),
+                         "timm/resnet18.a1_in1k"),
+                        (CatalogueEntry(id="h/bert", source="hf", name="some-org/some-bert-not-cached"),
+                         "some-org/some-bert-not-cached")):
         start = time.monotonic()
         with pytest.raises(BackboneLoadError) as caught:
             Backbone.from_entry(entry)
         assert time.monotonic() - start < 20
         first = str(caught.value).splitlines()[0]
-        assert "hub.zooforge-test.invalid:443 cannot be resolved" in first and "Fix: give the entry a local" in first
+        assert "hub.zooforge-test.invalid:443 cannot be resolved" in first and "a local `checkpoint" in first
+        assert f"the hub repository {repo} is not in the local Hugging Face cache" in first
+        assert f"Fix: run `hf download {repo}` on a connected machine" in first
     assert constants.HF_HUB_OFFLINE is False                # offline mode was only borrowed for the call
 
 

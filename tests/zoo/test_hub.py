@@ -113,3 +113,104 @@ def test_a_missing_repo_and_a_server_dying_mid_file_are_that_models_errors(repos
         dropped = _run(["rank", str(cut), "demo:shapes?n=4", "-m", "logme", "--bootstrap", "0", "--json", "-q"], env, tmp_path)
     assert dropped.returncode in (1, 3), dropped.stderr
     assert not list((tmp_path / "hf2").rglob("model.safetensors"))       # no truncated file left as if complete
+
+
+def test_offline_with_an_empty_cache_names_each_repo_and_the_download_that_fetches_it(repos, tmp_path):
+    """What a user offline is told is enough: the hub repository of each model's weights and the
+    `hf download` that fetches it; running those commands (against the loopback hub) is all it
+    takes for the same offline rank to succeed."""
+    import re
+    from pathlib import Path
+
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text('[[model]]\nid = "a"\nsource = "timm"\nname = "hf-hub:zf/resnet-a"\n\n'
+                   '[[model]]\nid = "vit"\nsource = "hf"\nname = "zf/tiny-vit"\n')
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    args = ["rank", str(zoo), "demo:shapes?n=4", "-m", "logme", "--bootstrap", "0", "-q"]
+    before = _run(args, env, tmp_path)
+    assert before.returncode == 3, before.stdout + before.stderr
+    out = " ".join(before.stdout.split())
+    commands = re.findall(r"^hf download \S+$", before.stdout, re.M)
+    assert sorted(commands) == ["hf download zf/resnet-a", "hf download zf/tiny-vit"], before.stdout
+    assert "the hub repository zf/resnet-a is not in the local Hugging Face cache" in out
+    hf = Path(sys.executable).with_name("hf")
+    with HubServer(repos) as hub:
+        for command in commands:
+            got = subprocess.run([str(hf), *command.split()[1:]], env=os.environ | env | {
+                "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}, capture_output=True, text=True, timeout=300)
+            assert got.returncode == 0, got.stdout + got.stderr
+    after = _run(args, env, tmp_path)
+    assert after.returncode == 0, after.stdout + after.stderr
+
+
+def test_failures_of_one_cause_are_one_group():
+    from zooforge.errors import group_failures
+
+    def missing(model, repo):
+        return (f"BackboneLoadError: cannot load weights for model '{model}' (timm '{model}'): the hub repository "
+                f"{repo} is not in the local Hugging Face cache and offline. Fix: run `hf download {repo}`.")
+
+    failures = [("m1", missing("m1", "org/m1")), ("m2", "BackboneLoadError: model 'm2': bad `model_args` {}"),
+                ("m3", missing("m3", "org/m3")), ("m4", missing("m4", "org/m4"))]
+    groups = group_failures(failures)
+    assert [whats for _, whats in groups] == [["m1", "m3", "m4"], ["m2"]]
+    assert groups[0][0] == failures[0][1]                                 # the first message, whole
+    assert group_failures([("a", "x failed"), ("b", "y failed")]) == [("x failed", ["a"]), ("y failed", ["b"])]
+
+
+def _dataset_repo(folder, n_train, seed):
+    """A Hub dataset repo in the Hub's Parquet layout: images with a ClassLabel, train and test splits."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["round", "square"])})
+    n = n_train + 4
+    table = datasets.Dataset.from_dict({"img": [Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8))
+                                                for _ in range(n)], "label": [i % 2 for i in range(n)]}, features=features)
+    (folder / "data").mkdir(parents=True)
+    table.select(range(n_train)).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    table.select(range(n_train, n)).to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
+    return folder
+
+
+def test_a_hub_dataset_downloads_pins_a_revision_and_reloads_offline(tmp_path):
+    """hf:<hub id> through the unmodified datasets client: `rank` reads it from the loopback hub, a
+    pinned older commit is what loads, an unknown id is named as such, and with the server gone the
+    same data (same fingerprint) comes from the cache for each revision (``datasets.load_dataset``
+    alone serves the last one loaded, whatever the revision)."""
+    pytest.importorskip("datasets")
+    old, new = _dataset_repo(tmp_path / "d1", 8, seed=1), _dataset_repo(tmp_path / "d2", 12, seed=2)
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text('[[model]]\nid = "r"\nsource = "timm"\nname = "test_resnet"\npretrained = false\n'
+                   'input_size = [3, 32, 32]\n')
+    probe = ("import json, sys\nfrom zooforge.zoo import load_dataset\nfrom zooforge.errors import DatasetError\n"
+             "out = {}\nfor spec in sys.argv[1:]:\n    try:\n        d = load_dataset(spec)\n"
+             "        out[spec] = [len(d), list(d.classes), d.fingerprint]\n"
+             "    except DatasetError as exc:\n        out[spec] = str(exc)\nprint(json.dumps(out))\n")
+    specs = ["hf:zf/shapes", f"hf:zf/shapes?revision={'a' * 40}", "hf:zf/shapes?split=test", "hf:zf/no-such-data"]
+
+    def load(env):
+        full = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"} | {"OMP_NUM_THREADS": "1"} | env
+        got = subprocess.run([sys.executable, "-c", probe, *specs], env=full, capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
+        assert got.returncode == 0, got.stderr
+        return json.loads(got.stdout.splitlines()[-1])
+
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    with HubServer({}, datasets={"zf/shapes": HubRepo([("a" * 40, old), ("b" * 40, new)])}) as hub:
+        online = load(env | {"HF_ENDPOINT": hub.url})
+        ranked = _run(["rank", str(zoo), "hf:zf/shapes", "-m", "logme", "--bootstrap", "0", "--json", "-q"],
+                      env | {"HF_ENDPOINT": hub.url}, tmp_path)
+        assert ranked.returncode == 0, ranked.stdout + ranked.stderr
+        assert json.loads(ranked.stdout)[0]["logme"] is not None
+        assert any(r.startswith("GET /datasets/zf/shapes/resolve/" + "b" * 40) for r in hub.requests)
+    assert online["hf:zf/shapes"][:2] == [12, ["round", "square"]], online  # main: the newer commit
+    assert online[specs[1]][0] == 8                                               # the pinned older one
+    assert online["hf:zf/shapes?split=test"][0] == 4
+    assert "the hub has no such" in online["hf:zf/no-such-data"]
+    offline = load(env | {"HF_HUB_OFFLINE": "1"})
+    for spec in specs[:3]:                     # main is still the newer commit, the pinned one the older
+        assert offline[spec] == online[spec], spec                                # same rows, same fingerprint
+    assert "not in the local Hugging Face cache" in offline["hf:zf/no-such-data"]

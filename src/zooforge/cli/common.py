@@ -76,6 +76,23 @@ def set_threads(threads: int | None = None) -> None:
     torch.set_num_threads(threads)
 
 
+def print_failures(failures: list[tuple[str, str]]) -> None:
+    """Each cause of failure once: its first message, then the other things that failed alike, and
+    the hub downloads that would fetch the missing weights (one command a line, ready to paste)."""
+    import re
+
+    from zooforge.errors import group_failures
+
+    for error, whats in group_failures(failures):
+        console.print(f"[red]{whats[0]} failed:[/] {error}", soft_wrap=True)
+        if len(whats) > 1:
+            console.print(f"[red]{len(whats) - 1} more failed alike:[/] {', '.join(whats[1:])}", soft_wrap=True)
+    fetch = dict.fromkeys(m for _, e in failures for m in re.findall(r"`(hf download [^`]+)`", e))
+    if len(fetch) > 1:
+        console.print("[dim]the missing weights, fetched on a connected machine (then copy its HF_HOME here):[/]")
+        console.print("\n".join(fetch), soft_wrap=True, highlight=False, markup=False)
+
+
 def fail(exc: Exception) -> None:
     console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)   # unbroken paths stay copyable
     raise typer.Exit(code=EXIT_ERROR)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from zooforge.cli.common import (
-    AllowFailures, EXIT_FAILURES, app, check_device, check_output, console, fail, set_threads,
+    AllowFailures, EXIT_FAILURES, app, check_device, check_output, console, fail, print_failures, set_threads,
 )
 from zooforge.errors import ZooforgeError
 from zooforge.formatting import format_value
@@ -39,9 +39,8 @@ def audit(
         fail(exc)
     stale = f" ({s.stale} re-run because their dataset changed)" if s.stale else ""
     console.print(f"{s.cells} cell(s): {s.ran} run now{stale}, {s.skipped} already finished, {len(s.failed)} failed; "
-                  f"{s.seconds:.1f} s. Table: [bold]{s.out}[/]")
-    for model, dataset, error in s.failed:
-        console.print(f"[red]{model} on {dataset} failed:[/] {error}", soft_wrap=True)
+                  f"{s.seconds:.1f} s. Table: [bold]{s.out}[/]", soft_wrap=True)
+    print_failures([(f"{model} on {dataset}", error) for model, dataset, error in s.failed])
     _print_audit_best(s.table)
     if report:
         from zooforge.selection.report import audit_report

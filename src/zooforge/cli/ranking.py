@@ -10,7 +10,7 @@ from rich.table import Table
 
 from zooforge.cli.common import (
     AllowFailures, DATA_HELP, DeviceOpt, EXIT_FAILURES, OrderOpt, SkipBadFiles, SplitOpt,
-    TABLE_SUFFIXES, TaskOpt, Threads, app, check_device, check_output, console, fail, option, save_table,
+    TABLE_SUFFIXES, TaskOpt, Threads, app, check_device, check_output, console, fail, option, print_failures, save_table,
     set_threads,
 )
 from zooforge.config import RankConfig
@@ -51,10 +51,9 @@ def print_ranking(table, metrics, title: str, wide: bool = False) -> None:
                       f"P(top1): first under that ordering; interval of {first}; mean: mean rank over "
                       f"{len(metrics)} estimator(s){'; --wide shows each' if not wide and len(metrics) > 1 else ''}[/]",
                       soft_wrap=True)
+    print_failures([(row["model"], row["error"]) for row in table.iter_rows(named=True) if row["error"]])
     for row in table.iter_rows(named=True):
-        if row["error"]:
-            console.print(f"[red]{row['model']} failed:[/] {row['error']}", soft_wrap=True)
-        elif row["skipped"]:
+        if not row["error"] and row["skipped"]:
             console.print(f"[yellow]{row['model']} skipped[/] {row['skipped']}", soft_wrap=True)
     if any("classifier head" in (row["skipped"] or "") and (row.get("missing_scores") or 0) > 0
            for row in table.iter_rows(named=True)):

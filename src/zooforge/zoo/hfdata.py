@@ -2,15 +2,18 @@
 
 ``<source>`` is a ``save_to_disk`` folder (a ``Dataset`` or a ``DatasetDict`` of splits), a Parquet
 or Arrow file, a folder of Parquet files (the Hub's ``data/train-00000-of-00002.parquet`` layout:
-the split is read from the file names), or a Hub dataset id (downloaded into the Hugging Face cache
-when the hub is reachable; offline, the same message as for models says how to get it here).
+the split is read from the file names), or a Hub dataset id (its Parquet files fetched into the
+Hugging Face cache and read in place at the asked commit, see ``zooforge.zoo.hubdata``; offline,
+the same message as for models says how to get it here).
 
 Options: ``split`` (default ``train``; ``--split`` says the same), ``image`` / ``text`` (the input
 column; default: the column typed ``Image``, else one named image/img, else a text column), ``label``
 (default: label, labels, fine_label, target, ... or the one ``ClassLabel`` column), ``task``
 (classification, regression, multilabel; default from the label column's type: ``ClassLabel`` or
-strings are classes, floats are regression, a list of classes is multi-label) and ``config`` (a Hub
-dataset's configuration). ``ClassLabel`` names become the class (or tag) names.
+strings are classes, floats are regression, a list of classes is multi-label), ``config`` (a Hub
+dataset's configuration) and ``revision`` (a Hub dataset's commit, branch or tag: pin the commit sha
+for an audit that reads the same data next year). ``ClassLabel`` names become the class (or tag)
+names.
 
 Images are never decoded into memory as a whole: the image column stays in its memory-mapped Arrow
 table, or in the Parquet files (read a row group at a time), and each image is decoded when a batch
@@ -33,7 +36,7 @@ from zooforge.zoo.targets import infer_task
 
 __all__ = ["from_hf", "HF_OPTIONS"]
 
-HF_OPTIONS = ("split", "image", "text", "label", "task", "config")
+HF_OPTIONS = ("split", "image", "text", "label", "task", "config", "revision")
 LABEL_NAMES = ("label", "labels", "fine_label", "coarse_label", "target", "targets", "y", "class", "tags")
 IMAGE_NAMES = ("image", "img", "picture", "photo")
 TEXT_NAMES = ("text", "sentence", "content", "review", "document", "question")
@@ -161,6 +164,9 @@ def _open(source: str, options: dict):
 
     path = Path(source).expanduser()
     split = options.get("split")
+    if options.get("revision") and path.exists():
+        raise DatasetError(f"hf:{source}: ?revision= pins a Hub dataset's commit; {path} is a local path, which has "
+                           f"none. Leave it out.")
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
         loaded = datasets.load_from_disk(str(path))
         meta: dict = {}
@@ -179,41 +185,46 @@ def _open(source: str, options: dict):
         loaded = datasets.Dataset.from_file(str(path))
         return loaded, None, loaded.features, {}
     if path.suffix == ".parquet" and path.is_file() or path.is_dir():
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
-        if not files:
-            raise DatasetError(f"hf:{source}: a folder with neither a save_to_disk dataset (state.json, "
-                               f"dataset_dict.json) nor .parquet files.")
-        files, meta = _split_files(files, path if path.is_dir() else path.parent, split, source)
-        import pyarrow.parquet as pq
-
-        features = datasets.Features.from_arrow_schema(pq.ParquetFile(files[0]).schema_arrow)
-        return None, [str(f) for f in files], features, meta
+        return _parquet(path, split, source)
     if path.exists():
         raise DatasetError(f"hf:{source}: not a save_to_disk folder, a .parquet or .arrow file, or a folder of them.")
+    from zooforge.zoo.hubdata import hub_snapshot
+
+    snapshot = hub_snapshot(source, options)
+    if snapshot is not None:                       # the repo's Parquet files, read in place at that commit
+        folder, sha = snapshot
+        loaded, files, features, meta = _parquet(folder, split, source)
+        return loaded, files, features, meta | {"revision": sha}
     loaded = _from_hub(source, options)
     return loaded, None, loaded.features, {"split": split or "train"}
 
 
-def _from_hub(source: str, options: dict):
+def _parquet(path: Path, split: str | None, source: str):
+    """A Parquet file, or a folder of them whose file names may say their split."""
     import datasets
-    from huggingface_hub import constants
+    import pyarrow.parquet as pq
+
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        raise DatasetError(f"hf:{source}: a folder with neither a save_to_disk dataset (state.json, "
+                           f"dataset_dict.json) nor .parquet files.")
+    files, meta = _split_files(files, path if path.is_dir() else path.parent, split, source)
+    features = datasets.Features.from_arrow_schema(pq.ParquetFile(files[0]).schema_arrow)
+    return None, [str(f) for f in files], features, meta
+
+
+def _from_hub(source: str, options: dict):
+    """A Hub dataset without Parquet files, through ``datasets.load_dataset`` (which prepares it into
+    its Arrow cache; offline, it serves the latest cached version whatever the revision)."""
+    import datasets
+
+    from zooforge.zoo.hubdata import hub_dataset_error
 
     try:
-        return datasets.load_dataset(source, options.get("config"), split=options.get("split") or "train")
+        return datasets.load_dataset(source, options.get("config"), split=options.get("split") or "train",
+                                     revision=options.get("revision"))
     except Exception as exc:      # noqa: BLE001 - datasets raises many kinds for "cannot get it"
-        from zooforge.errors import describe
-        from zooforge.zoo.hub import hub_refusal
-
-        refusal = None if constants.HF_HUB_OFFLINE else hub_refusal(exc)
-        if refusal or type(exc).__name__ == "DatasetNotFoundError" and not constants.HF_HUB_OFFLINE:
-            raise DatasetError(f"cannot load dataset hf:{source}: {refusal or 'the hub has no such dataset'} (on "
-                               f"{constants.ENDPOINT}); fix the id, or give a local folder or file. "
-                               f"[{describe(exc)}]") from None
-        raise DatasetError(
-            f"cannot load dataset hf:{source}: it is not a local path, not in the local Hugging Face cache, and the "
-            f"hub cannot be reached (or offline mode, HF_HUB_OFFLINE=1, is set). Fix: on a connected machine run "
-            f"datasets.load_dataset({source!r}).save_to_disk('folder') (or download its Parquet files), copy the "
-            f"folder here and give hf:folder. [{describe(exc)}]") from None
+        raise hub_dataset_error(source, exc) from None
 
 
 def _pick(features, options: dict, key: str, names: tuple[str, ...], want) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 from zooforge.errors import BackboneLoadError, describe
 from zooforge.zoo.catalogue import CatalogueEntry
 
-__all__ = ["hub_refusal", "hub_unreachable", "offline_hint", "offline_if_unreachable"]
+__all__ = ["hub_refusal", "hub_repo", "hub_unreachable", "offline_hint", "offline_if_unreachable"]
 
 # How long a failed reachability check of the hub is believed (an audit of hours re-checks now and then).
 HUB_CHECK_TTL_S = 60.0
@@ -94,9 +94,37 @@ def offline_hint(entry: CatalogueEntry, exc: Exception, reason: str | None = Non
             f"{f' at revision {entry.revision}' if entry.revision else ''}): {refusal} (not found on "
             f"{constants.ENDPOINT}). Fix the name or revision in the catalogue. [{describe(exc)}]")
     why = reason or "the hub cannot be reached, or offline mode (HF_HUB_OFFLINE=1) is set"
+    repo = hub_repo(entry)
+    at = f" --revision {entry.revision}" if entry.revision else ""
+    where = (f"the hub repository {repo}{f' at revision {entry.revision}' if entry.revision else ''} is not in the "
+             f"local Hugging Face cache ({constants.HF_HUB_CACHE})" if repo else
+             "they are not in the local Hugging Face cache")
+    fetch = (f"run `hf download {repo}{at}` on a connected machine and copy its cache here (same HF_HOME)" if repo else
+             "download them once on a connected machine into the Hugging Face cache (HF_HOME) and copy that cache here")
     return BackboneLoadError(
-        f"cannot load weights for model {entry.id!r} ({entry.source} {entry.name!r}): they are not in the local "
-        f"Hugging Face cache and {why}. Fix: give the entry a local `checkpoint = \"path/to/weights.safetensors\"` "
-        f"(or a save_pretrained folder), set `pretrained = false` for random weights, or download them once on a "
-        f"connected machine into the Hugging Face cache (HF_HOME) and copy that cache here. [{describe(exc)}]"
+        f"cannot load weights for model {entry.id!r} ({entry.source} {entry.name!r}): {where} and {why}. Fix: "
+        f"{fetch}, give the entry a local `checkpoint = \"path/to/weights.safetensors\"` (or a save_pretrained "
+        f"folder), or set `pretrained = false` for random weights. [{describe(exc)}]"
     )
+
+
+def hub_repo(entry: CatalogueEntry) -> str | None:
+    """The Hugging Face Hub repository an entry's pretrained weights come from (without revision),
+    or None where they come from elsewhere (a local folder, a timm tag whose weights timm fetches
+    from another URL)."""
+    from pathlib import Path
+
+    name = str(entry.name)
+    if entry.source == "timm":
+        if name.startswith(("hf-hub:", "hf_hub:")):
+            return name.split(":", 1)[1].split("@")[0]
+        try:
+            from timm.models import get_pretrained_cfg
+
+            cfg = get_pretrained_cfg(name)
+        except Exception:           # an unknown tag: the load error above already says so
+            return None
+        return cfg.hf_hub_id.split("@")[0] if cfg is not None and cfg.hf_hub_id else None
+    if entry.source == "hf" and not entry.checkpoint and not Path(name).exists() and not name.startswith("python:"):
+        return name
+    return None

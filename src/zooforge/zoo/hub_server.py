@@ -3,16 +3,22 @@
 It speaks the part of the Hub's HTTP API that the unmodified ``huggingface_hub``, timm and
 transformers clients use when ``HF_ENDPOINT`` points at it:
 
-* ``GET /api/models?search=&pipeline_tag=&filter=&sort=&limit=``: the listing, newest commit shas;
-* ``GET /api/models/<repo>[/revision/<rev>]``: model info (sha, siblings, tags, pipeline, library);
-* ``HEAD|GET /<repo>/resolve/<rev>/<path>``: a file, with the ``ETag``, ``X-Repo-Commit`` and
-  ``Content-Length`` headers the client checks; ``Range`` requests for resumed downloads;
+* ``GET /api/models?search=&pipeline_tag=&filter=&sort=&limit=``: the listing, newest commit shas
+  (``/api/datasets?...`` for dataset repos);
+* ``GET /api/{models|datasets}/<repo>[/revision/<rev>]``: repo info (sha, siblings, tags, pipeline,
+  library);
+* ``GET /api/{models|datasets}/<repo>/tree/<rev>[/<path>][?recursive=true]`` and
+  ``POST .../paths-info/<rev>``: the file listing that ``snapshot_download`` (``hf download``) and
+  ``HfFileSystem`` (``datasets.load_dataset``) read, one page;
+* ``HEAD|GET /<repo>/resolve/<rev>/<path>`` (``/datasets/<repo>/resolve/...``): a file, with the
+  ``ETag``, ``X-Repo-Commit`` and ``Content-Length`` headers the client checks; ``Range`` requests
+  for resumed downloads;
 * 404 with the Hub's ``X-Error-Code`` (RepoNotFound, RevisionNotFound, EntryNotFound).
 
 Each repository is a list of commits, each a local folder; the last commit is ``main``. Faults for
 tests: ``drop_after`` cuts a file's body after that many bytes (a server dying mid-download).
 
-    with HubServer({"org/model": [folder_v1, folder_v2]}) as hub:
+    with HubServer({"org/model": [folder_v1, folder_v2]}, datasets={"org/data": [folder]}) as hub:
         os.environ["HF_ENDPOINT"] = hub.url
 """
 
@@ -62,11 +68,13 @@ def sha_of(folder: Path) -> str:
 class HubServer:
     """Serve ``repos`` ({repo id: [folder, ...] or HubRepo}) on 127.0.0.1 at a free port."""
 
-    def __init__(self, repos: dict, *, drop_after: int | None = None):
-        self.repos: dict[str, HubRepo] = {}
-        for repo_id, value in repos.items():
-            self.repos[repo_id] = value if isinstance(value, HubRepo) else HubRepo(
-                [(sha_of(Path(f)), Path(f)) for f in value])
+    def __init__(self, repos: dict, *, datasets: dict | None = None, drop_after: int | None = None):
+        def as_repos(given: dict) -> dict[str, HubRepo]:
+            return {repo_id: value if isinstance(value, HubRepo) else HubRepo([(sha_of(Path(f)), Path(f)) for f in value])
+                    for repo_id, value in given.items()}
+
+        self.kinds: dict[str, dict[str, HubRepo]] = {"models": as_repos(repos), "datasets": as_repos(datasets or {})}
+        self.repos = self.kinds["models"]
         self.drop_after = drop_after
         self.requests: list[str] = []
         server = self
@@ -79,6 +87,9 @@ class HubServer:
                 server._handle(self, body=False)
 
             def do_GET(self):
+                server._handle(self, body=True)
+
+            def do_POST(self):
                 server._handle(self, body=True)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -102,23 +113,37 @@ class HubServer:
         url = urlparse(h.path)
         path = unquote(url.path)
         self.requests.append(f"{h.command} {path}")
-        if path == "/api/models":
-            return self._json(h, self._listing(parse_qs(url.query)), body)
-        if path.startswith("/api/models/"):
-            rest = path[len("/api/models/"):]
-            repo_id, _, revision = rest.partition("/revision/")
-            return self._info(h, repo_id, revision or "main", body)
-        parts = path.lstrip("/").split("/")
+        query = parse_qs(url.query)
+        if h.command == "POST":                         # paths-info sends its paths as a form
+            length = int(h.headers.get("Content-Length") or 0)
+            query |= parse_qs(h.rfile.read(length).decode())
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]    # a revision may hold an encoded "/"
+        if parts[0] == "api" and len(parts) >= 2 and parts[1] in self.kinds:
+            repos = self.kinds[parts[1]]
+            if len(parts) == 2:
+                return self._json(h, self._listing(repos, query), body)
+            repo_id = "/".join(parts[2:4])
+            verb = parts[4] if len(parts) > 4 else "revision"
+            revision = parts[5] if len(parts) > 5 else "main"
+            rest = parts[6:]
+            if verb == "revision":
+                return self._info(h, repos, repo_id, revision, body)
+            if verb == "tree":
+                return self._tree(h, repos, repo_id, revision, "/".join(rest), query, body)
+            if verb == "paths-info":
+                return self._paths_info(h, repos, repo_id, revision, query.get("paths", []), body)
+        kind = "datasets" if parts[0] == "datasets" else "models"
+        parts = parts[1:] if kind == "datasets" else parts
         if len(parts) >= 5 and parts[2] == "resolve":
-            return self._file(h, "/".join(parts[:2]), parts[3], "/".join(parts[4:]), body)
+            return self._file(h, self.kinds[kind], "/".join(parts[:2]), parts[3], "/".join(parts[4:]), body)
         return self._error(h, 404, "EntryNotFound", f"no route {path}")
 
-    def _listing(self, query: dict) -> list[dict]:
+    def _listing(self, repos: dict[str, HubRepo], query: dict) -> list[dict]:
         def one(key):
             return query.get(key, [None])[0]
 
         out = []
-        for repo_id, repo in self.repos.items():
+        for repo_id, repo in repos.items():
             if one("search") and one("search").lower() not in repo_id.lower():
                 continue
             if one("pipeline_tag") and repo.pipeline_tag != one("pipeline_tag"):
@@ -136,9 +161,9 @@ class HubServer:
                 "library_name": repo.library_name, "tags": repo.tags, "downloads": repo.downloads,
                 "private": False}
 
-    def _commit(self, h, repo_id: str, revision: str) -> tuple[HubRepo, str, Path] | None:
+    def _commit(self, h, repos: dict[str, HubRepo], repo_id: str, revision: str) -> tuple[HubRepo, str, Path] | None:
         """(repo, sha, folder) of ``repo_id`` at ``revision``, or None after answering the Hub's 404."""
-        repo = self.repos.get(repo_id)
+        repo = repos.get(repo_id)
         if repo is None:
             self._error(h, 404, "RepoNotFound", f"Repository {repo_id} not found")
             return None
@@ -148,16 +173,35 @@ class HubServer:
             return None
         return repo, *found
 
-    def _info(self, h, repo_id: str, revision: str, body: bool) -> None:
-        commit = self._commit(h, repo_id, revision)
+    def _info(self, h, repos, repo_id: str, revision: str, body: bool) -> None:
+        commit = self._commit(h, repos, repo_id, revision)
         if commit is None:
             return
         repo, sha, folder = commit
         siblings = [{"rfilename": str(p.relative_to(folder))} for p in sorted(folder.rglob("*")) if p.is_file()]
         return self._json(h, self._card(repo_id, repo, sha) | {"siblings": siblings}, body)
 
-    def _file(self, h, repo_id: str, revision: str, name: str, body: bool) -> None:
-        commit = self._commit(h, repo_id, revision)
+    def _tree(self, h, repos, repo_id: str, revision: str, under: str, query: dict, body: bool) -> None:
+        commit = self._commit(h, repos, repo_id, revision)
+        if commit is None:
+            return
+        folder = commit[2]
+        root = folder / under
+        if not root.is_dir():
+            return self._error(h, 404, "EntryNotFound", f"{under} not found in {repo_id}@{revision}", commit[1])
+        recursive = query.get("recursive", ["false"])[0] in ("true", "1", "True")
+        found = sorted(root.rglob("*") if recursive else root.iterdir())
+        return self._json(h, [_tree_entry(folder, p) for p in found], body)
+
+    def _paths_info(self, h, repos, repo_id: str, revision: str, paths: list[str], body: bool) -> None:
+        commit = self._commit(h, repos, repo_id, revision)
+        if commit is None:
+            return
+        folder = commit[2]
+        return self._json(h, [_tree_entry(folder, folder / p) for p in paths if (folder / p).exists()], body)
+
+    def _file(self, h, repos, repo_id: str, revision: str, name: str, body: bool) -> None:
+        commit = self._commit(h, repos, repo_id, revision)
         if commit is None:
             return
         _, sha, folder = commit
@@ -206,3 +250,12 @@ class HubServer:
         h.end_headers()
         if h.command != "HEAD":
             h.wfile.write(data)
+
+
+def _tree_entry(folder: Path, path: Path) -> dict:
+    """One entry of the Hub's tree listing (git blob ids are not checked by the clients)."""
+    rel = str(path.relative_to(folder))
+    if path.is_dir():
+        return {"type": "directory", "oid": hashlib.sha1(rel.encode()).hexdigest(), "size": 0, "path": rel}
+    data = path.read_bytes()
+    return {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data), "path": rel}
