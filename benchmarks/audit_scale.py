@@ -7,7 +7,8 @@ my data" runs.
 Weights cannot be downloaded here, so each architecture runs at random init (``pretrained = false``:
 the same code path, cost and memory as pretrained weights; the scores mean nothing). One entry per
 architecture (its first pretrained tag, whose input size and preprocessing it keeps). Per model the
-steps of an audit cell are timed separately (load, cost counting, feature extraction, scoring),
+steps of an audit cell are timed separately (load, cost, feature extraction, scoring; the cost as an
+audit after the listing gets it, remembered per architecture, and as a fresh FLOP count),
 with images/s and the process's peak RSS; failures are grouped by kind. Then the whole catalogue
 runs as a real audit (``zooforge.selection.audit.run_audit``), which is resumed once finished to
 show what a rerun costs; then as ``zooforge audit`` in a subprocess killed with SIGKILL halfway and
@@ -15,7 +16,9 @@ resumed, to show that only unfinished cells run again and the resumed table equa
 one; then the first ``--ray-models`` models on Ray with 1 and 2 workers and on a two-node loopback
 cluster (tables equal to the local one). The projection to 1,000 models assumes the extraction
 share scales with GMACs and the rest stays per model (stated with the number). Per-architecture
-costs of the listing are cached in ``--work`` (the first listing counts every tag once).
+costs of the listing are cached in ``--work``, which is the zooforge cache root of this run
+(``ZOOFORGE_CACHE_DIR``), as a user's listing and audit share one (the first listing counts every
+tag once).
 """
 
 import argparse
@@ -39,6 +42,7 @@ from zooforge.selection.audit import TIMING_COLUMNS, load_plan, run_audit
 from zooforge.selection.rank import score_featureset
 from zooforge.zoo import load_dataset
 from zooforge.zoo.backbone import Backbone
+from zooforge.zoo.cost import count_gmacs
 from zooforge.zoo.features import extract
 from zooforge.zoo.listing import catalogue_from_timm, dump_catalogue
 
@@ -56,6 +60,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(__file__).parent / ".audit_scale",
                     help="keeps the listing's per-architecture cost cache between runs")
     args = ap.parse_args()
+    os.environ["ZOOFORGE_CACHE_DIR"] = str(args.work.resolve())     # the listing's costs are the audit's
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -79,8 +84,11 @@ def main() -> None:
                 backbone = Backbone.from_entry(entry)
                 row["load"] = time.perf_counter() - t
                 t = time.perf_counter()
-                row["gmacs"] = backbone.gmacs
+                row["gmacs"] = backbone.gmacs                    # remembered from the listing's count
                 row["cost"] = time.perf_counter() - t
+                t = time.perf_counter()
+                count_gmacs(backbone.model, **backbone.example_inputs())
+                row["count"] = time.perf_counter() - t          # what a first, uncached count costs
                 t = time.perf_counter()
                 fs = extract(backbone, ds, use_cache=False, progress=False)      # a real forward pass, every time
                 row["extract"] = time.perf_counter() - t
@@ -97,11 +105,15 @@ def main() -> None:
         t = pl.DataFrame(rows)
         total = t.select(pl.sum_horizontal("load", "cost", "extract", "score")).to_series()
         share = ((total - t["extract"]) / total).to_numpy()
+        cold = total - t["cost"] + t["count"]
+        cold_share = ((cold - t["extract"]) / cold).to_numpy()
         print(f"\n{len(rows)} scored, {len(failures)} failed; per model (median): load {t['load'].median():.2f} s, "
-              f"cost counting {t['cost'].median():.2f} s, extraction {t['extract'].median():.2f} s "
-              f"({t['images_per_s'].median():.0f} images/s), scoring {t['score'].median():.3f} s; everything but the "
-              f"forward pass is {100 * np.median(share):.0f}% of a cell for the median architecture (target <= 25% at "
-              f"224 px); peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+              f"cost {t['cost'].median():.3f} s remembered ({t['count'].median():.2f} s to count afresh), extraction "
+              f"{t['extract'].median():.2f} s ({t['images_per_s'].median():.0f} images/s), scoring "
+              f"{t['score'].median():.3f} s; everything but the forward pass is {100 * np.median(share):.0f}% of a cell "
+              f"for the median architecture when the listing counted its cost ({100 * np.median(cold_share):.0f}% "
+              f"with a fresh count; target <= 25% at 224 px); peak RSS "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
         for kind, count in collections.Counter(r.split(":")[0] for _, r in failures).most_common():
             example = next((m, r) for m, r in failures if r.startswith(kind))
             print(f"  {count:3d} x {kind}: e.g. {example[0]}: {example[1][:150]}")

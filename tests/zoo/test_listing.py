@@ -9,7 +9,8 @@ from zooforge.cli import app
 from zooforge.errors import ZooforgeError
 from zooforge.zoo import load_catalogue
 from zooforge.zoo.catalogue import CatalogueEntry
-from zooforge.zoo.listing import COST_FILE, catalogue_from_timm, dump_catalogue, timm_cost
+from zooforge.zoo.cost import COST_FILE
+from zooforge.zoo.listing import catalogue_from_timm, dump_catalogue, timm_cost
 
 
 def test_timm_listing_carries_each_tags_preprocessing_and_round_trips(tmp_path):
@@ -70,3 +71,41 @@ def test_cli_catalogue_timm_writes_a_loadable_file(tmp_path):
     assert "wrote" in result.output and len(load_catalogue(out)) >= 2
     bad = CliRunner().invoke(app, ["catalogue", "timm", "no_such_arch*", "--out", str(out)])
     assert bad.exit_code == 1 and "no timm model matches" in bad.output
+
+
+def test_a_loaded_model_takes_its_cost_from_the_listing_and_counts_an_architecture_once(monkeypatch):
+    """The cost the listing counted on the meta device is the loaded model's (same params, same
+    GMACs), so loading it runs no FLOP counter; a remembered entry whose parameter count disagrees
+    is counted afresh; a backbone around another network is never served the remembered cost."""
+    from torch import nn
+
+    import zooforge.zoo.backbone as backbone_module
+    from zooforge.zoo.backbone import Backbone
+    from zooforge.zoo.catalogue import CatalogueEntry
+    from zooforge.zoo.cost import cost_file, count_gmacs, read_costs, write_costs
+
+    entry = CatalogueEntry(id="c", source="timm", name="test_convnext", pretrained=False, input_size=(3, 64, 64))
+    listed = timm_cost("test_convnext", (3, 64, 64), 1000)                     # the listing's count
+    counted = []
+    monkeypatch.setattr(backbone_module, "count_gmacs", lambda *a, **k: counted.append(1) or count_gmacs(*a, **k))
+    b = Backbone.from_entry(entry)
+    assert (b.num_params, b.gmacs) == listed and not counted                   # served, not counted
+    assert abs(count_gmacs(b.model, **b.example_inputs()) - b.gmacs) < 1e-12  # and what a count gives
+    path = cost_file()
+    write_costs(path, {k: [v[0] + 1, 99.0] for k, v in read_costs(path).items()})   # a stale, wrong entry
+    again = Backbone.from_entry(entry)
+    assert again.gmacs == listed[1] and len(counted) == 1                      # disagreeing params: recounted
+    assert Backbone.from_entry(entry).gmacs == listed[1] and len(counted) == 1  # and remembered again
+    class Other(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    other = again.with_model(Other())
+    assert other.cost_key is None and other.gmacs != listed[1]
+    bigger = Backbone.from_entry(CatalogueEntry(id="c2", source="timm", name="test_convnext", pretrained=False,
+                                                input_size=(3, 96, 96)))
+    assert bigger.gmacs > listed[1] and len(counted) == 3                       # another input size: its own

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from zooforge.errors import BackboneLoadError
 from zooforge.zoo.catalogue import CatalogueEntry
-from zooforge.zoo.cost import Cost, count_gmacs, count_params
+from zooforge.zoo.cost import Cost, count_gmacs, count_params, remembered_cost
 from zooforge.zoo.transforms import ImageTransform
 
 __all__ = ["Backbone", "Preprocessor", "first_tensor", "layout_of", "load_state_dict_file", "pool"]
@@ -124,6 +124,7 @@ class Backbone:
     tokenizer: Any = None                          # HF tokenizer
     layer_channels: dict[str, int] = field(default_factory=dict)   # intermediate module -> channels
     _cost: Cost | None = field(default=None, repr=False)
+    cost_key: str | None = field(default=None, repr=False)    # architecture key of a remembered cost
     _weights_hash: str | None = field(default=None, repr=False)
 
     # ---- construction ----------------------------------------------------------------------------
@@ -168,10 +169,8 @@ class Backbone:
 
     def with_model(self, model: nn.Module) -> "Backbone":
         """This backbone (entry, preprocessing) around another network of the same interface: its
-        cost and weights digest are measured again."""
-        from dataclasses import replace
-
-        return replace(self, model=model, _cost=None, _weights_hash=None)
+        cost (never a remembered one) and weights digest are measured again."""
+        return replace(self, model=model, _cost=None, cost_key=None, _weights_hash=None)
 
     @property
     def device(self) -> torch.device:
@@ -192,13 +191,14 @@ class Backbone:
 
     @property
     def cost(self) -> Cost:
-        if self._cost is None:
-            self._cost = Cost(count_params(self.model), count_gmacs(self.model, **self.example_inputs()))
+        if self._cost is None:         # with a cost_key: remembered for its architecture, head and input size
+            count = lambda: count_gmacs(self.model, **self.example_inputs())      # noqa: E731
+            self._cost = (Cost(count_params(self.model), count()) if self.cost_key is None
+                          else remembered_cost(self.cost_key, self.model, count))
         return self._cost
 
     def adopt_cost(self, cost: Cost) -> None:
-        """Take a cost measured earlier for these exact weights and input size (a feature-cache
-        hit), so that asking for params/GMACs does not run the FLOP counter again."""
+        """Take a cost measured earlier for these weights and input size (a feature-cache hit)."""
         if self._cost is None:
             self._cost = cost
 

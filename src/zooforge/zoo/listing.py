@@ -29,15 +29,6 @@ __all__ = ["catalogue_from_timm", "catalogue_from_hub", "dump_catalogue", "timm_
 # Pretrained-tag fragments that name the source data (timm's tag convention: <recipe>_<data>[_ft_<data>]).
 SOURCE_DATA_TAGS = ("in1k", "in12k", "in21k", "in22k", "laion2b", "laion400m", "laion", "openai", "dfn2b", "dfn5b",
                     "datacompxl", "metaclip", "webli", "merged2b", "jft", "ig1b", "ig3b", "yfcc100m", "lvd142m", "lvd1689m")
-COST_FILE = "timm_costs.json"
-
-
-def _cache_root(cache_dir) -> Path:
-    from zooforge.zoo.cache import FeatureCache
-
-    return Path(FeatureCache(cache_dir).root)
-
-
 def timm_cost(arch: str, input_size: Sequence[int], num_classes: int, *, cache_dir=None,
               _memo: dict | None = None) -> tuple[int, float]:
     """(parameters, GMACs at ``input_size``, batch 1) of a timm architecture, counted on the meta
@@ -45,37 +36,20 @@ def timm_cost(arch: str, input_size: Sequence[int], num_classes: int, *, cache_d
     import timm
     import torch
 
-    from zooforge.zoo.cost import count_gmacs, count_params
+    from zooforge.zoo.cost import count_gmacs, count_params, cost_file, read_costs, timm_cost_key, write_costs
 
-    key = f"{arch}|{'x'.join(map(str, input_size))}|{num_classes}|timm {timm.__version__}"
-    path = _cache_root(cache_dir) / COST_FILE
-    memo = _memo if _memo is not None else _read_costs(path)
+    key = timm_cost_key(arch, input_size, num_classes)
+    path = cost_file(cache_dir)
+    memo = _memo if _memo is not None else read_costs(path)
     if key not in memo:
         with torch.device("meta"):
             model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
         example = torch.empty(1, *input_size, device="meta")
         memo[key] = [count_params(model), count_gmacs(model, example)]
         if _memo is None:
-            _write_costs(path, memo)
+            write_costs(path, memo)
     params, gmacs = memo[key]
     return int(params), float(gmacs)
-
-
-def _read_costs(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}                                  # missing or unreadable: counted again
-
-
-def _write_costs(path: Path, memo: dict) -> None:
-    from zooforge.zoo.cache import atomic_write_bytes
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, json.dumps(memo, sort_keys=True).encode())
-    except OSError:
-        pass                                       # an unwritable cache costs a recount next time, nothing else
 
 
 def _tags(arch: str, tag: str, cfg) -> tuple[str, ...]:
@@ -105,8 +79,10 @@ def catalogue_from_timm(patterns: Iterable[str] = ("*",), *, pretrained: bool = 
         raise ZooforgeError(f"no timm model matches {patterns}" + (f" without {exclude}" if exclude else "") +
                             (" with pretrained weights" if pretrained else "") +
                             f" (timm {timm.__version__}); try a wider pattern such as 'resnet*'.")
-    path = _cache_root(cache_dir) / COST_FILE
-    memo = _read_costs(path)
+    from zooforge.zoo.cost import cost_file, read_costs, write_costs
+
+    path = cost_file(cache_dir)
+    memo = read_costs(path)
     before = len(memo)
     entries = []
     try:
@@ -116,7 +92,7 @@ def catalogue_from_timm(patterns: Iterable[str] = ("*",), *, pretrained: bool = 
                 entries += _timm_entry(name, pretrained, max_gmacs, max_params, cache_dir, memo)
     finally:
         if len(memo) > before:
-            _write_costs(path, memo)
+            write_costs(path, memo)
     if not entries:
         raise ZooforgeError(f"none of the {len(names)} timm model(s) matching {patterns} fits "
                             f"--max-gmacs {max_gmacs} / --max-params {max_params}.")

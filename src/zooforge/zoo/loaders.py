@@ -14,6 +14,7 @@ from torch import nn
 from zooforge.errors import BackboneLoadError
 from zooforge.zoo.backbone import Backbone, load_state_dict_file
 from zooforge.zoo.catalogue import CatalogueEntry
+from zooforge.zoo.cost import timm_cost_key
 from zooforge.zoo.hub import hub_unreachable, offline_hint, offline_if_unreachable
 from zooforge.zoo.transforms import ImageTransform
 
@@ -59,8 +60,19 @@ def timm_backbone(entry: CatalogueEntry) -> Backbone:
         info = model.feature_info
         items = info.get_dicts() if hasattr(info, "get_dicts") else info
         channels = {d["module"]: int(d["num_chs"]) for d in items}
+    transform = ImageTransform.from_timm(model, entry)
     return Backbone(entry, model, "image", num_source_classes=int(getattr(model, "num_classes", 0) or 0),
-                    transform=ImageTransform.from_timm(model, entry), layer_channels=channels)
+                    transform=transform, layer_channels=channels,
+                    cost_key=_timm_cost_key(name, transform.input_size, model, kwargs))
+
+
+def _timm_cost_key(name: str, input_size, model: nn.Module, kwargs: dict) -> str:
+    """The key of this architecture's remembered cost (``zooforge.zoo.cost``), shared with the timm
+    listing: the architecture (from the model's config, so an ``hf-hub:`` name says it too), input
+    size, head and ``model_args``."""
+    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or name.split(".")[0]
+    args = {k: v for k, v in kwargs.items() if k not in ("num_classes", "pretrained_cfg_overlay")}
+    return timm_cost_key(arch, input_size, int(getattr(model, "num_classes", 0) or 0), args)
 
 
 def timm_at_revision(name: str, revision: str, kwargs: dict) -> tuple[str, dict]:
