@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -195,6 +196,12 @@ def target_protocol(zoo: str, target: str):
     return replace(protocol, train_per_class=n) if n else protocol
 
 
+def _threads() -> int:
+    """Two threads (this machine's cores) unless OMP_NUM_THREADS says otherwise, e.g. 1 to leave a
+    core free while a long truth build runs."""
+    return int(os.environ.get("OMP_NUM_THREADS") or 2)
+
+
 def target_data(zoo: str, target: str) -> str:
     return f"demo:{split_target(target)[0]}?n={target_protocol(zoo, target).train_per_class}"
 
@@ -279,7 +286,7 @@ def build(zoos, data_path: Path, work: Path) -> dict:
 
     from zooforge.zoo import load_catalogue
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(_threads())
     data = _load(data_path)
     for zoo in zoos:
         catalogue = catalogue_path(zoo, work)
@@ -314,7 +321,7 @@ def rescore(zoos, data_path: Path, work: Path, every: bool = False) -> dict:
     not bit-identical); not resumable within a zoo."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(_threads())
     data = _load(data_path)
     for zoo in zoos:
         if zoo not in data["zoos"]:
@@ -343,7 +350,7 @@ def run_select(data_path: Path, work: Path, budgets=SELECT_BUDGETS, zoos=None) -
 
     from zooforge.selection.select import SelectConfig, select
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(_threads())
     data = _load(data_path)
     used = {z: t for z, t in targets_used(data).items() if not zoos or z in zoos}
     catalogues = {z: catalogue_path(z, work) for z in used}
