@@ -199,8 +199,18 @@ def test_a_hub_dataset_downloads_pins_a_revision_and_reloads_offline(tmp_path):
         return json.loads(got.stdout.splitlines()[-1])
 
     env = {"HF_HOME": str(tmp_path / "hf")}
-    with HubServer({}, datasets={"zf/shapes": HubRepo([("a" * 40, old), ("b" * 40, new)])}) as hub:
+    configs = tmp_path / "configs"
+    for name in ("small", "large"):                        # a repo of two configurations' folders
+        _dataset_repo(tmp_path / name, 4, seed=3)
+        (configs / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name / "data").rename(configs / name)
+    specs += ["hf:zf/configs", "hf:zf/configs?config=small"]
+    with HubServer({}, datasets={"zf/shapes": HubRepo([("a" * 40, old), ("b" * 40, new)]),
+                                 "zf/configs": [configs]}) as hub:
         online = load(env | {"HF_ENDPOINT": hub.url})
+        assert "several configurations (large, small)" in online["hf:zf/configs"]
+        assert online["hf:zf/configs?config=small"][0] == 4
+        assert not any("/configs/resolve/" in r and "large" in r for r in hub.requests)   # refused before downloading
         ranked = _run(["rank", str(zoo), "hf:zf/shapes", "-m", "logme", "--bootstrap", "0", "--json", "-q"],
                       env | {"HF_ENDPOINT": hub.url}, tmp_path)
         assert ranked.returncode == 0, ranked.stdout + ranked.stderr

@@ -28,23 +28,36 @@ def hub_snapshot(source: str, options: dict) -> tuple[Path, str] | None:
 
     from zooforge.zoo.hub import offline_if_unreachable
 
+    from huggingface_hub import HfApi, constants
+
     config = options.get("config")
     patterns = [f"{config}/**/*.parquet", f"{config}/*.parquet"] if config else ["*.parquet", "**/*.parquet"]
     try:
         with offline_if_unreachable():
+            if not config and not constants.HF_HUB_OFFLINE:       # refuse before downloading every configuration
+                _one_configuration(source, HfApi().list_repo_files(source, repo_type="dataset",
+                                                                   revision=options.get("revision")))
             folder = Path(snapshot_download(source, repo_type="dataset", revision=options.get("revision"),
                                             allow_patterns=patterns))
+    except DatasetError:
+        raise
     except Exception as exc:      # noqa: BLE001 - the hub client raises many kinds for "cannot get it"
         raise hub_dataset_error(source, exc) from None
     root = folder / config if config else folder
     files = sorted(p for p in root.rglob("*.parquet") if not p.name.startswith(".")) if root.is_dir() else []
     if not files:
         return None
-    tops = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1} - {"data"})
-    if not config and len(tops) > 1:
+    if not config:
+        _one_configuration(source, [str(p.relative_to(root)) for p in files])
+    return root, folder.name
+
+
+def _one_configuration(source: str, paths: list[str]) -> None:
+    """Refuse Parquet files that lie in several configurations' folders (``data/`` is the default one)."""
+    tops = sorted({p.split("/")[0] for p in paths if p.endswith(".parquet") and "/" in p} - {"data"})
+    if len(tops) > 1:
         raise DatasetError(f"hf:{source}: its Parquet files lie in several configurations ({', '.join(tops)}); "
                            f"choose one with ?config=.")
-    return root, folder.name
 
 
 def hub_dataset_error(source: str, exc: Exception) -> DatasetError:
