@@ -24,11 +24,9 @@ __all__ = ["hub_snapshot", "hub_dataset_error"]
 def hub_snapshot(source: str, options: dict) -> tuple[Path, str] | None:
     """(the folder of the dataset's Parquet files at the asked revision, its commit sha), or None when
     the repository holds no Parquet files (the caller then uses ``datasets.load_dataset``)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download
 
     from zooforge.zoo.hub import offline_if_unreachable
-
-    from huggingface_hub import HfApi, constants
 
     config = options.get("config")
     patterns = [f"{config}/**/*.parquet", f"{config}/*.parquet"] if config else ["*.parquet", "**/*.parquet"]
