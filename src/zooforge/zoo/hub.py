@@ -10,7 +10,7 @@ from typing import Any
 from zooforge.errors import BackboneLoadError, describe
 from zooforge.zoo.catalogue import CatalogueEntry
 
-__all__ = ["hub_refusal", "hub_repo", "hub_unreachable", "offline_hint", "offline_if_unreachable"]
+__all__ = ["hub_refusal", "hub_repo", "hub_unreachable", "offline_hint", "offline_if_unreachable", "timm_hub_id"]
 
 # How long a failed reachability check of the hub is believed (an audit of hours re-checks now and then).
 HUB_CHECK_TTL_S = 60.0
@@ -87,18 +87,16 @@ def offline_hint(entry: CatalogueEntry, exc: Exception, reason: str | None = Non
     # one line, so that a table cell (which keeps the first line) still says how to fix it
     from huggingface_hub import constants
 
+    pinned, at = (f" at revision {entry.revision}", f" --revision {entry.revision}") if entry.revision else ("", "")
     refusal = None if reason or constants.HF_HUB_OFFLINE else hub_refusal(exc)
     if refusal:
         return BackboneLoadError(
-            f"cannot load model {entry.id!r} ({entry.source} {entry.name!r}"
-            f"{f' at revision {entry.revision}' if entry.revision else ''}): {refusal} (not found on "
+            f"cannot load model {entry.id!r} ({entry.source} {entry.name!r}{pinned}): {refusal} (not found on "
             f"{constants.ENDPOINT}). Fix the name or revision in the catalogue. [{describe(exc)}]")
     why = reason or "the hub cannot be reached, or offline mode (HF_HUB_OFFLINE=1) is set"
     repo = hub_repo(entry)
-    at = f" --revision {entry.revision}" if entry.revision else ""
-    where = (f"the hub repository {repo}{f' at revision {entry.revision}' if entry.revision else ''} is not in the "
-             f"local Hugging Face cache ({constants.HF_HUB_CACHE})" if repo else
-             "they are not in the local Hugging Face cache")
+    where = (f"the hub repository {repo}{pinned} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+             if repo else "they are not in the local Hugging Face cache")
     fetch = (f"run `hf download {repo}{at}` on a connected machine and copy its cache here (same HF_HOME)" if repo else
              "download them once on a connected machine into the Hugging Face cache (HF_HOME) and copy that cache here")
     return BackboneLoadError(
@@ -116,15 +114,21 @@ def hub_repo(entry: CatalogueEntry) -> str | None:
 
     name = str(entry.name)
     if entry.source == "timm":
-        if name.startswith(("hf-hub:", "hf_hub:")):
-            return name.split(":", 1)[1].split("@")[0]
-        try:
-            from timm.models import get_pretrained_cfg
-
-            cfg = get_pretrained_cfg(name)
-        except Exception:           # an unknown tag: the load error above already says so
-            return None
-        return cfg.hf_hub_id.split("@")[0] if cfg is not None and cfg.hf_hub_id else None
+        return timm_hub_id(name)
     if entry.source == "hf" and not entry.checkpoint and not Path(name).exists() and not name.startswith("python:"):
         return name
     return None
+
+
+def timm_hub_id(name: str) -> str | None:
+    """The hub repository of a timm model name (an ``hf-hub:`` name's, or the tag's ``hf_hub_id``),
+    without revision; None when timm names none."""
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        return name.split(":", 1)[1].split("@")[0]
+    try:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name)
+    except Exception:               # an unknown tag: the load error says so
+        return None
+    return cfg.hf_hub_id.split("@")[0] if cfg is not None and cfg.hf_hub_id else None

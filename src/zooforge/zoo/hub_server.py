@@ -74,7 +74,6 @@ class HubServer:
                     for repo_id, value in given.items()}
 
         self.kinds: dict[str, dict[str, HubRepo]] = {"models": as_repos(repos), "datasets": as_repos(datasets or {})}
-        self.repos = self.kinds["models"]
         self.drop_after = drop_after
         self.requests: list[str] = []
         server = self

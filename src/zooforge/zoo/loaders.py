@@ -15,7 +15,7 @@ from zooforge.errors import BackboneLoadError
 from zooforge.zoo.backbone import Backbone, load_state_dict_file
 from zooforge.zoo.catalogue import CatalogueEntry
 from zooforge.zoo.cost import timm_cost_key
-from zooforge.zoo.hub import hub_unreachable, offline_hint, offline_if_unreachable
+from zooforge.zoo.hub import hub_unreachable, offline_hint, offline_if_unreachable, timm_hub_id
 from zooforge.zoo.transforms import ImageTransform
 
 __all__ = ["hf_backbone", "packaged_folder", "timm_at_revision", "timm_backbone"]
@@ -78,14 +78,12 @@ def _timm_cost_key(name: str, input_size, model: nn.Module, kwargs: dict) -> str
 def timm_at_revision(name: str, revision: str, kwargs: dict) -> tuple[str, dict]:
     """timm names a hub commit as ``<hub id>@<revision>``: on an ``hf-hub:`` name, or on the tag's
     ``hf_hub_id`` through ``pretrained_cfg_overlay``."""
+    repo = timm_hub_id(name)
+    if repo is None:
+        raise BackboneLoadError(f"timm model {name!r} has no hub id to pin to revision {revision!r}; drop `revision`.")
     if name.startswith(("hf-hub:", "hf_hub:")):
         return f"{name.split('@')[0]}@{revision}", kwargs
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(name)
-    if cfg is None or not cfg.hf_hub_id:
-        raise BackboneLoadError(f"timm model {name!r} has no hub id to pin to revision {revision!r}; drop `revision`.")
-    overlay = dict(kwargs.get("pretrained_cfg_overlay", {})) | {"hf_hub_id": f"{cfg.hf_hub_id.split('@')[0]}@{revision}"}
+    overlay = dict(kwargs.get("pretrained_cfg_overlay", {})) | {"hf_hub_id": f"{repo}@{revision}"}
     return name, kwargs | {"pretrained_cfg_overlay": overlay}
 
 
