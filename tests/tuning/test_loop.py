@@ -180,6 +180,22 @@ def test_gradient_accumulation_matches_one_big_batch():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+def test_a_parameter_with_an_lr_scale_trains_at_that_multiple_of_the_rate():
+    # Adam's first step moves every parameter by about its rate, whatever the gradient's size: two
+    # copies of one bias, one at 10x, move 1x and 10x (no decay on biases); the rest trains as before.
+    x, y = _data()
+    plain, scaled = _model(), _model()
+    plain[2].p = scaled[2].p = 0.0
+    scaled[3].bias.lr_scale = 10.0
+    start = plain[3].bias.detach().clone()
+    cfg = TrainConfig(epochs=1, batch_size=96, warmup_frac=0.0, progress=False)        # one step
+    train(plain, x, y, cfg)
+    train(scaled, x, y, cfg)
+    torch.testing.assert_close(scaled[3].bias - start, 10 * (plain[3].bias - start), rtol=1e-4, atol=1e-7)
+    for p, q in zip(plain[0].parameters(), scaled[0].parameters()):   # before the scaled one in the graph
+        torch.testing.assert_close(p, q)
+
+
 def test_schedule_warms_up_then_decays_to_the_floor():
     cfg = TrainConfig(lr=1.0, warmup_frac=0.1, min_lr_ratio=0.01)
     lrs = [learning_rate(s, 100, cfg) for s in range(100)]

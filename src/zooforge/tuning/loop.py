@@ -105,13 +105,17 @@ def _micro_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weights decay, biases and norms do not. A parameter with an ``lr_scale`` attribute (a
+    method's newly initialised parts, e.g. Zoo-Tuning's gates) trains at that multiple of the rate."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters.")
-    decay = [p for p in params if p.dim() >= 2]          # weights decay; biases and norms do not
-    no_decay = [p for p in params if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    groups: dict[tuple[bool, float], list] = {}
+    for p in params:
+        groups.setdefault((p.dim() >= 2, float(getattr(p, "lr_scale", 1.0))), []).append(p)
+    order = sorted(groups, key=lambda k: (k[1] != 1.0, not k[0], k[1]))   # plain decay, plain no-decay first
+    return torch.optim.AdamW([{"params": groups[k], "weight_decay": cfg.weight_decay if k[0] else 0.0,
+                               "lr_scale": k[1]} for k in order], lr=cfg.lr)
 
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
@@ -275,7 +279,7 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
         micro = _micro_batches(order, cfg.batch_size)
         for k in range(0, len(micro), cfg.grad_accum):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, cfg)
+                group["lr"] = learning_rate(step, total_steps, cfg) * group.get("lr_scale", 1.0)
             group_batches = micro[k:k + cfg.grad_accum]
             n_group = sum(len(b) for b in group_batches)
             for idx in group_batches:
