@@ -33,7 +33,7 @@ def tiny_bert_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "zoo", "forge"]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab))
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    tokenizer = transformers.BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"))   # transformers 5 ignores vocab_file
     config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2,
                                      num_attention_heads=2, intermediate_size=32)
     torch.manual_seed(0)

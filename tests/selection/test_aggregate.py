@@ -79,19 +79,15 @@ def test_the_reference_gates_and_reset_statistics_are_what_they_say():
         aggregate_models(nets, norm_stats="drop")
 
 
-@pytest.mark.parametrize("copies", [1, 3])
-def test_zootuning_of_one_expert_or_copies_of_it_is_plain_fine_tuning(copies):
-    """Issue #20: aggregation that cannot reproduce its one member's fine-tuning is broken. Trained
-    the same way (same head init, data order, optimiser), Zoo-Tuning of k copies of an expert ends
-    where plain fine-tuning of the expert ends; with the learned channel alignment it does not."""
-    from zooforge.selection.aggregate.zootuning import ZooTuned
+def _fine_tuner(entry, data: str):
+    """``fine_tuned(make)``: the logits on ``data`` of the model ``make()`` builds, after 2 epochs on
+    ``data`` with the one loop (the identity tests' recipe; ``entry`` prepares the inputs)."""
     from zooforge.tuning.loop import train
-    from zooforge.tuning.methods import MethodConfig, TaskModel, inputs_for
-    from zooforge.zoo import load_catalogue, load_dataset
+    from zooforge.tuning.methods import inputs_for
+    from zooforge.zoo import load_dataset
     from zooforge.zoo.backbone import Backbone
 
-    entry = next(e for e in load_catalogue("demo") if e.id == "demo/convnext-shapes")
-    ds = load_dataset("demo:shapes?n=8")
+    ds = load_dataset(data)
     cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=8, seed=0, device="cpu", progress=False)
     x, y = inputs_for(Backbone.from_entry(entry), ds), torch.as_tensor(ds.labels)
 
@@ -100,6 +96,22 @@ def test_zootuning_of_one_expert_or_copies_of_it_is_plain_fine_tuning(copies):
         train(model, x, y, cfg)
         with torch.no_grad():
             return model.eval()(x)
+
+    return fine_tuned
+
+
+@pytest.mark.parametrize("copies", [1, 3])
+def test_zootuning_of_one_expert_or_copies_of_it_is_plain_fine_tuning(copies):
+    """Issue #20: aggregation that cannot reproduce its one member's fine-tuning is broken. Trained
+    the same way (same head init, data order, optimiser), Zoo-Tuning of k copies of an expert ends
+    where plain fine-tuning of the expert ends; with the learned channel alignment it does not."""
+    from zooforge.selection.aggregate.zootuning import ZooTuned
+    from zooforge.tuning.methods import MethodConfig, TaskModel
+    from zooforge.zoo import load_catalogue
+    from zooforge.zoo.backbone import Backbone
+
+    entry = next(e for e in load_catalogue("demo") if e.id == "demo/convnext-shapes")
+    fine_tuned = _fine_tuner(entry, "demo:shapes?n=8")
 
     def plain():
         backbone = Backbone.from_entry(entry)
@@ -132,6 +144,18 @@ def test_zootuning_same_architecture_gates_sum_to_one_and_collapse():
     assert len(r.members) == 4 and sum(r.weights) == pytest.approx(1.0, abs=1e-5)
     assert r.extra["collapsed_params"] < r.total_params           # one plain network of the base size
     assert r.extra["layers"] > 5
+
+
+def test_zootuning_gate_lr_moves_only_the_gates_faster():
+    # the gates start at the lead's prior; at 30x the rate they leave it further, and the kernels of
+    # the run start equal: gate_lr reaches the optimiser for the gates alone
+    slow = zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG, gate_lr=1.0, collapse=False)
+    fast = zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG, gate_lr=30.0, collapse=False)
+    prior = torch.softmax(torch.tensor([3.0, 0.0, 0.0]), 0)
+    moved = [float((torch.tensor(r.weights) - prior).abs().sum()) for r in (slow, fast)]
+    assert moved[1] > 3 * moved[0] and fast.extra["gate_lr"] == 30.0
+    with pytest.raises(ValueError, match="gate_lr"):
+        zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG, gate_lr=0.0)
 
 
 def test_zootuning_gives_its_lead_to_the_logme_best_of_the_named_models():
@@ -343,3 +367,78 @@ def test_hubpathway_trains_when_a_member_is_routed_a_single_input():
     out.sum().backward()
     assert out.shape == (5, 4) and torch.isfinite(out).all()
     assert torch.equal(bn.running_mean, before) and bn.training        # untouched, and back in training mode
+
+
+def _tiny_berts(root, data, seeds, vocab_order=None):
+    """Tiny BERT encoders written with save_pretrained, one per seed, over the words of ``data``; the
+    same tokenizer unless ``vocab_order`` reverses the words for the last one."""
+    import transformers
+
+    from zooforge.zoo import CatalogueEntry, load_dataset
+
+    ds = load_dataset(data)
+    words = sorted({w for i in range(len(ds)) for w in ds.text(i).split()})
+    entries = []
+    for i, seed in enumerate(seeds):
+        folder = root / f"bert{i}"
+        folder.mkdir()
+        order = words[::-1] if vocab_order == "reversed" and i == len(seeds) - 1 else words
+        (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *order]))
+        tokenizer = transformers.BertTokenizerFast(vocab=str(folder / "vocab.txt"))
+        config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=32)
+        torch.manual_seed(seed)
+        transformers.BertModel(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        entries.append(CatalogueEntry(id=f"hf/bert{i}", source="hf", name=str(folder), modality="text"))
+    return entries
+
+
+def test_hubpathway_routes_text_members_that_share_a_tokenizer(tmp_path):
+    # The generator of a text hub is a bag of token embeddings: padding changes no route.
+    from zooforge.selection.aggregate.hubpathway import TokenGenerator
+
+    data = "demo:negation?n=16"
+    entries = _tiny_berts(tmp_path, data, seeds=(0, 1, 2))
+    r = hubpathway(entries, data, models=[e.id for e in entries], top_k=2, config=CFG)
+    model = r.model.eval()
+    assert isinstance(model.generator, TokenGenerator) and sum(r.weights) == pytest.approx(1.0, abs=1e-5)
+    ids = model.members[0].task.backbone.prepare(["my friends said the book was fun", "the book"])["input_ids"]
+    w = model.routing(ids)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2))
+    assert ((w > 0).sum(-1) == 2).all() and model(ids).shape == (2, 2)
+    padded = torch.cat([ids, torch.zeros(2, 5, dtype=ids.dtype)], 1)             # [PAD] is id 0
+    torch.testing.assert_close(model.routing(padded), w)
+    assert 0 < r.accuracy <= 1 and r.gmacs > 0
+
+
+def test_hubpathway_refuses_text_members_that_tokenise_differently(tmp_path):
+    data = "demo:negation?n=8"
+    entries = _tiny_berts(tmp_path, data, seeds=(0, 1), vocab_order="reversed")
+    with pytest.raises(ZooforgeError, match="'hf/bert0' and 'hf/bert1' tokenise this data differently"):
+        hubpathway(entries, data, models=[e.id for e in entries], config=CFG)
+
+
+def test_zootuning_of_copies_of_a_text_encoder_is_plain_fine_tuning(tmp_path):
+    # The one-expert identity above, on a transformer's linear layers over (batch, tokens, width).
+    from zooforge.selection.aggregate.zootuning import ZooTuned
+    from zooforge.tuning.methods import MethodConfig, TaskModel
+    from zooforge.zoo.backbone import Backbone
+
+    data = "demo:negation?n=8"
+    entry = _tiny_berts(tmp_path, data, seeds=(0,))[0]
+    fine_tuned = _fine_tuner(entry, data)
+
+    def plain():
+        torch.manual_seed(5)
+        return TaskModel(Backbone.from_entry(entry), 2, MethodConfig("full"))
+
+    def zoo():
+        members = [Backbone.from_entry(entry) for _ in range(3)]
+        body = aggregate_models([m.model for m in members])
+        assert sum(isinstance(m, AggregatedLayer) for m in body.modules()) >= 6     # q, k, v, out, 2 FFN
+        torch.manual_seed(5)
+        return ZooTuned(members[0].with_model(body), 2, MethodConfig("full"))
+
+    reference = fine_tuned(plain)
+    assert float((fine_tuned(zoo) - reference).abs().max()) < 1e-3 * float(reference.abs().max())

@@ -13,7 +13,10 @@ left in ``aux_loss`` for the training loop. The whole pathway (generator, models
 end with the one loop.
 
 The models keep their own preprocessing: the shared input is the image in [0, 1] and each member
-resizes it to its own input size and normalises with its own mean and std.
+resizes it to its own input size and normalises with its own mean and std. Text members share one
+input, the token ids, so they must share a tokenizer (checked on the data: members that tokenise it
+differently are refused); their generator is the text counterpart of the small CNN, a mean of
+learned token embeddings (padding left out). The paper routes images only; this is our extension.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from zooforge.selection.aggregate._common import (AggregateResult, Timer, infere
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import TaskModel, build
 
-__all__ = ["hubpathway", "HubPathway", "PathwayGenerator", "cv_squared", "running_statistics"]
+__all__ = ["hubpathway", "HubPathway", "PathwayGenerator", "TokenGenerator", "cv_squared", "running_statistics"]
 
 
 def cv_squared(x: torch.Tensor) -> torch.Tensor:
@@ -57,12 +60,30 @@ class PathwayGenerator(nn.Module):
         return self.logits(h), F.softplus(self.noise(h)) + 1e-2
 
 
+class TokenGenerator(nn.Module):
+    """Mean of learned token embeddings (padding excluded) → (clean logits, noise scale) over K models."""
+
+    def __init__(self, k: int, vocab_size: int, pad_id: int, width: int = 32):
+        super().__init__()
+        self.embed = nn.EmbeddingBag(vocab_size, width, mode="mean", padding_idx=pad_id)
+        self.logits = nn.Linear(width, k)
+        self.noise = nn.Linear(width, k)
+
+    def forward(self, ids):
+        h = torch.relu(self.embed(ids))
+        return self.logits(h), F.softplus(self.noise(h)) + 1e-2
+
+
 class _Member(nn.Module):
-    """A TaskModel fed images in [0, 1]: resize to its size and normalise with its statistics."""
+    """A TaskModel fed images in [0, 1] (resized to its size, normalised with its statistics) or, for
+    a text model, the shared token ids as they are."""
 
     def __init__(self, task: TaskModel):
         super().__init__()
         self.task = task
+        self.text = task.backbone.modality == "text"
+        if self.text:
+            return
         t = task.backbone.transform
         if t is None:
             raise ZooforgeError(f"Hub-Pathway members must be timm/local image models; {task.backbone.id!r} is not.")
@@ -71,6 +92,8 @@ class _Member(nn.Module):
         self.register_buffer("std", torch.tensor(t.std).view(1, -1, 1, 1))
 
     def forward(self, x):
+        if self.text:
+            return self.task(x)
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return self.task((x - self.mean) / self.std)
@@ -92,12 +115,13 @@ def running_statistics(module: nn.Module):
 
 
 class HubPathway(nn.Module):
-    def __init__(self, tasks: list[TaskModel], top_k: int = 2, balance: float = 0.01, noise: bool = True):
+    def __init__(self, tasks: list[TaskModel], top_k: int = 2, balance: float = 0.01, noise: bool = True,
+                 generator: nn.Module | None = None):
         super().__init__()
         if not 1 <= top_k <= len(tasks):
             raise ValueError(f"`top_k` must be in [1, {len(tasks)}]; got {top_k}.")
         self.members = nn.ModuleList(_Member(t) for t in tasks)
-        self.generator = PathwayGenerator(len(tasks))
+        self.generator = generator if generator is not None else PathwayGenerator(len(tasks))
         self.top_k, self.balance, self.noise = top_k, balance, noise
         self.aux_loss = None
         self.last_routing: torch.Tensor | None = None
@@ -130,6 +154,25 @@ class HubPathway(nn.Module):
         return out
 
 
+def shared_tokens(members, dataset) -> torch.Tensor:
+    """The token ids every text member reads ``dataset`` as, which must be one tensor for all of them:
+    Hub-Pathway gives each input to several members at once."""
+    from zooforge.tuning.methods import inputs_for
+
+    other = [m.id for m in members if m.modality != "text"]
+    if other:
+        raise ZooforgeError(f"Hub-Pathway on a text dataset routes among text models; {other} are not. "
+                            "Choose text models with --model.")
+    ids = inputs_for(members[0], dataset)
+    for m in members[1:]:
+        mine = inputs_for(m, dataset)
+        if mine.shape != ids.shape or not torch.equal(mine, ids):
+            raise ZooforgeError(f"Hub-Pathway gives every member the same input, and on text that needs one "
+                                f"tokenizer: {members[0].id!r} and {m.id!r} tokenise this data differently. "
+                                "Choose members that share a tokenizer (--model).")
+    return ids
+
+
 def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: int | None = 4,
                method: str = "full", balance: float = 0.01, config: TrainConfig | None = None,
                split: float = 0.8, seed: int = 0, progress: bool = False) -> AggregateResult:
@@ -141,9 +184,15 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
     with Timer() as timer:
         torch.manual_seed(seed)
         tasks = [build(m, ds.num_classes, method) for m in members]
-        model = HubPathway(tasks, top_k=min(top_k, len(tasks)), balance=balance)
-        size = tuple(max(m.transform.input_size[i] for m in members if m.transform is not None) for i in (1, 2))
-        x_tr, x_te = raw_images(train_ds, size), raw_images(test_ds, size)
+        if ds.modality == "text":
+            x_tr, x_te = shared_tokens(members, train_ds), shared_tokens(members, test_ds)
+            tok = members[0].tokenizer
+            generator = TokenGenerator(len(tasks), len(tok), tok.pad_token_id or 0)
+        else:
+            size = tuple(max(m.transform.input_size[i] for m in members if m.transform is not None) for i in (1, 2))
+            x_tr, x_te = raw_images(train_ds, size), raw_images(test_ds, size)
+            generator = None
+        model = HubPathway(tasks, top_k=min(top_k, len(tasks)), balance=balance, generator=generator)
         y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
         cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
         result = train(model, x_tr, y_tr, cfg)
