@@ -1,10 +1,12 @@
 """Do the aggregators earn their place? Each against the single best model and a plain ensemble.
 
-    python benchmarks/aggregate.py [--zoo demo --zoo timm2] [--target shapes ...] [--seed 0 --seed 1]
-                                   [--epochs 5] [--per-class 60] [--report]
+    python benchmarks/aggregate.py [--zoo demo --zoo timm2 --zoo text] [--target shapes ...]
+                                   [--seed 0 --seed 1] [--epochs 5] [--per-class 60] [--report]
 
 Rows, per (zoo, target, seed), all at the same number of training epochs, on the same split
-(80% train, 20% held out; the held-out part is only scored):
+(image zoos: ``--per-class`` images a class, 80% train, 20% held out; the text zoo: its truth
+protocol in benchmarks/selection.py, 40 sentences a class to train (10 for topics@10) and 50 held
+out, 6 epochs, batch 16, rates 3e-5 and 1e-4; the held-out part is only scored):
 
 * ``single``: the LogME top-1 fine-tuned alone (full), its learning rate validated inside the
   training split (``lr="auto"``: 80/20, the method's grid), i.e. ``ensemble(top_k=1, lr="auto")``;
@@ -21,7 +23,9 @@ target and seed (they fine-tune the same kind of networks; validating each aggre
 would multiply its cost by the grid's size). Columns: held-out accuracy, parameters and GMACs per input at
 inference (counted as the model runs: Hub-Pathway's routed members only), training seconds. The
 summary counts, per aggregator, the targets x seeds where it reaches the single model, and the mean
-difference. ``timm2`` is benchmarks/selection.py's second zoo (built there, in its work folder).
+difference. ``timm2`` and ``text`` (all-MiniLM-L6-v2 and 8 variants) are benchmarks/selection.py's
+other zoos (built there, in its work folder). Zoo-Tuning's architectures are told apart by their
+parameter shapes (the text zoo's truncated MiniLMs are the same model name with fewer layers).
 
 Every finished row is appended to ``benchmarks/.aggregate/rows.jsonl``: killed, a rerun goes on where
 it stopped; ``--report`` prints the tables from that file alone.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,51 +45,88 @@ import torch
 HERE = Path(__file__).parent
 WORK = HERE / ".aggregate"
 TARGETS = ("shapes", "counting", "glyphs", "orientation")      # the demo targets that do not saturate
+TEXT_TARGETS = ("negation", "relation", "topics@10", "intent")  # the selection benchmark's text targets
 ROWS = ("single", "ensemble-3", "btuning-3", "zootuning", "hubpathway")
 AGGREGATORS = ROWS[2:]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one (zoo, target) is trained: the data, the train share, epochs, batch and rate grid."""
+    data: str
+    split: float
+    epochs: int
+    per_class: int          # the rows' key: images a class (image zoos) or training sentences a class (text)
+    batch_size: int = 32
+    lr_grid: tuple[float, ...] | None = None     # None: the full method's grid (zooforge.tuning.tune.LR_GRID)
+
+
+def _selection():
+    sys.path.insert(0, str(HERE))
+    import selection                                         # benchmarks/selection.py builds the other zoos
+
+    return selection
+
+
+def setting(zoo: str, target: str, epochs: int, per_class: int) -> Setting:
+    if zoo != "text":
+        return Setting(f"demo:{target}?n={per_class}", 0.8, epochs, per_class)
+    selection = _selection()
+    p = selection.target_protocol(zoo, target)
+    n = p.train_per_class + p.test_per_class
+    return Setting(f"demo:{selection.split_target(target)[0]}?n={n}", p.train_per_class / n, p.epochs,
+                   p.train_per_class, p.batch_size, tuple(sorted(p.lrs)))
 
 
 def catalogue_of(zoo: str):
     if zoo == "demo":
         return "demo"
-    sys.path.insert(0, str(HERE))
-    import selection                                         # benchmarks/selection.py builds the second zoo
-
+    selection = _selection()
     return str(selection.catalogue_path(zoo, selection.WORK))
 
 
-def zootuning_members(catalogue, data: str, seed: int) -> list[str]:
+def architecture(model: torch.nn.Module) -> tuple:
+    """The parameter shapes, source classifier left out (its size is the source task's)."""
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    skip = tuple(classifier) if isinstance(classifier, (list, tuple)) else (classifier,)
+    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items() if not k.startswith(skip))
+
+
+def zootuning_members(catalogue, data: str, split: float, seed: int) -> list[str]:
     """Every model of the LogME-best architecture among those with at least 3 models in the zoo."""
     from zooforge.selection.aggregate._common import load_members, split_dataset
     from zooforge.zoo import load_catalogue
+    from zooforge.zoo.backbone import Backbone
 
     entries = load_catalogue(catalogue)
-    by_arch: dict[str, list[str]] = {}
+    arch_of = {e.id: architecture(Backbone.from_entry(e).model) for e in entries}
+    by_arch: dict[tuple, list[str]] = {}
     for e in entries:
-        by_arch.setdefault(e.name, []).append(e.id)
-    _, train_ds, _ = split_dataset(data, 0.8, seed)
+        by_arch.setdefault(arch_of[e.id], []).append(e.id)
+    _, train_ds, _ = split_dataset(data, split, seed)
     _, scores = load_members(catalogue, None, len(entries), train_ds)
-    arch_of = {e.id: e.name for e in entries}
     for model in sorted(scores, key=scores.get, reverse=True):
         if len(by_arch[arch_of[model]]) >= 3:
             return by_arch[arch_of[model]]
     raise SystemExit(f"no architecture has 3 models in {catalogue}")
 
 
-def run_row(row: str, catalogue, data: str, seed: int, epochs: int, lr: float) -> dict:
+def run_row(row: str, catalogue, s: Setting, seed: int, lr: float) -> dict:
     from zooforge.selection.aggregate import btuning, ensemble, hubpathway, zootuning
     from zooforge.tuning.loop import TrainConfig
 
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=32, seed=seed, progress=False)
-    common = {"config": cfg, "seed": seed}
+    cfg = TrainConfig(epochs=s.epochs, lr=lr, batch_size=s.batch_size, seed=seed, progress=False)
+    common = {"config": cfg, "seed": seed, "split": s.split}
+    data = s.data
     if row == "single":
-        r = ensemble(catalogue, data, top_k=1, lr="auto", **common)
+        r = ensemble(catalogue, data, top_k=1, lr="auto", lr_grid=s.lr_grid, **common)
     elif row == "ensemble-3":
-        r = ensemble(catalogue, data, top_k=3, lr="auto", **common)
+        r = ensemble(catalogue, data, top_k=3, lr="auto", lr_grid=s.lr_grid, **common)
     elif row == "btuning-3":
         r = btuning(catalogue, data, top_k=3, **common)
     elif row == "zootuning":
-        r = zootuning(catalogue, data, models=zootuning_members(catalogue, data, seed), top_k=None, **common)
+        r = zootuning(catalogue, data, models=zootuning_members(catalogue, data, s.split, seed), top_k=None,
+                      **common)
     else:
         r = hubpathway(catalogue, data, candidates=4, top_k=2, **common)
     return {"accuracy": r.accuracy, "params": r.total_params, "gmacs": r.gmacs, "seconds": r.seconds,
@@ -104,10 +146,15 @@ def load_rows(path: Path) -> dict[tuple, dict]:
 
 
 def report(rows: dict, epochs: int, per_class: int) -> None:
-    chosen = [r for k, r in rows.items() if k[4] == epochs and k[5] == per_class]
+    def wanted(k):
+        s = setting(k[0], k[1], epochs, per_class)
+        return (k[4], k[5]) == (s.epochs, s.per_class)
+
+    chosen = [r for k, r in rows.items() if wanted(k)]
     cells = sorted({(r["zoo"], r["target"], r["seed"]) for r in chosen})
     at = {(r["zoo"], r["target"], r["seed"], r["row"]): r for r in chosen}
-    print(f"{epochs} epochs, {per_class} images a class (80% train / 20% held out)\n")
+    print(f"image zoos: {epochs} epochs, {per_class} images a class (80% train / 20% held out); "
+          "text: its truth protocol\n")
     print(f"{'zoo':<6} {'target':<12} {'seed':>4} {'row':<11} {'acc':>6} {'- single':>8} {'params':>9} "
           f"{'GMACs':>8} {'s':>6}  members")
     for zoo, target, seed in cells:
@@ -121,20 +168,23 @@ def report(rows: dict, epochs: int, per_class: int) -> None:
             print(f"{zoo:<6} {target:<12} {seed:>4} {row:<11} {r['accuracy']:>6.3f} {diff} {r['params']:>9,} "
                   f"{r['gmacs']:>8.4f} {r['seconds']:>6.1f}  {members}")
     print(f"\n{'row':<11} {'cells':>5} {'mean acc':>8} {'mean - single':>13} {'>= single':>9} {'GMACs x single':>14}")
-    for row in ROWS:
-        pairs = [(at[c + (row,)], at[c + ("single",)]) for c in cells
-                 if c + (row,) in at and c + ("single",) in at]
-        if not pairs:
-            continue
-        diffs = np.array([a["accuracy"] - s["accuracy"] for a, s in pairs])
-        cost = np.median([a["gmacs"] / s["gmacs"] for a, s in pairs])
-        print(f"{row:<11} {len(pairs):>5} {np.mean([a['accuracy'] for a, _ in pairs]):>8.3f} {diffs.mean():>+13.3f} "
-              f"{int((diffs >= 0).sum()):>4} of {len(pairs):<2} {cost:>13.2f}x")
+    for zoos in sorted({(c[0],) for c in cells}) + ([tuple(sorted({c[0] for c in cells}))]
+                                                    if len({c[0] for c in cells}) > 1 else []):
+        print(" + ".join(zoos))
+        for row in ROWS:
+            pairs = [(at[c + (row,)], at[c + ("single",)]) for c in cells
+                     if c[0] in zoos and c + (row,) in at and c + ("single",) in at]
+            if not pairs:
+                continue
+            diffs = np.array([a["accuracy"] - s["accuracy"] for a, s in pairs])
+            cost = np.median([a["gmacs"] / s["gmacs"] for a, s in pairs])
+            print(f"{row:<11} {len(pairs):>5} {np.mean([a['accuracy'] for a, _ in pairs]):>8.3f} "
+                  f"{diffs.mean():>+13.3f} {int((diffs >= 0).sum()):>4} of {len(pairs):<2} {cost:>13.2f}x")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--zoo", action="append", choices=("demo", "timm2"))
+    ap.add_argument("--zoo", action="append", choices=("demo", "timm2", "text"))
     ap.add_argument("--target", action="append")
     ap.add_argument("--seed", action="append", type=int)
     ap.add_argument("--row", action="append", choices=ROWS)
@@ -149,16 +199,19 @@ def main() -> None:
     if not args.report:
         for zoo in args.zoo or ["demo"]:
             catalogue = catalogue_of(zoo)
-            for target in args.target or TARGETS:
-                data = f"demo:{target}?n={args.per_class}"
+            for target in args.target or (TEXT_TARGETS if zoo == "text" else TARGETS):
+                s = setting(zoo, target, args.epochs, args.per_class)
                 for seed in args.seed or [0, 1]:
                     for row in args.row or ROWS:
-                        key = (zoo, target, seed, row, args.epochs, args.per_class)
+                        key = (zoo, target, seed, row, s.epochs, s.per_class)
                         if key in rows:
                             continue
-                        single = rows.get((zoo, target, seed, "single", args.epochs, args.per_class))
-                        lr = single["extra"]["lr"][0] if single else 1e-3      # the single row runs first
-                        r = run_row(row, catalogue, data, seed, args.epochs, lr)
+                        single = rows.get((zoo, target, seed, "single", s.epochs, s.per_class))
+                        if single is None and row != "single":
+                            raise SystemExit(f"{zoo} {target} seed {seed}: run the single row first (its "
+                                             "validated rate is the one the others train at)")
+                        lr = single["extra"]["lr"][0] if single else 1e-3   # single: validated, not this
+                        r = run_row(row, catalogue, s, seed, lr)
                         record = dict(zip(("zoo", "target", "seed", "row", "epochs", "per_class"), key)) | r
                         with store.open("a") as f:
                             f.write(json.dumps(record) + "\n")

@@ -213,6 +213,11 @@ def test_the_ensemble_of_one_is_the_single_model_fine_tuned_alone():
     assert r.gmacs == pytest.approx(alone.task.backbone.gmacs, rel=0.02)   # the body, and a linear head
 
 
+def test_the_ensemble_validates_each_member_over_the_rates_it_is_given():
+    r = ensemble("demo", DATA, top_k=2, config=CFG, lr="auto", lr_grid=(7e-4, 2e-3))   # not the default grid
+    assert len(r.extra["lr"]) == 2 and set(r.extra["lr"]) <= {7e-4, 2e-3}
+
+
 def test_the_ensemble_averages_its_members_logits():
     from zooforge.selection.aggregate._common import split_dataset
     from zooforge.tuning.loop import outputs

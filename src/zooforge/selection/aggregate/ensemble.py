@@ -20,10 +20,11 @@ __all__ = ["ensemble"]
 
 
 def ensemble(catalogue, dataset, *, top_k: int = 3, models=None, method: str = "full", lr: float | str | None = None,
-             config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, cache_dir=None,
+             lr_grid=None, config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, cache_dir=None,
              progress: bool = False) -> AggregateResult:
     """Fine-tune each of the top-``top_k`` (or ``models``) alone with ``method`` and average their logits.
-    ``lr``: a peak rate, ``"auto"`` (validated per member), or None for ``config.lr``."""
+    ``lr``: a peak rate, ``"auto"`` (validated per member, over ``lr_grid``: default the method's
+    ``LR_GRID``), or None for ``config.lr``."""
     from zooforge.tuning.tune import tune
 
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
@@ -34,7 +35,7 @@ def ensemble(catalogue, dataset, *, top_k: int = 3, models=None, method: str = "
     logits, runs, gmacs = [], [], 0.0
     with Timer() as timer:
         for b in members:
-            run = tune(b.id, ds, method, catalogue=members, loop=cfg, lr=lr, split=split, seed=seed)
+            run = tune(b.id, ds, method, catalogue=members, loop=cfg, lr=lr, lr_grid=lr_grid, split=split, seed=seed)
             x_te = inputs_for(run.task.backbone, test_ds)
             logits.append(outputs(run.task, x_te).float())
             gmacs += inference_gmacs(run.task, x_te)
