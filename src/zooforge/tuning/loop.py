@@ -110,12 +110,13 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters.")
-    groups: dict[tuple[bool, float], list] = {}
+    # (decays, lr_scale) -> parameters; the two plain groups always first, as before there were scales,
+    # so a checkpoint's optimiser state still lines up with them
+    groups: dict[tuple[bool, float], list] = {(True, 1.0): [], (False, 1.0): []}
     for p in params:
         groups.setdefault((p.dim() >= 2, float(getattr(p, "lr_scale", 1.0))), []).append(p)
-    order = sorted(groups, key=lambda k: (k[1] != 1.0, not k[0], k[1]))   # plain decay, plain no-decay first
-    return torch.optim.AdamW([{"params": groups[k], "weight_decay": cfg.weight_decay if k[0] else 0.0,
-                               "lr_scale": k[1]} for k in order], lr=cfg.lr)
+    return torch.optim.AdamW([{"params": ps, "weight_decay": cfg.weight_decay if decays else 0.0, "lr_scale": scale}
+                              for (decays, scale), ps in groups.items()], lr=cfg.lr)
 
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
