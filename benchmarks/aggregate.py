@@ -86,10 +86,12 @@ def catalogue_of(zoo: str):
 
 
 def architecture(model: torch.nn.Module) -> tuple:
-    """The parameter shapes, source classifier left out (its size is the source task's)."""
+    """The layers' kinds and the parameter shapes, source classifier left out (its size is the source
+    task's): what Zoo-Tuning requires to be equal (a GroupNorm and a LayerNorm hold equal shapes)."""
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
     skip = tuple(classifier) if isinstance(classifier, (list, tuple)) else (classifier,)
-    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items() if not k.startswith(skip))
+    kinds = tuple((k, type(m).__name__) for k, m in model.named_modules() if not (skip and k.startswith(skip)))
+    return kinds + tuple((k, tuple(v.shape)) for k, v in model.state_dict().items() if not k.startswith(skip))
 
 
 def zootuning_members(catalogue, data: str, split: float, seed: int) -> list[str]:

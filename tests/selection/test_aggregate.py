@@ -178,6 +178,20 @@ def test_zootuning_refuses_mixed_architectures():
         zootuning("demo", DATA, models=["demo/vit-glyphs", "demo/resnet-colour"], config=CFG)
 
 
+def test_zootuning_refuses_models_whose_tensors_match_but_whose_layers_do_not():
+    # a GroupNorm and a LayerNorm EfficientNet hold tensors of the same names and shapes; mixing
+    # their kernels and norms would make a network neither was trained as
+    import timm
+
+    from zooforge.selection.aggregate.zootuning import _check_same_architecture
+
+    gn, ln = timm.create_model("test_efficientnet_gn"), timm.create_model("test_efficientnet_ln")
+    assert {k: v.shape for k, v in gn.state_dict().items()} == {k: v.shape for k, v in ln.state_dict().items()}
+    _check_same_architecture([gn, timm.create_model("test_efficientnet_gn")], ["a", "b"], set())
+    with pytest.raises(ZooforgeError, match=r"'gn' and 'ln' differ at .*GroupNorm.* vs .*LayerNorm"):
+        _check_same_architecture([gn, ln], ["gn", "ln"], set())
+
+
 def test_hubpathway_heterogeneous_routing_sums_to_one():
     r = hubpathway("demo", DATA, models=["demo/vit-glyphs", "demo/resnet-colour", "demo/effnet-shapes"],
                    top_k=2, config=CFG)

@@ -139,13 +139,21 @@ def _check_same_architecture(models: list[nn.Module], ids: list[str], skip: set[
     def shapes(m):        # source heads may differ in size: they are not aggregated
         return {k: v.shape for k, v in m.state_dict().items() if not any(k.startswith(s + ".") for s in skip)}
 
-    ref = shapes(models[0])
+    def kinds(m):         # equal shapes, other layers: a GroupNorm and a LayerNorm hold the same tensors
+        return {k: type(v).__name__ for k, v in m.named_modules() if not any(k == s or k.startswith(s + ".") for s in skip)}
+
+    ref, ref_kinds = shapes(models[0]), kinds(models[0])
     for m, mid in zip(models[1:], ids[1:]):
-        other = shapes(m)
+        other, other_kinds = shapes(m), kinds(m)
         if other != ref:
             diff = sorted(set(ref) ^ set(other)) or [k for k in ref if ref[k] != other[k]]
-            raise ZooforgeError(f"Zoo-Tuning needs models of one architecture: {ids[0]!r} and {mid!r} differ "
-                                f"at {diff[:3]}; use Hub-Pathway for heterogeneous models.")
+        elif other_kinds != ref_kinds:
+            diff = [f"{k} ({ref_kinds.get(k)} vs {other_kinds.get(k)})" for k in sorted(set(ref_kinds) | set(other_kinds))
+                    if ref_kinds.get(k) != other_kinds.get(k)]
+        else:
+            continue
+        raise ZooforgeError(f"Zoo-Tuning needs models of one architecture: {ids[0]!r} and {mid!r} differ "
+                            f"at {diff[:3]}; use Hub-Pathway for heterogeneous models.")
 
 
 def aggregate_models(models: list[nn.Module], skip: set[str] = frozenset(), *, align: bool = False,
