@@ -86,12 +86,12 @@ def catalogue_of(zoo: str):
 
 
 def architecture(model: torch.nn.Module) -> tuple:
-    """The layers' kinds and the parameter shapes, source classifier left out (its size is the source
-    task's): what Zoo-Tuning requires to be equal (a GroupNorm and a LayerNorm hold equal shapes)."""
-    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
-    skip = tuple(classifier) if isinstance(classifier, (list, tuple)) else (classifier,)
-    kinds = tuple((k, type(m).__name__) for k, m in model.named_modules() if not (skip and k.startswith(skip)))
-    return kinds + tuple((k, tuple(v.shape)) for k, v in model.state_dict().items() if not k.startswith(skip))
+    """Zoo-Tuning's notion of one architecture (zooforge.selection.aggregate.zootuning.architecture:
+    layer kinds and tensor shapes, the source classifier left out), as a key."""
+    from zooforge.selection.aggregate.zootuning import architecture as layout, source_head
+
+    shapes, kinds = layout(model, source_head(model))
+    return tuple(sorted((k, tuple(v)) for k, v in shapes.items())), tuple(sorted(kinds.items()))
 
 
 def zootuning_members(catalogue, data: str, split: float, seed: int) -> list[str]:
@@ -170,8 +170,8 @@ def report(rows: dict, epochs: int, per_class: int) -> None:
             print(f"{zoo:<6} {target:<12} {seed:>4} {row:<11} {r['accuracy']:>6.3f} {diff} {r['params']:>9,} "
                   f"{r['gmacs']:>8.4f} {r['seconds']:>6.1f}  {members}")
     print(f"\n{'row':<11} {'cells':>5} {'mean acc':>8} {'mean - single':>13} {'>= single':>9} {'GMACs x single':>14}")
-    for zoos in sorted({(c[0],) for c in cells}) + ([tuple(sorted({c[0] for c in cells}))]
-                                                    if len({c[0] for c in cells}) > 1 else []):
+    zoos_run = sorted({c[0] for c in cells})
+    for zoos in [(z,) for z in zoos_run] + ([tuple(zoos_run)] if len(zoos_run) > 1 else []):
         print(" + ".join(zoos))
         for row in ROWS:
             pairs = [(at[c + (row,)], at[c + ("single",)]) for c in cells

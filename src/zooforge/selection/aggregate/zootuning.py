@@ -135,16 +135,27 @@ class AggregatedLayer(nn.Module):
         return y
 
 
+def source_head(model: nn.Module) -> set[str]:
+    """The module names of a timm model's source classifier: its size is the source task's, so it is
+    neither aggregated nor compared."""
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
+    return set(classifier if isinstance(classifier, (list, tuple)) else [classifier] if classifier else [])
+
+
+def architecture(model: nn.Module, skip: set[str] = frozenset()) -> tuple[dict, dict]:
+    """(each tensor's shape, each layer's kind) by name, ``skip``'s modules left out: what models must
+    share to be aggregated (equal shapes are not enough: a GroupNorm and a LayerNorm hold the same tensors)."""
+    def kept(name: str) -> bool:
+        return not any(name == s or name.startswith(s + ".") for s in skip)
+
+    return ({k: v.shape for k, v in model.state_dict().items() if kept(k)},
+            {k: type(v).__name__ for k, v in model.named_modules() if kept(k)})
+
+
 def _check_same_architecture(models: list[nn.Module], ids: list[str], skip: set[str]) -> None:
-    def shapes(m):        # source heads may differ in size: they are not aggregated
-        return {k: v.shape for k, v in m.state_dict().items() if not any(k.startswith(s + ".") for s in skip)}
-
-    def kinds(m):         # equal shapes, other layers: a GroupNorm and a LayerNorm hold the same tensors
-        return {k: type(v).__name__ for k, v in m.named_modules() if not any(k == s or k.startswith(s + ".") for s in skip)}
-
-    ref, ref_kinds = shapes(models[0]), kinds(models[0])
+    ref, ref_kinds = architecture(models[0], skip)
     for m, mid in zip(models[1:], ids[1:]):
-        other, other_kinds = shapes(m), kinds(m)
+        other, other_kinds = architecture(m, skip)
         if other != ref:
             diff = sorted(set(ref) ^ set(other)) or [k for k in ref if ref[k] != other[k]]
         elif other_kinds != ref_kinds:
@@ -240,8 +251,7 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
     if len(members) < 2:
         raise ZooforgeError("Zoo-Tuning aggregates at least 2 models; got "
                             f"{[m.id for m in members]}.")
-    classifier = getattr(members[0].model, "pretrained_cfg", {}).get("classifier")
-    skip = set(classifier if isinstance(classifier, (list, tuple)) else [classifier] if classifier else [])
+    skip = source_head(members[0].model)
     _check_same_architecture([m.model for m in members], [m.id for m in members], skip)
     with Timer() as timer:
         torch.manual_seed(seed)            # gates, alignment and head inits: reproducible whatever ran before
