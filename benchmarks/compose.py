@@ -21,6 +21,7 @@ import torch
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
+from zooforge.config import ComposeConfig  # noqa: E402
 from zooforge.reassembly.compose import compose  # noqa: E402
 from zooforge.reassembly.partition import block_graph, partition  # noqa: E402
 from zooforge.reassembly.solve import Candidate, Problem, solve  # noqa: E402
@@ -54,11 +55,14 @@ def solver_part() -> None:
         print(f"{models:>6} {stages:>6} {tp:>12.3f} {ts:>8.3f} {tp + ts:>8.3f}  {status}{mark}")
 
 
-def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[float], compat: str = "cka") -> None:
+def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[float], compat: str = "cka",
+                  folds: int = ComposeConfig.screen_folds) -> None:
+    where = "80% of the training split" if folds <= 1 else f"each of {folds} folds of the training split"
+    judged = "the other 20%" if folds <= 1 else "every training image, out of fold"
     print(f"\nDeRy vs the best single model within the same GMACs budget: {per_class} images/class (80/20 split), "
           f"{epochs} epochs for both, 3 stages, {compat} transitions. Screen: the 3 pool assemblies with the best "
-          f"assembly LogME + the LogME-best single model, {epochs} epochs on 80% of the training split; a mix is kept "
-          "only if a paired test at level 0.05 over the mixes compared says it beats the single model on the other 20%. "
+          f"assembly LogME + the LogME-best single model, {epochs} epochs on {where}; a mix is kept "
+          f"only if a paired test at level 0.05 over the mixes compared says it beats the single model on {judged}. "
           "Zoo GMACs: effnet 0.0023, resnet 0.0041 "
           "(largest), the other 10 models <= 0.0015")
     print(f"{'target':<10} {'budget':>6} {'seed':>4} {'kept assembly':<62} {'GMACs':>7} {'acc':>6} {'single':<18} "
@@ -69,7 +73,7 @@ def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[f
             for seed in (0, 1):
                 t0 = time.perf_counter()
                 r = compose("demo", f"demo:{task}?n={per_class}", budget_gmacs=budget, stages=3, epochs=epochs,
-                            seed=seed, compat=compat)
+                            seed=seed, compat=compat, screen_folds=folds)
                 names = " + ".join(f"{s['model'].split('/')[1]}[{s['blocks']}]" for s in r.stages)
                 b = r.baseline
                 d = r.accuracy - b["accuracy"]
@@ -100,8 +104,11 @@ if __name__ == "__main__":
     ap.add_argument("--budgets", default="0.002,0.003", help="GMACs budgets, comma-separated")
     ap.add_argument("--compat", choices=["cka", "stitch"], default="cka")
     ap.add_argument("--no-solver", action="store_true", help="skip the timing part")
+    ap.add_argument("--screen-folds", type=int, default=ComposeConfig.screen_folds,
+                    help="the screen's cross-validation folds (1: one 80/20 split) [default: compose's]")
     a = ap.parse_args()
     if not a.no_solver:
         solver_part()
     if not a.solver:
-        accuracy_part(a.epochs, a.per_class, a.tasks.split(","), [float(b) for b in a.budgets.split(",")], a.compat)
+        accuracy_part(a.epochs, a.per_class, a.tasks.split(","), [float(b) for b in a.budgets.split(",")], a.compat,
+                      a.screen_folds)

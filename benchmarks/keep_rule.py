@@ -1,5 +1,5 @@
-"""How sure must DeRy's screen be before it keeps a mix over the single model? A margin chosen by
-leave-one-target-out.
+"""How sure must DeRy's screen be before it keeps a mix over the single model, and on how many
+validation images? A level and a fold count chosen by leave-one-target-out.
 
     python benchmarks/keep_rule.py [--task glyphs ...] [--budget 0.002 --budget 0.003] [--seed 0 --seed 1]
                                    [--epochs 8] [--per-class 100] [--report] [--pool]
@@ -10,8 +10,11 @@ of m mixes is kept only if it beats the single model by more than a margin, in s
 the paired difference. The best of m noisy differences is biased upwards, so the margin should grow
 with m: a one-sided test of level alpha over m comparisons (Bonferroni) needs z > z_(1 - alpha / m).
 
-For every (task, budget, seed) this script records what the screen sees (each candidate's per-image
-validation correctness) and, for every candidate, what the user would get: the candidate trained on
+A single 80/20 split validates on a fifth of the training images; 5-fold cross-validation trains
+5 times on 80% and validates on all of them (``ComposeConfig.screen_folds``), five times the
+evidence for five times the screen's cost. For every (task, budget, seed) this script records what
+the screen sees under 5 folds (each candidate's per-image out-of-fold correctness, fold by fold:
+fold 0 alone is what a single 80/20 split sees) and, for every candidate, what the user would get: the candidate trained on
 the whole training split with the same loop and epochs, scored on the held-out split. Any rule can
 then be replayed without training. Per rule: the mean held-out gain of the kept network over the single
 model, and how often it falls behind. Leave-one-target-out: the alpha that does best on the other
@@ -32,6 +35,7 @@ HERE = Path(__file__).parent
 WORK = HERE / ".keep_rule"
 TASKS = ("glyphs", "orientation", "shapes", "counting")
 ALPHAS = (0.5, 0.32, 0.16, 0.1, 0.05, 0.01)          # 0.32 with one mix is the old rule: 1 SE
+FOLDS = 5                                             # recorded; a rule uses fold 0 alone or all of them
 
 
 def record_cell(task: str, budget: float, seed: int, epochs: int, per_class: int, screen_size: int) -> dict:
@@ -40,7 +44,6 @@ def record_cell(task: str, budget: float, seed: int, epochs: int, per_class: int
     from zooforge.reassembly.screen import shortlist
     from zooforge.tuning.loop import TrainConfig, predict, train
     from zooforge.tuning.methods import inputs_for
-    from zooforge.tuning.tune import VALIDATION_SPLIT
     from zooforge.zoo import load_dataset
 
     ds = load_dataset(f"demo:{task}?n={per_class}")
@@ -48,70 +51,88 @@ def record_cell(task: str, budget: float, seed: int, epochs: int, per_class: int
     p = plan("demo", train_ds, budget, stages=3, seed=seed, screen=screen_size)
     pool = p.diverse + [s for s in p.solved.solutions if all(s.choice != d.choice for d in p.diverse)]
     cands = shortlist(p, pool, Budget(budget, None), screen_size, seed)
-    fit_ds, val_ds = train_ds.split(VALIDATION_SPLIT, seed + 1)
+    splits = train_ds.folds(FOLDS, seed + 1)
     cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=64, seed=seed, progress=False)
     out = []
     for cand in cands:
         first = p.backbones[cand.solution.candidates[0].model]
-        train(cand.model, inputs_for(first, fit_ds), torch.as_tensor(fit_ds.labels), cfg)
-        correct = (predict(cand.model, inputs_for(first, val_ds)) == torch.as_tensor(val_ds.labels)).int()
+        folds = []
+        for fit_ds, val_ds in splits:
+            torch.manual_seed(seed)
+            model = p.assemble(cand.solution).model
+            train(model, inputs_for(first, fit_ds), torch.as_tensor(fit_ds.labels), cfg)
+            folds.append((predict(model, inputs_for(first, val_ds)) == torch.as_tensor(val_ds.labels)).int().tolist())
         torch.manual_seed(seed)
         full = p.assemble(cand.solution).model
         train(full, inputs_for(first, train_ds), torch.as_tensor(train_ds.labels), cfg)
         test = float((predict(full, inputs_for(first, test_ds)) == torch.as_tensor(test_ds.labels)).double().mean())
-        out.append({"models": [c.model for c in cand.solution.candidates], "val_correct": correct.tolist(),
+        out.append({"models": [c.model for c in cand.solution.candidates], "fold_correct": folds,
                     "test_accuracy": test, "gmacs": cand.solution.gmacs})
     single = len(out) - 1 if len({*out[-1]["models"]}) == 1 else None
     return {"task": task, "budget": budget, "seed": seed, "epochs": epochs, "per_class": per_class,
-            "candidates": out, "single": single}
+            "folds": FOLDS, "candidates": out, "single": single}
 
 
-def kept_by(cell: dict, alpha: float | None) -> int:
-    """The candidate the screen keeps with level ``alpha`` (None: never a mix over the single model)."""
+Rule = tuple[int, float | None]       # (folds the screen validates on: 1 or FOLDS, alpha; None: single only)
+
+
+def kept_by(cell: dict, rule: Rule) -> int:
+    """The candidate the screen keeps under ``rule``."""
     from zooforge.reassembly.screen import keep
 
+    folds, alpha = rule
     if alpha is None:
         return cell["single"]
-    correct = [torch.tensor(c["val_correct"], dtype=torch.float64) for c in cell["candidates"]]
+    correct = [torch.tensor([x for f in c["fold_correct"][:folds] for x in f], dtype=torch.float64)
+               for c in cell["candidates"]]
     return keep(correct, cell["single"], alpha=alpha)[0]
 
 
-def gains(cells: list[dict], alpha) -> np.ndarray:
+def gains(cells: list[dict], rule: Rule) -> np.ndarray:
     """Held-out accuracy of what the rule keeps minus the single model's, per cell with a single model."""
-    return np.array([c["candidates"][kept_by(c, alpha)]["test_accuracy"] - c["candidates"][c["single"]]["test_accuracy"]
+    return np.array([c["candidates"][kept_by(c, rule)]["test_accuracy"] - c["candidates"][c["single"]]["test_accuracy"]
                      for c in cells if c["single"] is not None])
 
 
+def _name(rule: Rule) -> str:
+    folds, alpha = rule
+    return "single only" if alpha is None else f"{'80/20' if folds == 1 else f'{folds}-fold'} a={alpha:g}"
+
+
+def _choose(cells: list[dict], rules: list[Rule]) -> Rule:
+    """Best mean held-out gain; ties go to the cheaper screen (fewer folds), then the smaller alpha."""
+    return max(rules, key=lambda r: (round(gains(cells, r).mean(), 12), -r[0], -r[1]))
+
+
 def report(cells: list[dict]) -> None:
-    rules = [None, *ALPHAS]
-    name = lambda a: "single only" if a is None else f"alpha {a:g}"   # noqa: E731
+    rules = [(f, a) for f in (1, FOLDS) for a in ALPHAS]
     print(f"{len(cells)} cells; held-out gain of the kept network over the single model (points)\n")
-    print(f"{'rule':<12} {'mean gain':>9} {'behind':>7} {'ahead':>6} {'mix kept':>8}")
-    for a in rules:
-        g = gains(cells, a)
-        mixes = sum(kept_by(c, a) != c["single"] for c in cells if c["single"] is not None)
-        print(f"{name(a):<12} {100 * g.mean():>+9.2f} {int((g < 0).sum()):>7} {int((g > 0).sum()):>6} {mixes:>8}")
-    print("\nper task: mean held-out gain (points) by rule")
+    print(f"{'rule':<16} {'mean gain':>9} {'behind':>7} {'ahead':>6} {'mix kept':>8}")
+    for r in [(1, None), *rules]:
+        g = gains(cells, r)
+        mixes = sum(kept_by(c, r) != c["single"] for c in cells if c["single"] is not None)
+        print(f"{_name(r):<16} {100 * g.mean():>+9.2f} {int((g < 0).sum()):>7} {int((g > 0).sum()):>6} {mixes:>8}")
     tasks = sorted({c["task"] for c in cells})
-    print(f"{'task':<12} " + " ".join(f"{name(a):>12}" for a in rules))
-    for t in tasks:
-        sub = [c for c in cells if c["task"] == t]
-        print(f"{t:<12} " + " ".join(f"{100 * gains(sub, a).mean():>+12.2f}" for a in rules))
-    print("\nleave one task out: alpha chosen on the other tasks, scored on the held-out one")
-    held = []
-    for t in tasks:
-        rest = [c for c in cells if c["task"] != t]
-        best = max(ALPHAS, key=lambda a: (gains(rest, a).mean(), -a))
-        g = gains([c for c in cells if c["task"] == t], best)
-        held.extend(g)
-        print(f"  {t:<12} chose alpha {best:g}: held-out gain {100 * g.mean():+.2f}, behind in {int((g < 0).sum())} "
-              f"of {len(g)}")
-    held = np.array(held)
-    print(f"  all held-out: mean gain {100 * held.mean():+.2f}, behind in {int((held < 0).sum())}, ahead in "
-          f"{int((held > 0).sum())} of {len(held)}")
-    chosen = max(ALPHAS, key=lambda a: (gains(cells, a).mean(), -a))
+    print("\nper task: mean held-out gain (points) by rule")
+    print(f"{'rule':<16} " + " ".join(f"{t:>12}" for t in tasks))
+    for r in rules:
+        print(f"{_name(r):<16} " + " ".join(f"{100 * gains([c for c in cells if c['task'] == t], r).mean():>+12.2f}"
+                                            for t in tasks))
+    for pool, label in (([(1, a) for a in ALPHAS], "80/20 split only"), (rules, "folds and alpha")):
+        print(f"\nleave one task out, choosing {label} on the other tasks, scored on the held-out one")
+        held = []
+        for t in tasks:
+            best = _choose([c for c in cells if c["task"] != t], pool)
+            g = gains([c for c in cells if c["task"] == t], best)
+            held.extend(g)
+            print(f"  {t:<12} chose {_name(best)}: held-out gain {100 * g.mean():+.2f}, behind in {int((g < 0).sum())}, "
+                  f"ahead in {int((g > 0).sum())} of {len(g)}")
+        held = np.array(held)
+        print(f"  all held-out: mean gain {100 * held.mean():+.2f}, behind in {int((held < 0).sum())}, ahead in "
+              f"{int((held > 0).sum())} of {len(held)}")
+    chosen = _choose(cells, rules)
     g = gains(cells, chosen)
-    print(f"on every task: alpha {chosen:g} (the default to ship); there, the kept network is >= the single model "
+    print(f"\non every task: {_name(chosen)} (the default to ship); there, the kept network is >= the single model "
           f"in {int((g >= 0).sum())} of {len(g)} cells and ahead in {int((g > 0).sum())}")
 
 
@@ -129,6 +150,7 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     store = WORK / "cells.jsonl"
     cells = [json.loads(line) for line in store.read_text().splitlines() if line.strip()] if store.is_file() else []
+    cells = [c for c in cells if c.get("folds") == FOLDS]          # cells recorded before the folds: run again
     done = {(c["task"], c["budget"], c["seed"], c["epochs"], c["per_class"]) for c in cells}
     if not args.report:
         for budget in args.budget or [0.002, 0.003]:

@@ -307,6 +307,8 @@ class ComposeConfig:
     screen: int = setting(4, "assemblies trained on 80% of the training split to pick the best (<= 1: trust "
                              "the solver)")
     screen_epochs: int | None = setting(None, "epochs of each screening run [default: --epochs]")
+    screen_folds: int = setting(1, "validate the screen by k-fold cross-validation (k trainings per assembly, "
+                                   "every training image validates once); 1: one 80/20 split")
     max_blocks: int | None = setting(8, "most blocks a model is cut into")
     probe: int = setting(1024, "probe images the blocks are scored and compared on")
     compat_weight: float = setting(1.0, "weight of a transition's compatibility, in standard deviations of the "
@@ -323,7 +325,7 @@ class ComposeConfig:
                                 "(--budget-params, millions).")
         _budget(self)
         _tuple(self, "models")
-        _at_least(self, stages=1, epochs=1, stitch_epochs=0, batch_size=1, probe=2, top_k=1, screen_epochs=1)
+        _at_least(self, stages=1, epochs=1, stitch_epochs=0, batch_size=1, probe=2, top_k=1, screen_epochs=1, screen_folds=1)
         if not 0 < self.split < 1:
             raise ZooforgeError(f"{_named('split')} must be between 0 and 1; got {self.split}.")
         _one_of(self, "compat", COMPAT_KINDS)

@@ -1,3 +1,4 @@
+import copy
 import importlib
 import itertools
 
@@ -12,7 +13,7 @@ from zooforge.errors import ZooforgeError
 from zooforge.reassembly.blocks import cut
 from zooforge.reassembly.compose import compose
 from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, load_assembly
-from zooforge.zoo import load_catalogue
+from zooforge.zoo import load_catalogue, load_dataset
 from zooforge.zoo.backbone import Backbone
 
 sc = importlib.import_module("zooforge.reassembly.screen")
@@ -278,6 +279,30 @@ def test_screening_tries_the_best_single_model_and_keeps_by_the_margin_rule():
     assert kept[0] is (best if best["margin_se"] > sc.keep_margin(len(mixes)) else single)
     if kept[0] is best:
         assert best["val_accuracy"] > single["val_accuracy"]
+
+
+def test_a_cross_validated_screen_validates_every_training_image_once_from_the_same_start():
+    from zooforge.tuning.loop import TrainConfig, predict, train
+    from zooforge.tuning.methods import inputs_for
+
+    cm, p = _plan(screen=2)
+    train_ds = load_dataset("demo:shapes?n=10")
+    shortlist = sc.shortlist(p, p.diverse + p.solved.solutions, Budget(0.002), size=2)
+    untrained = [copy.deepcopy(s.model) for s in shortlist]
+    cfg = TrainConfig(epochs=1, batch_size=16, seed=0, progress=False)
+    kept, records = sc.screen(p, shortlist, train_ds, cfg, 1, 0, folds=3)
+    assert [r["folds"] for r in records] == [3] * len(shortlist) and sum(r["kept"] for r in records) == 1
+    assert kept.choice == shortlist[[r["kept"] for r in records].index(True)].solution.choice
+    # what it reports: every training image predicted once, by a copy of the untrained model fitted to
+    # the other folds (each fold starts from the same weights, never from the previous fold's)
+    first = p.backbones[shortlist[0].solution.candidates[0].model]
+    correct = []
+    for fit, val in train_ds.folds(3, 1):
+        model = copy.deepcopy(untrained[0])
+        train(model, inputs_for(first, fit), torch.as_tensor(fit.labels), cfg)
+        correct += (predict(model, inputs_for(first, val)) == torch.as_tensor(val.labels)).tolist()
+    assert len(correct) == len(train_ds)
+    assert records[0]["val_accuracy"] == pytest.approx(np.mean(correct), abs=1e-12)
 
 
 def test_compose_cli_prints_the_screen_and_both_accuracies():

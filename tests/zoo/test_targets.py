@@ -90,3 +90,22 @@ def test_demo_regression_and_multilabel_tasks():
     count = load_dataset("demo:counting?n=4", task="regression")
     assert sorted(set(count.labels[:, 0])) == [2.0, 3.0, 4.0, 5.0, 6.0]
     assert load_dataset("demo:size?n=100", max_per_class=3).labels.shape == (30, 1)   # 3 a decile
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_folds_partition_the_data_and_deal_each_class_out_evenly(k):
+    from zooforge.zoo.data import stratified_fold_indices
+
+    y = np.array([0] * 23 + [1] * 7 + [2] * 2 + [3] * 1)
+    folds = stratified_fold_indices(y, k, seed=3)
+    assert len(folds) == k
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(y)))          # each row in one fold
+    counts = np.array([np.bincount(y[f], minlength=4) for f in folds])
+    assert (counts.max(0) - counts.min(0) <= 1).all()                            # even within each class
+    assert np.abs(counts.sum(1) - len(y) / k).max() < 1.5                       # and the folds' sizes too
+    ds = load_dataset("demo:shapes?n=10")
+    for fit, val in ds.folds(k, seed=1):
+        assert len(fit) + len(val) == len(ds)
+        assert set(fit.fingerprint for fit, _ in ds.folds(k, 1)).__len__() == k
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        stratified_fold_indices(y, 1)

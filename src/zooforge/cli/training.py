@@ -119,6 +119,7 @@ def compose(
     top_k: Annotated[int, option(ComposeConfig, "top_k")] = ComposeConfig.top_k,
     screen: Annotated[int, option(ComposeConfig, "screen")] = ComposeConfig.screen,
     screen_epochs: Annotated[Optional[int], option(ComposeConfig, "screen_epochs")] = ComposeConfig.screen_epochs,
+    screen_folds: Annotated[int, option(ComposeConfig, "screen_folds")] = ComposeConfig.screen_folds,
     compat: Annotated[str, option(ComposeConfig, "compat")] = ComposeConfig.compat,
     seed: Annotated[int, option(ComposeConfig, "seed")] = ComposeConfig.seed,
     baseline: Annotated[bool, option(ComposeConfig, "baseline")] = ComposeConfig.baseline,
@@ -134,7 +135,7 @@ def compose(
         check_device(device)
         config = ComposeConfig(budget_gmacs=budget_gmacs, budget_params=budget_params, stages=stages, models=model,
                                epochs=epochs, stitch_epochs=stitch_epochs, lr=lr, top_k=top_k, screen=screen,
-                               screen_epochs=screen_epochs, compat=compat, seed=seed, baseline=baseline, device=device)
+                               screen_epochs=screen_epochs, screen_folds=screen_folds, compat=compat, seed=seed, baseline=baseline, device=device)
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
             r = compose_model(catalogue, data, config, out_dir=out)
     except (ZooforgeError, ValueError) as exc:
@@ -143,7 +144,8 @@ def compose(
         console.print(f"[yellow]{model_id} left out of the assembly:[/] {why}", soft_wrap=True)
     console.print(f"solver: {r.explanation}; within-stage CKA {r.within_stage_similarity:.3f}")
     if r.screened:
-        t = Table(title=f"screening ({screen_epochs or epochs} epochs each on 80% of the training split; the best mix "
+        where = "on 80% of the training split" if screen_folds <= 1 else f"in each of {screen_folds} folds"
+        t = Table(title=f"screening ({screen_epochs or epochs} epochs each {where}; the best mix "
                         "is kept only if it leads the single model by more than the margin of a paired test at level "
                         f"{SCREEN_ALPHA:g} over the mixes compared)", header_style="bold")
         for col in ("assembly", "GMACs", "solver objective", "assembly LogME", "val accuracy", "kept"):

@@ -7,8 +7,11 @@ plus the LogME-best single model within budget (an assembly of one model: its bl
 end give the model's own features). The screen trains each on 80% of the training split and keeps
 the best mix only if it beats the single model on the other 20% by more than the noise of picking
 the best of several (:func:`keep`: a one-sided test at level ``SCREEN_ALPHA`` with a Bonferroni
-correction over the mixes compared); otherwise the single model. ``python benchmarks/keep_rule.py``
-chose the level by leave-one-target-out; ``python benchmarks/compose.py`` measures the result.
+correction over the mixes compared); otherwise the single model. With ``folds`` = k the split is
+k-fold cross-validation instead: k trainings per candidate, and the test sees every training image
+once (out-of-fold correctness, pooled; the folds' fits overlap, so the pooled test is the usual
+slightly optimistic one of cross-validated comparisons). ``python benchmarks/keep_rule.py`` chose the
+level and the folds by leave-one-target-out; ``python benchmarks/compose.py`` measures the result.
 """
 
 from __future__ import annotations
@@ -87,28 +90,36 @@ def shortlist(plan: Plan, solutions: list[Solution], budget: Budget, size: int, 
 
 
 def screen(plan: Plan, candidates: list[Shortlisted], train_ds, cfg: TrainConfig, epochs: int,
-           seed: int) -> tuple[Solution, list[dict]]:
-    """Train each shortlisted assembly on 80% of ``train_ds`` for ``epochs``; validate on the other
-    20%; keep one by :func:`keep` (the single model is the shortlist's last entry when one fits the
+           seed: int, folds: int = 1) -> tuple[Solution, list[dict]]:
+    """Train each shortlisted assembly for ``epochs`` and validate it: with ``folds`` = 1 on 80% of
+    ``train_ds`` and the other 20%; with ``folds`` = k >= 2 by stratified k-fold cross-validation, k
+    trainings each, so that every training image validates once and the test below sees all of them
+    (k = 5 trains on 80% each time, as the single split does). Keep one by :func:`keep` on the
+    pooled out-of-fold correctness (the single model is the shortlist's last entry when one fits the
     budget). Returns the kept solution and one record per candidate (``kept`` marks the one)."""
+    import copy
+
     from zooforge.tuning.methods import inputs_for
 
-    fit_ds, val_ds = train_ds.split(VALIDATION_SPLIT, seed + 1)
-    y_val = torch.as_tensor(val_ds.labels)
+    splits = [train_ds.split(VALIDATION_SPLIT, seed + 1)] if folds <= 1 else train_ds.folds(folds, seed + 1)
+    y_val = torch.cat([torch.as_tensor(val.labels) for _, val in splits])
     short = TrainConfig(**{**cfg.__dict__, "epochs": epochs, "checkpoint_dir": None, "progress": False})
     records, correct, inputs = [], [], {}
     for sol, proxy, model, stages in candidates:
         first = plan.backbones[sol.candidates[0].model]
         if first.preprocessing_key not in inputs:
-            inputs[first.preprocessing_key] = (inputs_for(first, fit_ds), inputs_for(first, val_ds))
-        x_fit, x_val = inputs[first.preprocessing_key]
+            inputs[first.preprocessing_key] = [(inputs_for(first, fit), inputs_for(first, val)) for fit, val in splits]
         t0 = time.perf_counter()
-        train(model, x_fit, torch.as_tensor(fit_ds.labels), short)
-        correct.append((predict(model, x_val) == y_val).double())
+        predicted = []
+        for f, ((fit, _), (x_fit, x_val)) in enumerate(zip(splits, inputs[first.preprocessing_key])):
+            run = model if f == len(splits) - 1 else copy.deepcopy(model)     # every fold starts from the same weights
+            train(run, x_fit, torch.as_tensor(fit.labels), short)
+            predicted.append(predict(run, x_val))
+        correct.append((torch.cat(predicted) == y_val).double())
         records.append({"models": [c.model for c in sol.candidates], "blocks": [list(c.blocks) for c in sol.candidates],
                         "objective": sol.objective, "assembly_logme": proxy, "stage_logme": stages,
                         "params": sol.params, "gmacs": sol.gmacs, "val_accuracy": float(correct[-1].mean()),
-                        "seconds": time.perf_counter() - t0, "kept": False})
+                        "folds": len(splits), "seconds": time.perf_counter() - t0, "kept": False})
     # the last is the single model when one fits; and if none fits, no one-model assembly can be here
     single = len(candidates) - 1 if len({c.model for c in candidates[-1].solution.candidates}) == 1 else None
     kept, best_mix, margin = keep(correct, single)

@@ -47,7 +47,7 @@ from zooforge.zoo.cores import available_cores
 from zooforge.zoo.targets import MISSING_LABELS, check_task, encode_targets, label_summary, strata
 
 __all__ = ["Dataset", "LazyImages", "available_cores", "decode_image", "encode_targets", "load_dataset",
-           "stratified_split_indices", "IMAGE_SUFFIXES", "MISSING_LABELS"]
+           "stratified_split_indices", "stratified_fold_indices", "IMAGE_SUFFIXES", "MISSING_LABELS"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 DEFAULT_SPLIT_FRACTION = 0.8   # train share when a dataset has no split of its own
@@ -179,6 +179,14 @@ class Dataset:
         """The sorted row indices of :meth:`split`'s two sides, for slicing arrays aligned with this dataset."""
         return stratified_split_indices(self.strata(), fraction, seed)
 
+    def folds(self, k: int, seed: int = 0) -> list[tuple["Dataset", "Dataset"]]:
+        """Stratified k-fold cross-validation: k (fit, validation) pairs whose validation sides
+        partition the dataset (:func:`stratified_fold_indices`)."""
+        every = np.arange(len(self))
+        return [(self.subset(np.setdiff1d(every, val), f"fold{f}of{k}:{seed}:fit"),
+                 self.subset(val, f"fold{f}of{k}:{seed}:val"))
+                for f, val in enumerate(stratified_fold_indices(self.strata(), k, seed))]
+
     def subsample(self, max_per_class: int, seed: int = 0) -> "Dataset":
         """At most ``max_per_class`` samples of each class (for regression and multi-label: of each
         stratum, :meth:`strata`), drawn reproducibly."""
@@ -205,6 +213,25 @@ def stratified_split_indices(labels, fraction: float, seed: int = 0) -> tuple[np
         first.append(idx[:take])
     first_idx = np.sort(np.concatenate(first)) if first else np.zeros(0, dtype=np.int64)
     return first_idx, np.setdiff1d(np.arange(len(labels)), first_idx)
+
+
+def stratified_fold_indices(labels, k: int, seed: int = 0) -> list[np.ndarray]:
+    """The sorted validation rows of each of ``k`` stratified folds of ``labels``: every row is in
+    exactly one fold, and each class is dealt out over the folds as evenly as its size allows (a
+    class with fewer than k rows is missing from some folds' validation side, never from all
+    folds' fitting side unless it has one row)."""
+    if k < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds; got {k}.")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    folds: list[list[np.ndarray]] = [[] for _ in range(k)]
+    start = 0                                   # where the next class starts dealing, so small classes spread
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        for j, part in enumerate(np.array_split(idx, k)):
+            folds[(start + j) % k].append(part)
+        start += idx.size % k
+    return [np.sort(np.concatenate(f)).astype(np.int64) if f else np.zeros(0, np.int64) for f in folds]
 
 
 def unreadable_images(ds: Dataset, workers: int = 4) -> list[tuple[int, str]]:
