@@ -151,3 +151,23 @@ def test_resample_free_draws_spread_like_the_score_over_fresh_datasets(name, tol
         scores.append(score)
         spreads.append(draws.std())
     assert np.mean(spreads) / np.std(scores, ddof=1) == pytest.approx(1.0, abs=tolerance)
+
+
+def test_multilabel_probe_draws_spread_like_its_map_over_fresh_datasets():
+    """The same coverage check for the multi-label probe's mAP, whose draws come from the average
+    precision's influence (the out-of-fold probabilities held fixed) instead of re-fitting every
+    tag's probes on each subsample."""
+    from zooforge.selection.intervals import resamples
+    from zooforge.zoo.targets import strata
+
+    scores, spreads = [], []
+    for seed in range(60):
+        rng = np.random.default_rng(500 + seed)
+        x = rng.normal(size=(300, 6))
+        tags = np.stack([x[:, 0] + rng.normal(size=300) > 0.5, x[:, 1] - x[:, 2] + rng.normal(size=300) > 0,
+                         x[:, 3] + 2 * rng.normal(size=300) > 1.0], axis=1).astype(float)
+        score, g = get_estimator("linear_probe").with_influence(tags, {"features": x}, task="multilabel")
+        draws = resamples(strata(tags, "multilabel"), 200, seed).draw(score, g, None)
+        scores.append(score)
+        spreads.append(draws.std())
+    assert np.mean(spreads) / np.std(scores, ddof=1) == pytest.approx(1.0, abs=0.25)

@@ -55,6 +55,47 @@ def test_linear_probe_regression_r2_and_multilabel_map():
     assert M.linear_probe(f, random_tags, task="multilabel") < 0.45      # about the tags' rate, 0.3
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_average_precision_influence_is_the_derivative_of_the_weighted_ap(ties):
+    from sklearn.metrics import average_precision_score
+
+    from zooforge.metrics.linear_probe import average_precision_influence
+
+    rng = np.random.default_rng(3)
+    positive = rng.random(50) < 0.3
+    scores = rng.random(50)
+    if ties:
+        scores = np.round(scores * 4) / 4                  # tied scores share one threshold, as sklearn's
+    ap, g = average_precision_influence(positive, scores)
+    assert ap == pytest.approx(average_precision_score(positive, scores), abs=1e-12)
+    assert abs(g.sum()) < 1e-12                              # scaling every weight leaves AP alone
+    eps = 1e-6
+    for m in range(50):
+        up, down = np.ones(50), np.ones(50)
+        up[m] += eps
+        down[m] -= eps
+        numeric = (average_precision_score(positive, scores, sample_weight=up)
+                   - average_precision_score(positive, scores, sample_weight=down)) / (2 * eps)
+        assert g[m] == pytest.approx(numeric, abs=1e-8)
+
+
+def test_multilabel_probe_influence_is_the_tags_mean_on_the_out_of_fold_probabilities():
+    from zooforge.metrics.linear_probe import (_out_of_fold, _tag_probabilities, average_precision_influence,
+                                               multilabel_probe_influence)
+
+    rng = np.random.default_rng(4)
+    f = rng.normal(size=(90, 6))
+    tags = np.stack([f[:, 0] > 0.3, f[:, 1] + rng.normal(size=90) > 0, rng.random(90) < 0.2], axis=1).astype(float)
+    score, g = multilabel_probe_influence(f, tags, repeats=1)
+    assert score == pytest.approx(M.linear_probe(f, tags, task="multilabel", repeats=1))
+    y, p = _out_of_fold(f, tags, 5, 0, _tag_probabilities(1.0, 300))
+    expected = np.mean([average_precision_influence(y[:, k] > 0.5, p[:, k])[1] for k in range(3)], axis=0)
+    np.testing.assert_allclose(g, expected, atol=1e-12)
+    est = get_estimator("linear_probe")                     # the registry's default: 5 draws, with intervals free
+    score5, g5 = est.with_influence(tags, {"features": f}, task="multilabel")
+    assert score5 == pytest.approx(est(tags, {"features": f}, task="multilabel"), abs=1e-12) and g5.shape == (90,)
+
+
 def test_regression_probe_influence_matches_reweighting():
     from zooforge.metrics.linear_probe import _out_of_fold, _r2_columns, _ridge, regression_probe_influence
 

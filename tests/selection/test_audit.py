@@ -246,13 +246,14 @@ def test_an_audit_of_a_regression_dataset_orders_by_the_estimators_that_score_it
 def test_a_redefined_estimator_changes_the_cells_it_scores_and_no_other():
     """A cell stored before an estimator changed definition is not reused after it: the version of
     every estimator past its first definition is part of the settings digest (the linear probe's 5
-    fold draws are version 2), while plans of unchanged estimators keep their old digests."""
+    fold draws are version 2, and 3 for multi-label too), while plans of unchanged estimators keep their
+    old digests."""
     from zooforge.metrics import REGISTRY
     from zooforge.selection.audit import Plan
 
     probe = Plan(catalogues=("demo",), datasets=("demo:shapes",), metrics=("logme", "linear_probe"), out=Path("a"))
-    assert REGISTRY["linear_probe"].version == 2
-    assert probe.settings()["estimator_versions"] == {"linear_probe": 2}
+    assert REGISTRY["linear_probe"].version == 3
+    assert probe.settings()["estimator_versions"] == {"linear_probe": 3}
     closed_form = Plan(catalogues=("demo",), datasets=("demo:shapes",), metrics=("logme",), out=Path("a"))
     assert "estimator_versions" not in closed_form.settings()
     assert closed_form.digest == hashlib.sha256(json.dumps(
