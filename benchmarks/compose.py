@@ -9,6 +9,9 @@
    (0.002: the effnets and resnets do not fit; 0.003: only the resnets do not): accuracy of the DeRy
    assembly vs the best single zoo model within the same budget, both trained by the same loop for the
    same epochs, 2 seeds; prints both, the difference and the screened candidates.
+   ``--zoo timm2``: the same on benchmarks/selection.py's second image zoo (built in its work folder),
+   budgets 0.0022 (only the four ConvNeXt-2 fit whole) and 0.003 (the EfficientNets fit too; the
+   CoAtNet, the ViTs and the NFNet do not), set from the zoo's GMACs alone.
 """
 
 from __future__ import annotations
@@ -55,16 +58,31 @@ def solver_part() -> None:
         print(f"{models:>6} {stages:>6} {tp:>12.3f} {ts:>8.3f} {tp + ts:>8.3f}  {status}{mark}")
 
 
+ZOOS = {  # zoo: (default budgets, what the GMACs are)
+    "demo": ("0.002,0.003", "effnet 0.0023, resnet 0.0041 (largest), the other 10 models <= 0.0015"),
+    "timm2": ("0.0022,0.003", "convnext2 0.0020, effgn/effln 0.0023, vitrelpos 0.0030, coatnet 0.0032, vit3 0.0038, "
+                              "nfnet 0.0114 (largest)"),
+}
+
+
+def zoo_catalogue(zoo: str):
+    if zoo == "demo":
+        return "demo"
+    import selection                  # benchmarks/selection.py builds its zoos in its work folder
+
+    return selection.catalogue_path(zoo, selection.WORK)
+
+
 def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[float], compat: str = "cka",
-                  folds: int = ComposeConfig.screen_folds) -> None:
+                  folds: int = ComposeConfig.screen_folds, zoo: str = "demo") -> None:
+    catalogue = zoo_catalogue(zoo)
     where = "80% of the training split" if folds <= 1 else f"each of {folds} folds of the training split"
     judged = "the other 20%" if folds <= 1 else "every training image, out of fold"
     print(f"\nDeRy vs the best single model within the same GMACs budget: {per_class} images/class (80/20 split), "
           f"{epochs} epochs for both, 3 stages, {compat} transitions. Screen: the 3 pool assemblies with the best "
           f"assembly LogME + the LogME-best single model, {epochs} epochs on {where}; a mix is kept "
           f"only if a paired test at level 0.05 over the mixes compared says it beats the single model on {judged}. "
-          "Zoo GMACs: effnet 0.0023, resnet 0.0041 "
-          "(largest), the other 10 models <= 0.0015")
+          f"Zoo {zoo}, GMACs: {ZOOS[zoo][1]}")
     print(f"{'target':<10} {'budget':>6} {'seed':>4} {'kept assembly':<62} {'GMACs':>7} {'acc':>6} {'single':<18} "
           f"{'acc':>6} {'diff':>7} {'total s':>7}")
     diffs = {}
@@ -72,7 +90,7 @@ def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[f
         for task in tasks:
             for seed in (0, 1):
                 t0 = time.perf_counter()
-                r = compose("demo", f"demo:{task}?n={per_class}", budget_gmacs=budget, stages=3, epochs=epochs,
+                r = compose(catalogue, f"demo:{task}?n={per_class}", budget_gmacs=budget, stages=3, epochs=epochs,
                             seed=seed, compat=compat, screen_folds=folds)
                 names = " + ".join(f"{s['model'].split('/')[1]}[{s['blocks']}]" for s in r.stages)
                 b = r.baseline
@@ -80,6 +98,8 @@ def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[f
                 diffs.setdefault((task, budget), []).append(d)
                 print(f"{task:<10} {budget:>6} {seed:>4} {names:<62} {r.gmacs:>7.4f} {r.accuracy:>6.3f} "
                       f"{b['model'].split('/')[1]:<18} {b['accuracy']:>6.3f} {d:>+7.3f} {time.perf_counter() - t0:>7.1f}")
+                for model_id, why in r.left_out.items():
+                    print(f"{'':<18}left out {model_id}: {why}")
                 for s in r.screened:
                     lead = f"  lead {s['margin_se']:+.1f} SE" if "margin_se" in s else ""
                     print(f"{'':<18}screened {' + '.join(m.split('/')[1] for m in s['models']):<52} "
@@ -101,7 +121,8 @@ if __name__ == "__main__":
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--per-class", type=int, default=150)
     ap.add_argument("--tasks", default="glyphs,orientation,shapes,counting")
-    ap.add_argument("--budgets", default="0.002,0.003", help="GMACs budgets, comma-separated")
+    ap.add_argument("--zoo", choices=sorted(ZOOS), default="demo")
+    ap.add_argument("--budgets", help="GMACs budgets, comma-separated [default: the zoo's, see the docstring]")
     ap.add_argument("--compat", choices=["cka", "stitch"], default="cka")
     ap.add_argument("--no-solver", action="store_true", help="skip the timing part")
     ap.add_argument("--screen-folds", type=int, default=ComposeConfig.screen_folds,
@@ -110,5 +131,5 @@ if __name__ == "__main__":
     if not a.no_solver:
         solver_part()
     if not a.solver:
-        accuracy_part(a.epochs, a.per_class, a.tasks.split(","), [float(b) for b in a.budgets.split(",")], a.compat,
-                      a.screen_folds)
+        accuracy_part(a.epochs, a.per_class, a.tasks.split(","), [float(b) for b in (a.budgets or ZOOS[a.zoo][0]).split(",")],
+                      a.compat, a.screen_folds, a.zoo)
