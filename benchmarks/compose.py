@@ -131,5 +131,5 @@ if __name__ == "__main__":
     if not a.no_solver:
         solver_part()
     if not a.solver:
-        accuracy_part(a.epochs, a.per_class, a.tasks.split(","), [float(b) for b in (a.budgets or ZOOS[a.zoo][0]).split(",")],
-                      a.compat, a.screen_folds, a.zoo)
+        budgets = [float(b) for b in (a.budgets or ZOOS[a.zoo][0]).split(",")]
+        accuracy_part(a.epochs, a.per_class, a.tasks.split(","), budgets, a.compat, a.screen_folds, a.zoo)

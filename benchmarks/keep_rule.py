@@ -14,11 +14,12 @@ A single 80/20 split validates on a fifth of the training images; 5-fold cross-v
 5 times on 80% and validates on all of them (``ComposeConfig.screen_folds``), five times the
 evidence for five times the screen's cost. For every (task, budget, seed) this script records what
 the screen sees under 5 folds (each candidate's per-image out-of-fold correctness, fold by fold:
-fold 0 alone is what a single 80/20 split sees) and, for every candidate, what the user would get: the candidate trained on
-the whole training split with the same loop and epochs, scored on the held-out split. Any rule can
-then be replayed without training. Per rule: the mean held-out gain of the kept network over the single
-model, and how often it falls behind. Leave-one-target-out: the alpha that does best on the other
-tasks (ties: the smaller, more cautious alpha) is scored on the held-out task, in every rotation.
+fold 0 alone is what a single 80/20 split sees) and, for every candidate, what the user would get:
+the candidate trained on the whole training split with the same loop and epochs, scored on the
+held-out split. Any rule (folds, alpha) can then be replayed without training. Per rule: the mean
+held-out gain of the kept network over the single model, and how often it falls behind.
+Leave-one-target-out: the rule that does best on the other tasks (ties: one split before 5 folds,
+then the smaller, more cautious alpha) is scored on the held-out task, in every rotation.
 Records go to ``benchmarks/.keep_rule/cells.jsonl`` (resumable); ``--report`` replays them alone.
 """
 
@@ -125,14 +126,16 @@ def report(cells: list[dict]) -> None:
             best = _choose([c for c in cells if c["task"] != t], pool)
             g = gains([c for c in cells if c["task"] == t], best)
             held.extend(g)
-            print(f"  {t:<12} chose {_name(best)}: held-out gain {100 * g.mean():+.2f}, behind in {int((g < 0).sum())}, "
+            print(f"  {t:<12} chose {_name(best)}: held-out gain {100 * g.mean():+.2f}, "
+                  f"behind in {int((g < 0).sum())}, "
                   f"ahead in {int((g > 0).sum())} of {len(g)}")
         held = np.array(held)
         print(f"  all held-out: mean gain {100 * held.mean():+.2f}, behind in {int((held < 0).sum())}, ahead in "
               f"{int((held > 0).sum())} of {len(held)}")
     chosen = _choose(cells, rules)
     g = gains(cells, chosen)
-    print(f"\non every task: {_name(chosen)} (the default to ship); there, the kept network is >= the single model "
+    print(f"\non every task: {_name(chosen)} (the rule's in-sample pick; what ships and why: zooforge.tuning.paired, "
+          f"ComposeConfig.screen_folds); there, the kept network is >= the single model "
           f"in {int((g >= 0).sum())} of {len(g)} cells and ahead in {int((g > 0).sum())}")
 
 

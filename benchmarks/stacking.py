@@ -84,9 +84,11 @@ def main() -> None:
         rows = [judge(order(s, DEFAULT_ORDERING)["position"], a, g, budgets[zoo])
                 for (z, _), (_, a, g, s) in cells.items() if z == zoo]
         reference[zoo] = (np.mean([r["weighted_tau"] for r in rows]), np.mean([r["regret"] for r in rows]))
-    line = lambda name, r: print(f"{name:54s} " + "  ".join(f"{z} {t:.3f}/{g:4.1f}" for z, (t, g) in r.items())  # noqa: E731
-                                 + f"  | mean {np.mean([t for t, _ in r.values()]):.3f} / "
-                                   f"{np.mean([g for _, g in r.values()]):.2f}")
+    def line(name: str, r: dict) -> None:
+        cols = "  ".join(f"{z} {t:.3f}/{g:4.1f}" for z, (t, g) in r.items())
+        print(f"{name:54s} {cols}  | mean {np.mean([t for t, _ in r.values()]):.3f} / "
+              f"{np.mean([g for _, g in r.values()]):.2f}")
+
     line(f"{DEFAULT_ORDERING.name} (shipped default)", reference)
     for label, use in pools.items():
         for c in (0.01, 0.1, 1.0):

@@ -325,7 +325,8 @@ class ComposeConfig:
                                 "(--budget-params, millions).")
         _budget(self)
         _tuple(self, "models")
-        _at_least(self, stages=1, epochs=1, stitch_epochs=0, batch_size=1, probe=2, top_k=1, screen_epochs=1, screen_folds=1)
+        _at_least(self, stages=1, epochs=1, stitch_epochs=0, batch_size=1, probe=2, top_k=1, screen_epochs=1,
+                  screen_folds=1)
         if not 0 < self.split < 1:
             raise ZooforgeError(f"{_named('split')} must be between 0 and 1; got {self.split}.")
         _one_of(self, "compat", COMPAT_KINDS)

@@ -135,7 +135,8 @@ def compose(
         check_device(device)
         config = ComposeConfig(budget_gmacs=budget_gmacs, budget_params=budget_params, stages=stages, models=model,
                                epochs=epochs, stitch_epochs=stitch_epochs, lr=lr, top_k=top_k, screen=screen,
-                               screen_epochs=screen_epochs, screen_folds=screen_folds, compat=compat, seed=seed, baseline=baseline, device=device)
+                               screen_epochs=screen_epochs, screen_folds=screen_folds, compat=compat, seed=seed,
+                               baseline=baseline, device=device)
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
             r = compose_model(catalogue, data, config, out_dir=out)
     except (ZooforgeError, ValueError) as exc:
