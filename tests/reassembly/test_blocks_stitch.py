@@ -303,6 +303,10 @@ def test_a_cross_validated_screen_validates_every_training_image_once_from_the_s
         correct += (predict(model, inputs_for(first, val)) == torch.as_tensor(val.labels)).tolist()
     assert len(correct) == len(train_ds)
     assert records[0]["val_accuracy"] == pytest.approx(np.mean(correct), abs=1e-12)
+    with pytest.raises(ZooforgeError, match=r"--screen-folds 50 .* needs at least 50 training images .* has 30"):
+        sc.screen(p, shortlist, train_ds.subset(np.arange(30), "small"), cfg, 1, 0, folds=50)
+    with pytest.raises(ZooforgeError, match="--screen-folds 500"):        # refused before any model is cut
+        compose("demo", "demo:shapes?n=10", budget_gmacs=0.002, screen_folds=500, models=["demo/nothing-*"])
 
 
 def test_compose_cli_prints_the_screen_and_both_accuracies():

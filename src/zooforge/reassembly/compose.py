@@ -24,7 +24,7 @@ from zooforge.config import ComposeConfig, build_config
 from zooforge.errors import ZooforgeError
 from zooforge.metrics.logme import logme
 from zooforge.reassembly.plan import Plan, classes_only, plan
-from zooforge.reassembly.screen import screen, shortlist
+from zooforge.reassembly.screen import check_folds, screen, shortlist
 from zooforge.reassembly.stitch import Assembly, save_assembly
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.zoo.cache import atomic_write_bytes
@@ -66,6 +66,8 @@ def compose(catalogue, dataset, config: ComposeConfig | None = None, *, out_dir:
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
     classes_only(ds)                              # before the split, so the refusal names the data as given
     train_ds, test_ds = ds.split(cfg.split, cfg.seed)
+    if cfg.screen > 1:
+        check_folds(cfg.screen_folds, len(train_ds))          # before cutting and probing every model
     p = plan(catalogue, train_ds, cfg.budget_gmacs, cfg.budget_params, stages=cfg.stages, models=cfg.models,
              max_blocks=cfg.max_blocks, probe=cfg.probe, top_k=cfg.top_k, compat_weight=cfg.compat_weight,
              compat=cfg.compat, seed=cfg.seed, screen=cfg.screen)

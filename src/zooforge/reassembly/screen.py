@@ -30,8 +30,9 @@ from zooforge.tuning.loop import TrainConfig, predict, train
 from zooforge.tuning.paired import ALPHA, keep, keep_margin
 from zooforge.tuning.tune import VALIDATION_SPLIT
 from zooforge.config import Budget
+from zooforge.errors import ZooforgeError
 
-__all__ = ["SCREEN_ALPHA", "Shortlisted", "assembly_logme", "keep", "keep_margin", "screen", "shortlist",
+__all__ = ["SCREEN_ALPHA", "Shortlisted", "assembly_logme", "check_folds", "keep", "keep_margin", "screen", "shortlist",
            "stage_logme"]
 
 # The level of the screen's test that a mix beats the single model: the one level of the paired
@@ -89,6 +90,13 @@ def shortlist(plan: Plan, solutions: list[Solution], budget: Budget, size: int, 
     return kept + ([built(single)] if single is not None else [])
 
 
+def check_folds(folds: int, n: int) -> None:
+    """Refuse a k-fold screen with fewer training images than folds (before any work is done)."""
+    if folds > n:
+        raise ZooforgeError(f"--screen-folds {folds} (`screen_folds`) needs at least {folds} training images to "
+                            f"validate on; the training split has {n}. Use fewer folds, or 1 for one 80/20 split.")
+
+
 def screen(plan: Plan, candidates: list[Shortlisted], train_ds, cfg: TrainConfig, epochs: int,
            seed: int, folds: int = 1) -> tuple[Solution, list[dict]]:
     """Train each shortlisted assembly for ``epochs`` and validate it: with ``folds`` = 1 on 80% of
@@ -101,6 +109,7 @@ def screen(plan: Plan, candidates: list[Shortlisted], train_ds, cfg: TrainConfig
 
     from zooforge.tuning.methods import inputs_for
 
+    check_folds(folds, len(train_ds))
     splits = [train_ds.split(VALIDATION_SPLIT, seed + 1)] if folds <= 1 else train_ds.folds(folds, seed + 1)
     y_val = torch.cat([torch.as_tensor(val.labels) for _, val in splits])
     short = TrainConfig(**{**cfg.__dict__, "epochs": epochs, "checkpoint_dir": None, "progress": False})
