@@ -52,21 +52,23 @@ def record_cell(task: str, budget: float, seed: int, epochs: int, per_class: int
     p = plan("demo", train_ds, budget, stages=3, seed=seed, screen=screen_size)
     pool = p.diverse + [s for s in p.solved.solutions if all(s.choice != d.choice for d in p.diverse)]
     cands = shortlist(p, pool, Budget(budget, None), screen_size, seed)
-    splits = train_ds.folds(FOLDS, seed + 1)
+    rows = [(torch.as_tensor(fit), torch.as_tensor(val)) for fit, val in train_ds.fold_indices(FOLDS, seed + 1)]
+    labels, y_test = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
     cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=64, seed=seed, progress=False)
     out = []
     for cand in cands:
         first = p.backbones[cand.solution.candidates[0].model]
+        x, x_test = inputs_for(first, train_ds), inputs_for(first, test_ds)
         folds = []
-        for fit_ds, val_ds in splits:
+        for fit, val in rows:
             torch.manual_seed(seed)
             model = p.assemble(cand.solution).model
-            train(model, inputs_for(first, fit_ds), torch.as_tensor(fit_ds.labels), cfg)
-            folds.append((predict(model, inputs_for(first, val_ds)) == torch.as_tensor(val_ds.labels)).int().tolist())
+            train(model, x[fit], labels[fit], cfg)
+            folds.append((predict(model, x[val]) == labels[val]).int().tolist())
         torch.manual_seed(seed)
         full = p.assemble(cand.solution).model
-        train(full, inputs_for(first, train_ds), torch.as_tensor(train_ds.labels), cfg)
-        test = float((predict(full, inputs_for(first, test_ds)) == torch.as_tensor(test_ds.labels)).double().mean())
+        train(full, x, labels, cfg)
+        test = float((predict(full, x_test) == y_test).double().mean())
         out.append({"models": [c.model for c in cand.solution.candidates], "fold_correct": folds,
                     "test_accuracy": test, "gmacs": cand.solution.gmacs})
     single = len(out) - 1 if len({*out[-1]["models"]}) == 1 else None

@@ -164,12 +164,6 @@ def _r2_columns(y: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.nd
     return 1.0 - errors.sum(axis=0) / total, errors, total
 
 
-def _mean_average_precision(y: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
-
-    return float(np.mean([average_precision_score(y[:, k] > 0.5, scores[:, k]) for k in range(y.shape[1])]))
-
-
 def average_precision_influence(positive: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray]:
     """(AP, g): average precision as scikit-learn computes it (tied scores share one threshold), and
     g[m] = d AP / d w_m, its derivative in sample m's weight at equal weights, the scores held fixed.

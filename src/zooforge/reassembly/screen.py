@@ -110,25 +110,29 @@ def screen(plan: Plan, candidates: list[Shortlisted], train_ds, cfg: TrainConfig
     from zooforge.tuning.methods import inputs_for
 
     check_folds(folds, len(train_ds))
-    splits = [train_ds.split(VALIDATION_SPLIT, seed + 1)] if folds <= 1 else train_ds.folds(folds, seed + 1)
-    y_val = torch.cat([torch.as_tensor(val.labels) for _, val in splits])
+    rows = ([train_ds.split_indices(VALIDATION_SPLIT, seed + 1)] if folds <= 1
+            else train_ds.fold_indices(folds, seed + 1))
+    rows = [(torch.as_tensor(fit), torch.as_tensor(val)) for fit, val in rows]
+    labels = torch.as_tensor(train_ds.labels)
+    y_val = torch.cat([labels[val] for _, val in rows])
     short = TrainConfig(**{**cfg.__dict__, "epochs": epochs, "checkpoint_dir": None, "progress": False})
     records, correct, inputs = [], [], {}
     for sol, proxy, model, stages in candidates:
         first = plan.backbones[sol.candidates[0].model]
-        if first.preprocessing_key not in inputs:
-            inputs[first.preprocessing_key] = [(inputs_for(first, fit), inputs_for(first, val)) for fit, val in splits]
+        if first.preprocessing_key not in inputs:            # each image preprocessed once, whatever the folds
+            inputs[first.preprocessing_key] = inputs_for(first, train_ds)
+        x = inputs[first.preprocessing_key]
         t0 = time.perf_counter()
         predicted = []
-        for f, ((fit, _), (x_fit, x_val)) in enumerate(zip(splits, inputs[first.preprocessing_key])):
-            run = model if f == len(splits) - 1 else copy.deepcopy(model)     # every fold starts from the same weights
-            train(run, x_fit, torch.as_tensor(fit.labels), short)
-            predicted.append(predict(run, x_val))
+        for f, (fit, val) in enumerate(rows):
+            run = model if f == len(rows) - 1 else copy.deepcopy(model)     # every fold starts from the same weights
+            train(run, x[fit], labels[fit], short)
+            predicted.append(predict(run, x[val]))
         correct.append((torch.cat(predicted) == y_val).double())
         records.append({"models": [c.model for c in sol.candidates], "blocks": [list(c.blocks) for c in sol.candidates],
                         "objective": sol.objective, "assembly_logme": proxy, "stage_logme": stages,
                         "params": sol.params, "gmacs": sol.gmacs, "val_accuracy": float(correct[-1].mean()),
-                        "folds": len(splits), "seconds": time.perf_counter() - t0, "kept": False})
+                        "folds": len(rows), "seconds": time.perf_counter() - t0, "kept": False})
     # the last is the single model when one fits; and if none fits, no one-model assembly can be here
     single = len(candidates) - 1 if len({c.model for c in candidates[-1].solution.candidates}) == 1 else None
     kept, best_mix, margin = keep(correct, single)

@@ -181,11 +181,14 @@ class Dataset:
 
     def folds(self, k: int, seed: int = 0) -> list[tuple["Dataset", "Dataset"]]:
         """Stratified k-fold cross-validation: k (fit, validation) pairs whose validation sides
-        partition the dataset (:func:`stratified_fold_indices`)."""
+        partition the dataset. The rows are :meth:`fold_indices`."""
+        return [(self.subset(fit, f"fold{f}of{k}:{seed}:fit"), self.subset(val, f"fold{f}of{k}:{seed}:val"))
+                for f, (fit, val) in enumerate(self.fold_indices(k, seed))]
+
+    def fold_indices(self, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The sorted (fit, validation) row indices of :meth:`folds`, for slicing aligned arrays."""
         every = np.arange(len(self))
-        return [(self.subset(np.setdiff1d(every, val), f"fold{f}of{k}:{seed}:fit"),
-                 self.subset(val, f"fold{f}of{k}:{seed}:val"))
-                for f, val in enumerate(stratified_fold_indices(self.strata(), k, seed))]
+        return [(np.setdiff1d(every, val), val) for val in stratified_fold_indices(self.strata(), k, seed)]
 
     def subsample(self, max_per_class: int, seed: int = 0) -> "Dataset":
         """At most ``max_per_class`` samples of each class (for regression and multi-label: of each
