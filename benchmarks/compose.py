@@ -11,7 +11,9 @@
    same epochs, 2 seeds; prints both, the difference and the screened candidates.
    ``--zoo timm2``: the same on benchmarks/selection.py's second image zoo (built in its work folder),
    budgets 0.0022 (only the four ConvNeXt-2 fit whole) and 0.003 (the EfficientNets fit too; the
-   CoAtNet, the ViTs and the NFNet do not), set from the zoo's GMACs alone.
+   CoAtNet, the ViTs and the NFNet do not), set from the zoo's GMACs alone. ``--zoo timm3``: its third
+   image zoo, budgets 0.0021 (the ViT-2s and ConvNeXt-3s fit whole) and 0.003 (the EfficientNet-EvoS
+   too; the ViT-4s do not), chosen the same way.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ ZOOS = {  # zoo: (default budgets, what the GMACs are)
     "demo": ("0.002,0.003", "effnet 0.0023, resnet 0.0041 (largest), the other 10 models <= 0.0015"),
     "timm2": ("0.0022,0.003", "convnext2 0.0020, effgn/effln 0.0023, vitrelpos 0.0030, coatnet 0.0032, vit3 0.0038, "
                               "nfnet 0.0114 (largest)"),
+    "timm3": ("0.0021,0.003", "vit2 0.0018, convnext3 0.0020, evos 0.0023, vit4 0.0044 (largest)"),
 }
 
 

@@ -5,13 +5,17 @@
     python benchmarks/selection.py select           # `zooforge select` at 5..100% budgets on every target (resumable)
     python benchmarks/selection.py report           # tables, leave-one-zoo-out and select's regret, from the stored data
 
-Three zoos of different kinds, each with its own target tasks:
+Four zoos of different kinds, each with its own target tasks:
 
 * ``demo``: the 14-model demo zoo (6 timm architectures trained on demo source tasks, 2 random);
   truth from ``zooforge.demo.truth`` (shipped) on its 7 target tasks, plus two 20-a-class targets.
 * ``timm2``: 12 models of 7 *other* timm test architectures (ConvNeXt-2, EfficientNet-GN, ViT-3,
   NFNet, CoAtNet, ViT-relpos, EfficientNet-LN), trained by this script on demo source tasks, one of
   them for 3 epochs only (under-trained), two at random init; 8 target tasks.
+* ``timm3``: 16 models of 4 further timm test architectures (ConvNeXt-3, EfficientNet-EvoS, ViT-2,
+  ViT-4), each trained on 3 or 4 different demo source tasks (one for 3 epochs only), one at random
+  init: the shape of a hub zoo, where many checkpoints share an architecture and differ in what they
+  were trained on; 5 target tasks (those that did not saturate on the first two image zoos).
 * ``text``: the real all-MiniLM-L6-v2 and 8 variants (random init; truncated to 4, 2, 1 layers; the
   top 2 or 4 layers re-initialised; weights perturbed by noise of 0.5 and 1.5 times each tensor's
   std); 4 text tasks, two of which a bag of words cannot solve (``negation``, ``relation``).
@@ -36,8 +40,8 @@ top-1 regret (accuracy points lost by fine-tuning the ordering's first model ins
 and top-1 regret within two GMACs budgets per zoo (its 50% and 25% quantiles of GMACs: the largest
 models excluded). An ordering ranks *every* model: one without a score from the ordering's
 estimators goes after the models that have it, as in ``zooforge rank``. Leave-one-zoo-out: the
-rule that picks an ordering (:func:`zooforge.selection.ordering.choose_ordering`) sees two zoos, and
-its choice is scored on the third, in every rotation.
+rule that picks an ordering (:func:`zooforge.selection.ordering.choose_ordering`) sees all zoos but one, and
+its choice is scored on the one held out, in every rotation.
 """
 
 from __future__ import annotations
@@ -70,6 +74,25 @@ TIMM2 = (  # (id, arch, source task or None, model_args, source epochs)
     ("timm2/effln-random", "test_efficientnet_ln", None, {}, 0),
 )
 
+TIMM3 = (  # same fields as TIMM2: four architectures, each trained on several source tasks
+    ("timm3/convnext3-shapes", "test_convnext3", "shapes-source", {}, 20),
+    ("timm3/convnext3-textures", "test_convnext3", "textures-source", {}, 20),
+    ("timm3/convnext3-counting", "test_convnext3", "counting-source", {}, 20),
+    ("timm3/convnext3-glyphs", "test_convnext3", "glyphs-source", {}, 20),
+    ("timm3/evos-orientation", "test_efficientnet_evos", "orientation-source", {}, 20),
+    ("timm3/evos-colour", "test_efficientnet_evos", "colour-source", {}, 20),
+    ("timm3/evos-shapes", "test_efficientnet_evos", "shapes-source", {}, 20),
+    ("timm3/evos-glyphs", "test_efficientnet_evos", "glyphs-source", {}, 20),
+    ("timm3/vit2-textures", "test_vit2", "textures-source", {"img_size": 32}, 20),
+    ("timm3/vit2-counting", "test_vit2", "counting-source", {"img_size": 32}, 20),
+    ("timm3/vit2-orientation", "test_vit2", "orientation-source", {"img_size": 32}, 20),
+    ("timm3/vit2-colour", "test_vit2", "colour-source", {"img_size": 32}, 20),
+    ("timm3/vit4-shapes", "test_vit4", "shapes-source", {"img_size": 32}, 20),
+    ("timm3/vit4-glyphs", "test_vit4", "glyphs-source", {"img_size": 32}, 20),
+    ("timm3/vit4-orientation-short", "test_vit4", "orientation-source", {"img_size": 32}, 3),
+    ("timm3/vit4-random", "test_vit4", None, {"img_size": 32}, 0),
+)
+
 # (id, layers kept, top layers re-initialised, noise (x each tensor's std), pretrained)
 TEXT = (
     ("text/minilm-l6", 6, 0, 0.0, True),
@@ -88,7 +111,7 @@ def _protocols():
     from zooforge.demo.truth import PROTOCOL, Protocol
 
     text = Protocol(train_per_class=40, test_per_class=50, epochs=6, batch_size=16, lrs=(1e-4, 3e-5))
-    return {"demo": PROTOCOL, "timm2": PROTOCOL, "text": text}
+    return {"demo": PROTOCOL, "timm2": PROTOCOL, "timm3": PROTOCOL, "text": text}
 
 
 # "task@n": the task trained (truth) and ranked on n samples a class instead of the protocol's: the
@@ -97,6 +120,7 @@ ZOO_TARGETS = {
     "demo": ("colour", "counting", "glyphs", "orientation", "position", "shapes", "textures",
              "orientation@20", "textures@20"),
     "timm2": ("shapes", "textures", "counting", "orientation", "position", "glyphs", "orientation@20", "textures@20"),
+    "timm3": ("counting", "glyphs", "orientation@20", "shapes", "textures@20"),
     "text": ("topics@10", "intent", "negation", "relation"),
 }
 MAX_BEST, MIN_SPREAD = 0.98, 0.05       # the saturation rule (module docstring)
@@ -106,16 +130,17 @@ PREVIOUS_DEFAULT = ("logme", "leep", "nce", "hscore_shrink", "gbc", "transrate",
 
 # --- building the zoos ------------------------------------------------------------------------------
 
-def build_timm2(work: Path) -> Path:
+def build_timm_zoo(zoo: str, models, work: Path) -> Path:
+    """Train the zoo's models (``TIMM2``/``TIMM3`` rows) on their source tasks; its catalogue's path."""
     from zooforge.demo.build import DemoModel, build_model, write_catalogue
 
-    out = work / "timm2"
-    specs = tuple(DemoModel(i, a, s, m) for i, a, s, m, _ in TIMM2)
-    for spec, (*_, epochs) in zip(specs, TIMM2):
+    out = work / zoo
+    specs = tuple(DemoModel(i, a, s, m) for i, a, s, m, _ in models)
+    for spec, (*_, epochs) in zip(specs, models):
         if spec.source_task and not (out / spec.weights_file).is_file():
             print(f"training {spec.id} on demo:{spec.source_task} ({epochs} epochs)", flush=True)
             build_model(spec, out, epochs=epochs, progress=False)
-    return write_catalogue(out, specs, "A second image zoo for benchmarks/selection.py (built by its `build`).")
+    return write_catalogue(out, specs, f"The image zoo {zoo} of benchmarks/selection.py (built by its `build`).")
 
 
 def build_text(work: Path) -> Path:
@@ -167,7 +192,8 @@ def build_text(work: Path) -> Path:
 
 
 def catalogue_path(zoo: str, work: Path):
-    return {"demo": lambda: "demo", "timm2": lambda: build_timm2(work), "text": lambda: build_text(work)}[zoo]()
+    return {"demo": lambda: "demo", "timm2": lambda: build_timm_zoo("timm2", TIMM2, work),
+            "timm3": lambda: build_timm_zoo("timm3", TIMM3, work), "text": lambda: build_text(work)}[zoo]()
 
 
 # --- truth and scores -------------------------------------------------------------------------------
@@ -487,7 +513,7 @@ def report(data: dict, out=sys.stdout) -> dict:
     held = {}
     for size in sorted(pools, reverse=True):
         print(f"\nLeave one zoo out: the rule (choose_ordering) over {len(pools[size])} candidates (combinations of up "
-              f"to {size}) picks on two zoos; its pick is scored on the third.", file=out)
+              f"to {size}) picks on the other {len(zoos) - 1} zoos; its pick is scored on the one held out.", file=out)
         print(f"{'held out':10s} {'picked':44s} {'tau_w':>6s} {'regret':>6s} | best single there (hindsight)", file=out)
         held[size] = []
         for z in zoos:
@@ -510,7 +536,7 @@ def report(data: dict, out=sys.stdout) -> dict:
           f"{np.mean([results[legacy.name][z]['regret'] for z in zoos]):.1f} points; the rule ships over "
           f"{len(pools[RULE_MAX_SIZE])} candidates (RULE_MAX_SIZE = {RULE_MAX_SIZE})", file=out)
     final = choose_ordering({n: v for n, v in results.items() if n in pools[RULE_MAX_SIZE]})
-    print(f"\nThe rule on all three zoos picks: {final.name}  (shipped default: {DEFAULT_ORDERING.name})", file=out)
+    print(f"\nThe rule on all {len(zoos)} zoos picks: {final.name}  (shipped default: {DEFAULT_ORDERING.name})", file=out)
     _line(f"{final.name} (in-sample)", results[final.name], zoos, out)
     print(f"{'per target':24s} {'tau_w':>6s} {'kendall':>7s} {'regret':>6s} {'reg@b50':>7s} {'reg@b25':>7s}", file=out)
     for (zoo, target) in cells:

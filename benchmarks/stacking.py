@@ -7,8 +7,8 @@ Issue "Pick the right model" allows a fitted stacker as the default ordering. Th
 way learning-to-rank does: each estimator's scores are z-scored within a target (a missing score is
 the target's mean), and a logistic regression without intercept learns weights w from every pair
 of models of the training targets, predicting which of the two fine-tunes better from the
-difference of their z-scores (optionally weighted by the accuracy gap). It is fitted on two zoos of
-``benchmarks/selection_data.json`` and orders the third by w . z, in every rotation, scored as the
+difference of their z-scores (optionally weighted by the accuracy gap). It is fitted on all zoos but one of
+``benchmarks/selection_data.json`` and orders the one held out by w . z, in every rotation, scored as the
 report scores an ordering (weighted tau, top-1 regret). Every setting of a small fixed grid is
 printed, none is picked: choosing among them on these held-out numbers would make them in-sample.
 The reference row is the shipped default, ``linear_probe`` alone.
