@@ -93,6 +93,8 @@ TIMM3 = (  # same fields as TIMM2: four architectures, each trained on several s
     ("timm3/vit4-random", "test_vit4", None, {"img_size": 32}, 0),
 )
 
+TIMM_ZOOS = {"timm2": TIMM2, "timm3": TIMM3}      # the image zoos this script trains, by name
+
 # (id, layers kept, top layers re-initialised, noise (x each tensor's std), pretrained)
 TEXT = (
     ("text/minilm-l6", 6, 0, 0.0, True),
@@ -130,10 +132,11 @@ PREVIOUS_DEFAULT = ("logme", "leep", "nce", "hscore_shrink", "gbc", "transrate",
 
 # --- building the zoos ------------------------------------------------------------------------------
 
-def build_timm_zoo(zoo: str, models, work: Path) -> Path:
-    """Train the zoo's models (``TIMM2``/``TIMM3`` rows) on their source tasks; its catalogue's path."""
+def build_timm_zoo(zoo: str, work: Path) -> Path:
+    """Train the models of ``TIMM_ZOOS[zoo]`` on their source tasks; its catalogue's path."""
     from zooforge.demo.build import DemoModel, build_model, write_catalogue
 
+    models = TIMM_ZOOS[zoo]
     out = work / zoo
     specs = tuple(DemoModel(i, a, s, m) for i, a, s, m, _ in models)
     for spec, (*_, epochs) in zip(specs, models):
@@ -192,8 +195,9 @@ def build_text(work: Path) -> Path:
 
 
 def catalogue_path(zoo: str, work: Path):
-    return {"demo": lambda: "demo", "timm2": lambda: build_timm_zoo("timm2", TIMM2, work),
-            "timm3": lambda: build_timm_zoo("timm3", TIMM3, work), "text": lambda: build_text(work)}[zoo]()
+    if zoo in TIMM_ZOOS:
+        return build_timm_zoo(zoo, work)
+    return {"demo": lambda: "demo", "text": lambda: build_text(work)}[zoo]()
 
 
 # --- truth and scores -------------------------------------------------------------------------------
