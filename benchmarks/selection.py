@@ -93,7 +93,30 @@ TIMM3 = (  # same fields as TIMM2: four architectures, each trained on several s
     ("timm3/vit4-random", "test_vit4", None, {"img_size": 32}, 0),
 )
 
-TIMM_ZOOS = {"timm2": TIMM2, "timm3": TIMM3}      # the image zoos this script trains, by name
+TIMM4 = (  # same fields: five architectures (the size of a small hub zoo), four checkpoints each
+    ("timm4/maxvit-shapes", "test_maxvit", "shapes-source", {"img_size": 32}, 20),
+    ("timm4/maxvit-counting", "test_maxvit", "counting-source", {"img_size": 32}, 20),
+    ("timm4/maxvit-textures", "test_maxvit", "textures-source", {"img_size": 32}, 20),
+    ("timm4/maxvit-orientation", "test_maxvit", "orientation-source", {"img_size": 32}, 20),
+    ("timm4/resnet-glyphs", "test_resnet", "glyphs-source", {}, 20),
+    ("timm4/resnet-counting", "test_resnet", "counting-source", {}, 20),
+    ("timm4/resnet-orientation", "test_resnet", "orientation-source", {}, 20),
+    ("timm4/resnet-shapes", "test_resnet", "shapes-source", {}, 20),
+    ("timm4/effgn-shapes", "test_efficientnet_gn", "shapes-source", {}, 20),
+    ("timm4/effgn-textures", "test_efficientnet_gn", "textures-source", {}, 20),
+    ("timm4/effgn-counting", "test_efficientnet_gn", "counting-source", {}, 20),
+    ("timm4/effgn-colour-short", "test_efficientnet_gn", "colour-source", {}, 3),
+    ("timm4/vit3-glyphs", "test_vit3", "glyphs-source", {"img_size": 32}, 20),
+    ("timm4/vit3-textures", "test_vit3", "textures-source", {"img_size": 32}, 20),
+    ("timm4/vit3-orientation", "test_vit3", "orientation-source", {"img_size": 32}, 20),
+    ("timm4/vit3-colour", "test_vit3", "colour-source", {"img_size": 32}, 20),
+    ("timm4/byobnet-shapes", "test_byobnet", "shapes-source", {}, 20),
+    ("timm4/byobnet-glyphs", "test_byobnet", "glyphs-source", {}, 20),
+    ("timm4/byobnet-textures", "test_byobnet", "textures-source", {}, 20),
+    ("timm4/byobnet-random", "test_byobnet", None, {}, 0),
+)
+
+TIMM_ZOOS = {"timm2": TIMM2, "timm3": TIMM3, "timm4": TIMM4}      # the image zoos this script trains, by name
 
 # (id, layers kept, top layers re-initialised, noise (x each tensor's std), pretrained)
 TEXT = (
@@ -113,7 +136,7 @@ def _protocols():
     from zooforge.demo.truth import PROTOCOL, Protocol
 
     text = Protocol(train_per_class=40, test_per_class=50, epochs=6, batch_size=16, lrs=(1e-4, 3e-5))
-    return {"demo": PROTOCOL, "timm2": PROTOCOL, "timm3": PROTOCOL, "text": text}
+    return {"demo": PROTOCOL, "timm2": PROTOCOL, "timm3": PROTOCOL, "timm4": PROTOCOL, "text": text}
 
 
 # "task@n": the task trained (truth) and ranked on n samples a class instead of the protocol's: the
@@ -123,6 +146,7 @@ ZOO_TARGETS = {
              "orientation@20", "textures@20"),
     "timm2": ("shapes", "textures", "counting", "orientation", "position", "glyphs", "orientation@20", "textures@20"),
     "timm3": ("counting", "glyphs", "orientation@20", "shapes", "textures@20"),
+    "timm4": ("counting", "glyphs", "orientation@20", "shapes", "textures@20"),
     "text": ("topics@10", "intent", "negation", "relation"),
 }
 MAX_BEST, MIN_SPREAD = 0.98, 0.05       # the saturation rule (module docstring)
@@ -489,7 +513,9 @@ def _line(name, by_zoo, zoos, out):
 
 def report(data: dict, out=sys.stdout) -> dict:
     from zooforge.metrics import list_estimators
-    from zooforge.selection.ordering import DEFAULT_ORDERING, RULE_MAX_SIZE, Ordering, candidates, choose_ordering
+    from zooforge.selection.ordering import (DEFAULT_ORDERING, RULE_MAX_SIZE, Ordering, candidates, choose_ordering,
+                                             stacked_default)
+    from zooforge.selection.rank import DEFAULT_METRICS
 
     cells, budgets = tables(data)
     zoos = sorted({z for z, _ in cells})
@@ -537,18 +563,50 @@ def report(data: dict, out=sys.stdout) -> dict:
     best_regret = float(np.mean([results[best][z]["regret"] for z in zoos]))
     print(f"best single estimator over all zoos (chosen in hindsight): {best} {overall[best]:.3f}, {best_regret:.1f} "
           f"points; previous default: {np.mean([results[legacy.name][z]['weighted_tau'] for z in zoos]):.3f}, "
-          f"{np.mean([results[legacy.name][z]['regret'] for z in zoos]):.1f} points; the rule ships over "
-          f"{len(pools[RULE_MAX_SIZE])} candidates (RULE_MAX_SIZE = {RULE_MAX_SIZE})", file=out)
-    final = choose_ordering({n: v for n, v in results.items() if n in pools[RULE_MAX_SIZE]})
-    print(f"\nThe rule on all {len(zoos)} zoos picks: {final.name}  (shipped default: {DEFAULT_ORDERING.name})", file=out)
-    _line(f"{final.name} (in-sample)", results[final.name], zoos, out)
+          f"{np.mean([results[legacy.name][z]['regret'] for z in zoos]):.1f} points", file=out)
+    singles = {n: v for n, v in results.items() if n in pools[RULE_MAX_SIZE]}
+    stacked = stacked_rule(cells, budgets, singles, zoos, held[RULE_MAX_SIZE], out)
+    final = stacked_default([(s, a) for _, a, _, s in cells.values()], singles, DEFAULT_METRICS)
+    print(f"\nThe rule on all {len(zoos)} zoos gives: {final.name}\n(shipped default: {DEFAULT_ORDERING.name})", file=out)
+    results.update(judge_all(cells, budgets, [final])[0])
+    per_target.update(judge_all(cells, budgets, [final])[1])
+    _line("the rule's ordering (in-sample)", results[final.name], zoos, out)
     print(f"{'per target':24s} {'tau_w':>6s} {'kendall':>7s} {'regret':>6s} {'reg@b50':>7s} {'reg@b25':>7s}", file=out)
     for (zoo, target) in cells:
         r = per_target[(final.name, zoo, target)]
         print(f"{zoo + '/' + target:24s} {r['weighted_tau']:6.3f} {r['kendall_tau']:7.3f} {r['regret']:6.1f} "
               f"{r['regret_b0']:7.1f} {r['regret_b1']:7.1f}", file=out)
     select_report(data, {(z, t): per_target[(final.name, z, t)]["regret"] for (z, t) in cells}, out)
-    return {"final": final, "held_out": held[RULE_MAX_SIZE], "held_out_by_pool": held, "results": results}
+    return {"final": final, "held_out": stacked, "held_out_single": held[RULE_MAX_SIZE], "held_out_by_pool": held,
+            "results": results}
+
+
+def stacked_rule(cells, budgets, singles, zoos, single_rows, out) -> list[dict]:
+    """The default's rule (ordering.stacked_default) leave-one-zoo-out: the lead estimator and the
+    stacker's weights come from the other zoos, the ordering is scored on the one held out."""
+    from zooforge.selection.ordering import judge, order, stacked_default
+    from zooforge.selection.rank import DEFAULT_METRICS
+
+    print(f"\nLeave one zoo out: the default's rule (the rule's single estimator leads, a non-negative pairwise "
+          f"stacker over the {len(DEFAULT_METRICS)} default estimators orders the rest), fitted on the other zoos:",
+          file=out)
+    print(f"{'held out':10s} {'tau_w':>6s} {'regret':>6s} {'reg@b50':>7s} {'reg@b25':>7s} | the single rule's pick held out",
+          file=out)
+    rows = []
+    for z, single in zip(zoos, single_rows):
+        train = [(s, a) for (zoo, _), (_, a, _, s) in cells.items() if zoo != z]
+        o = stacked_default(train, {n: {k: v for k, v in by.items() if k != z} for n, by in singles.items()}, DEFAULT_METRICS)
+        judged = [judge(order(s, o)["position"], a, g, budgets[z]) for (zoo, _), (_, a, g, s) in cells.items() if zoo == z]
+        r = {k: float(np.nanmean([j[k] for j in judged])) for k in judged[0]}
+        rows.append({"zoo": z, "pick": o.name} | r)
+        print(f"{z:10s} {r['weighted_tau']:6.3f} {r['regret']:6.1f} {r['regret_b0']:7.1f} {r['regret_b1']:7.1f} | "
+              f"{single['pick']} {single['weighted_tau']:.3f}, {single['regret']:.1f}", file=out)
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("weighted_tau", "regret")}
+    base = {k: float(np.mean([r[k] for r in single_rows])) for k in ("weighted_tau", "regret")}
+    print(f"default's rule, held out: mean tau_w {mean['weighted_tau']:.3f} ({mean['weighted_tau'] - base['weighted_tau']:+.3f} "
+          f"on the single rule's {base['weighted_tau']:.3f}), mean top-1 regret {mean['regret']:.2f} points (single: "
+          f"{base['regret']:.2f})", file=out)
+    return rows
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -154,13 +154,14 @@ class RankConfig:
     metrics: tuple[str, ...] | None = setting(None, "estimators (default: the benchmarked defaults for the target kind)")
     models: tuple[str, ...] | None = setting(None, "globs over catalogue ids (default: all)")
     ordering: Any = setting(None, "how estimators combine into the order: one estimator (logme), rank(a+b) (mean "
-                                  "rank) or z(a+b) (mean z-score); default: the benchmarked default, else the mean "
-                                  "rank over the estimators")
+                                  "rank), z(a+b) (mean z-score) or stack(2*a+1*b) (weighted z-scores), each optionally "
+                                  "after lead> (lead's first model first); default: the benchmarked default, else "
+                                  "the mean rank over the estimators")
     budget_gmacs: float | None = setting(None, "mark the best model within this many GMACs")
     budget_params: float | None = setting(None, "... and this many million parameters")
     bootstrap: int = setting(100, "resampling rounds for the intervals and P(top-1) (0: none)")
     intervals: str = setting("fast", "fast: intervals for the estimators that need no re-scoring (LogME, LEEP, NCE, "
-                                     "linear probe) and the ordering's; all: every estimator, re-scored on each "
+                                     "linear probe) and those that decide the ordering's first model; all: every estimator, re-scored on each "
                                      "resample (slow)")
     seed: int = setting(0, "seed of the subsampling and the resamples")
     split: str | None = setting(None, "dataset split (when reading a data spec)")

@@ -7,19 +7,74 @@ import polars as pl
 import pytest
 
 from zooforge.errors import ZooforgeError
-from zooforge.selection.ordering import DEFAULT_ORDERING, Ordering, candidates, choose_ordering, judge, order
+from zooforge.selection.ordering import (DEFAULT_ORDERING, Ordering, candidates, choose_ordering, fit_stack, judge,
+                                         order, stacked_default)
 
 ROOT = Path(__file__).parents[2]
 
 
 def test_names_round_trip_and_bad_orderings_are_refused():
-    for o in (Ordering(("logme",)), Ordering(("logme", "nce"), "rank"), Ordering(("gbc", "logme", "nce"), "z")):
+    for o in (Ordering(("logme",)), Ordering(("logme", "nce"), "rank"), Ordering(("gbc", "logme", "nce"), "z"),
+              Ordering(("logme", "nce"), "stack", (2.0, 0.125)), Ordering(("logme", "nce"), "rank", lead="nce"),
+              DEFAULT_ORDERING):
         assert Ordering.parse(o.name) == o
     assert Ordering.parse(" rank( logme + leep ) ") == Ordering(("logme", "leep"), "rank")
+    assert Ordering.parse("logme > stack(1*logme + 0.5*gbc)") == Ordering(("logme", "gbc"), "stack", (1.0, 0.5), "logme")
     with pytest.raises(ValueError, match="at least one"):
         Ordering(())
-    with pytest.raises(ValueError, match="'rank' or 'z'"):
+    with pytest.raises(ValueError, match="'rank', 'z' or 'stack'"):
         Ordering(("logme",), "max")
+    with pytest.raises(ValueError, match="one finite weight >= 0 per estimator"):
+        Ordering(("logme", "nce"), "stack", (1.0,))
+    with pytest.raises(ValueError, match="one finite weight >= 0 per estimator"):
+        Ordering(("logme",), "stack", (-1.0,))
+    with pytest.raises(ValueError, match="only a stacked ordering has weights"):
+        Ordering(("logme",), "z", (1.0,))
+    with pytest.raises(ValueError, match="lead estimator 'gbc' must be one of"):
+        Ordering(("logme",), lead="gbc")
+    with pytest.raises(ValueError, match=r"written stack\(2\*logme"):
+        Ordering.parse("stack(logme+nce)")
+
+
+def test_a_stack_orders_by_its_weighted_z_scores_and_the_lead_puts_its_first_model_first():
+    a, b = np.array([0.0, 1.0, 2.0, 3.0]), np.array([3.0, 2.1, 0.0, 0.9])
+    scores = {"a": a, "b": b}
+    z = lambda v: (v - v.mean()) / v.std()
+    stack = order(scores, Ordering(("a", "b"), "stack", (1.0, 2.0)))
+    np.testing.assert_allclose(stack["value"], -(z(a) + 2 * z(b)))
+    assert list(np.argsort(stack["position"])) == list(np.argsort(z(a) + 2 * z(b))[::-1])
+    # scaling every weight keeps the order; a zero weight ignores its estimator
+    assert (order(scores, Ordering(("a", "b"), "stack", (3.0, 6.0)))["position"] == stack["position"]).all()
+    assert list(np.argsort(order(scores, Ordering(("a", "b"), "stack", (1.0, 0.0)))["position"])) == [3, 2, 1, 0]
+    led = order(scores, Ordering(("a", "b"), "stack", (1.0, 2.0), lead="a"))
+    assert led["position"][3] == 0                        # a's first model first
+    rest = [i for i in np.argsort(stack["position"]) if i != 3]
+    assert list(np.argsort(led["position"]))[1:] == rest   # the stack orders the rest as before
+    # a lead that scored nobody does not lead
+    none = order({"a": a, "b": np.full(4, np.nan)}, Ordering(("a", "b"), "stack", (1.0, 2.0), lead="b"))
+    assert list(np.argsort(none["position"])) == [3, 2, 1, 0]
+
+
+def test_fit_stack_learns_the_informative_estimator_and_never_a_negative_weight():
+    rng = np.random.default_rng(0)
+    tables = []
+    for _ in range(6):
+        acc = rng.uniform(0.3, 0.9, 12)
+        good = acc + rng.normal(0, 0.05, 12)                       # tracks the truth
+        anti = -good + rng.normal(0, 0.01, 12)                     # anti-correlated: must not be used
+        noise = rng.normal(0, 1, 12)
+        tables.append(({"good": good, "noise": noise, "anti": anti}, acc))
+    w = dict(zip(("good", "noise", "anti"), fit_stack(tables, ["good", "noise", "anti"])))
+    assert w["good"] > 1.0 and w["anti"] == 0.0 and w["noise"] < 0.3 * w["good"]
+    assert min(w.values()) >= 0
+    # z-scoring within a target: an affine change of one target's scores changes nothing
+    moved = [({m: 10 * v + 3 for m, v in s.items()} if i == 0 else s, acc) for i, (s, acc) in enumerate(tables)]
+    np.testing.assert_allclose(fit_stack(moved, ["good", "noise", "anti"]), list(w.values()), atol=1e-5)
+    with pytest.raises(ValueError, match="no pair"):
+        fit_stack([({"good": np.ones(3)}, np.ones(3))], ["good"])
+    singles = {"good": {"z": {"weighted_tau": 0.9, "regret": 0.0}}, "noise": {"z": {"weighted_tau": 0.1, "regret": 9.0}}}
+    default = stacked_default(tables, singles, ["noise", "good", "anti"])
+    assert default.lead == "good" and default.metrics[0] == "good" and "anti" not in default.metrics
 
 
 def test_order_puts_missing_scores_last_then_the_value_then_the_overall_mean_rank():
@@ -77,7 +132,9 @@ def test_the_default_ordering_is_what_the_rule_picks_from_the_stored_benchmark()
     import io
 
     result = bench.report(data, out=io.StringIO())
-    assert result["final"] == DEFAULT_ORDERING
+    final = result["final"]
+    assert (final.metrics, final.combine, final.lead) == (DEFAULT_ORDERING.metrics, "stack", DEFAULT_ORDERING.lead)
+    np.testing.assert_allclose(final.weights, DEFAULT_ORDERING.weights, atol=2e-3)   # refitted, not copied
     from zooforge.selection.rank import DEFAULT_METRICS
 
     assert set(DEFAULT_ORDERING.metrics) <= set(DEFAULT_METRICS)

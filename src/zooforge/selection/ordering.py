@@ -1,8 +1,10 @@
 """Orderings: how ``rank`` turns several estimators' scores into the one order a user acts on.
 
-An :class:`Ordering` names estimators and how to combine them: their mean rank (``"rank"``) or their
-mean z-score (``"z"``). Models are ordered by
+An :class:`Ordering` names estimators and how to combine them: their mean rank (``"rank"``), their
+mean z-score (``"z"``) or a weighted sum of z-scores (``"stack"``), optionally with a ``lead``
+estimator whose first model goes first. Models are ordered by
 
+0. the lead's first model, when there is a lead,
 1. how many of the ordering's estimators gave them no score (a model missing a score never outranks
    one that has it; estimators that scored no model at all in the table are left out first),
 2. the combined value,
@@ -11,10 +13,12 @@ mean z-score (``"z"``). Models are ordered by
 When none of the ordering's estimators scored any model (say LEEP and NCE on headless text
 models), the mean rank over the table's estimators orders alone.
 
-Which ordering is the default is not a matter of taste: :func:`choose_ordering` is the rule, and
-``benchmarks/selection.py`` applies it leave-one-zoo-out to fine-tune truth on four zoos (chosen
-on the others, scored on the one held out, each rotation) and then to all four for the default that ships; the
-test ``tests/selection/test_ordering.py`` reproduces that choice from the stored data.
+Which ordering is the default is not a matter of taste: :func:`stacked_default` is the rule (the
+single estimator :func:`choose_ordering` picks leads, :func:`fit_stack` weighs the default
+estimators for the rest), and ``benchmarks/selection.py`` applies it leave-one-zoo-out to fine-tune
+truth (fitted on the other zoos, scored on the one held out, each rotation) and then to every zoo
+for the default that ships; the test ``tests/selection/test_ordering.py`` reproduces it from the
+stored data.
 """
 
 from __future__ import annotations
@@ -31,25 +35,63 @@ __all__ = ["Ordering", "DEFAULT_ORDERING", "RULE_MAX_SIZE", "metric_ranks", "ord
 
 @dataclass(frozen=True)
 class Ordering:
-    """Estimators and how their scores are combined into one order (see the module docstring)."""
+    """Estimators and how their scores are combined into one order (see the module docstring).
+
+    ``combine="stack"`` weighs each estimator's within-table z-score by ``weights`` (one each; a
+    missing score counts as the table's mean). ``lead`` names one of ``metrics`` whose first model
+    goes first whatever the combination says; the combination orders the rest.
+    """
 
     metrics: tuple[str, ...]
-    combine: Literal["rank", "z"] = "rank"
+    combine: Literal["rank", "z", "stack"] = "rank"
+    weights: tuple[float, ...] = ()
+    lead: str | None = None
 
     def __post_init__(self):
         if not self.metrics:
             raise ValueError("an ordering needs at least one estimator.")
-        if self.combine not in ("rank", "z"):
-            raise ValueError(f"combine must be 'rank' or 'z'; got {self.combine!r}.")
+        if self.combine not in ("rank", "z", "stack"):
+            raise ValueError(f"combine must be 'rank', 'z' or 'stack'; got {self.combine!r}.")
+        if self.combine == "stack" and (len(self.weights) != len(self.metrics)
+                                        or not all(np.isfinite(w) and w >= 0 for w in self.weights)):
+            raise ValueError(f"a stacked ordering needs one finite weight >= 0 per estimator; got {self.weights} "
+                             f"for {self.metrics}.")
+        if self.combine != "stack" and self.weights:
+            raise ValueError("only a stacked ordering has weights.")
+        if self.lead is not None and self.lead not in self.metrics:
+            raise ValueError(f"the lead estimator {self.lead!r} must be one of the ordering's {self.metrics}.")
 
     @property
     def name(self) -> str:
-        return self.metrics[0] if len(self.metrics) == 1 else f"{self.combine}({'+'.join(self.metrics)})"
+        if self.combine == "stack":
+            body = f"stack({'+'.join(f'{w:.6g}*{m}' for w, m in zip(self.weights, self.metrics))})"
+        else:
+            body = self.metrics[0] if len(self.metrics) == 1 else f"{self.combine}({'+'.join(self.metrics)})"
+        return body if self.lead is None else f"{self.lead}>{body}"
+
+    @property
+    def first_decided_by(self) -> tuple[str, ...]:
+        """The estimators that decide which model comes first (what P(top-1) resamples)."""
+        return (self.lead,) if self.lead is not None else self.metrics
 
     @classmethod
     def parse(cls, text: str) -> "Ordering":
-        """``logme``, ``rank(logme+nce)`` or ``z(logme+nce)`` (what :attr:`name` writes)."""
+        """``logme``, ``rank(logme+nce)``, ``z(logme+nce)``, ``stack(2*logme+0.5*nce)``, each optionally
+        after ``lead>`` (what :attr:`name` writes)."""
         text = text.strip()
+        lead, sep, rest = text.partition(">")
+        if sep:
+            inner = cls.parse(rest)
+            return cls(inner.metrics, inner.combine, inner.weights, lead.strip())
+        if text.startswith("stack(") and text.endswith(")"):
+            terms = [t.partition("*") for t in text[6:-1].split("+") if t.strip()]
+            try:
+                weights = tuple(float(w) for w, star, _ in terms if star)
+            except ValueError:
+                weights = ()
+            if len(weights) != len(terms) or not terms:
+                raise ValueError(f"a stacked ordering is written stack(2*logme+0.5*nce); got {text!r}.")
+            return cls(tuple(m.strip() for _, _, m in terms), "stack", weights)
         for combine in ("rank", "z"):
             if text.startswith(combine + "(") and text.endswith(")"):
                 return cls(tuple(m.strip() for m in text[len(combine) + 1:-1].split("+") if m.strip()), combine)
@@ -68,8 +110,13 @@ class Ordering:
 # regret; over the 584 the rule holds out at .784 and 4.9 points over the four zoos.
 RULE_MAX_SIZE = 1
 
-# What the rule picks on all four zoos from that pool (``tests/selection/test_ordering.py`` checks).
-DEFAULT_ORDERING = Ordering(("linear_probe",))
+# The default: linear_probe (what choose_ordering picks from that pool) leads, so the model a user
+# fine-tunes is the one that held out with the least regret; a non-negative pairwise stacker over
+# the default estimators orders the rest, which raises the held-out weighted tau (``benchmarks/
+# selection.py report``, ``benchmarks/stacking.py``). Fitted by stacked_default on every stored zoo;
+# ``tests/selection/test_ordering.py`` refits it from the stored data.
+DEFAULT_ORDERING = Ordering(("linear_probe", "transrate", "gbc", "sfda"), "stack",
+                            (1.8232, 0.6597, 0.3479, 0.5766), lead="linear_probe")
 
 
 def metric_ranks(values: np.ndarray) -> np.ndarray:
@@ -114,7 +161,11 @@ def order(scores: Mapping[str, np.ndarray], ordering: Ordering) -> dict[str, np.
         else:
             cols = np.array([np.asarray(scores[m], float) for m in used])
             missing = np.isnan(cols).sum(axis=0)
-            if len(used) == 1:
+            if ordering.combine == "stack":
+                weight = dict(zip(ordering.metrics, ordering.weights))
+                per = -np.array([[weight[m]] for m in used]) * np.nan_to_num([_zscores(c) for c in cols])
+                per = per.sum(axis=0, keepdims=True)
+            elif len(used) == 1:
                 per = -cols                                     # one estimator: its own score
             elif ordering.combine == "rank":
                 per = np.array([_tied_ranks(c) for c in cols])
@@ -122,6 +173,9 @@ def order(scores: Mapping[str, np.ndarray], ordering: Ordering) -> dict[str, np.
                 per = -np.array([_zscores(c) for c in cols])
             value = np.nanmean(per, axis=0)
     keys = (np.nan_to_num(overall, nan=np.inf), np.nan_to_num(value, nan=np.inf), missing)
+    if ordering.lead is not None and np.isfinite(np.asarray(scores.get(ordering.lead, []), float)).any():
+        first = order(scores, Ordering((ordering.lead,)))["position"].argmin()
+        keys += (np.arange(n) != first,)                          # the lead's first model, then the rest
     position = np.empty(n, dtype=int)
     position[np.lexsort(keys)] = np.arange(n)                      # last key sorts first
     return {"missing": missing.astype(int), "value": value, "position": position}
@@ -170,3 +224,45 @@ def choose_ordering(results: Mapping[str, Mapping[str, Mapping[str, float]]]) ->
     close = [name for name in results if taus[name] >= best - 0.01]
     pick = min(close, key=lambda name: (mean(name, "regret"), len(Ordering.parse(name).metrics), -taus[name], name))
     return Ordering.parse(pick)
+
+
+def fit_stack(tables: Iterable[tuple[Mapping[str, np.ndarray], np.ndarray]], metrics: Sequence[str],
+              c: float = 1.0) -> tuple[float, ...]:
+    """Weights for ``Ordering(metrics, "stack", weights)`` learned from fine-tune truth.
+
+    ``tables``: one (scores by estimator, fine-tuned accuracy) per target. Each estimator's scores are
+    z-scored within the target (a missing score is the mean), and for every pair of models whose
+    accuracies differ a logistic model without intercept predicts which one fine-tunes better from the
+    difference of their z-scores (learning to rank by pairs). The loss is ``c`` times the summed
+    log-loss plus half the squared norm of the weights, minimised with every weight >= 0: each
+    estimator is meant to grow with transferability, and a negative weight would only play one
+    correlated estimator against another, which does not carry to a new zoo.
+    """
+    from scipy.optimize import minimize
+
+    diffs = []
+    for scores, accuracy in tables:
+        n = len(accuracy)
+        z = np.array([np.nan_to_num(_zscores(np.asarray(scores.get(m, np.full(n, np.nan)), float))) for m in metrics]).T
+        better, worse = np.nonzero(np.subtract.outer(np.asarray(accuracy, float), accuracy) > 0)
+        diffs.append(z[better] - z[worse])
+    x = np.concatenate(diffs) if diffs else np.empty((0, len(metrics)))
+    if not len(x):
+        raise ValueError("no pair of models with different accuracies to learn from.")
+
+    def loss(w):
+        margin = x @ w
+        return c * np.logaddexp(0.0, -margin).sum() + 0.5 * w @ w, -c * x.T @ stats.logistic.cdf(-margin) + w
+
+    fit = minimize(loss, np.zeros(len(metrics)), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(metrics))
+    return tuple(float(w) for w in fit.x)
+
+
+def stacked_default(tables, singles: Mapping[str, Mapping[str, Mapping[str, float]]], metrics: Sequence[str]) -> Ordering:
+    """The default ordering's rule: the single estimator :func:`choose_ordering` picks from
+    ``singles`` leads (its first model goes first), and :func:`fit_stack` over ``metrics`` on
+    ``tables`` orders the rest; estimators that get no weight are left out."""
+    lead = choose_ordering(singles).metrics[0]
+    weights = dict(zip(metrics, fit_stack(tables, metrics)))
+    kept = [lead] + [m for m in metrics if m != lead and round(weights[m], 4) > 0]
+    return Ordering(tuple(kept), "stack", tuple(round(weights[m], 4) for m in kept), lead)

@@ -10,7 +10,7 @@ on the score-vs-GMACs Pareto front. Estimators a model cannot feed are skipped w
 
 Rows are sorted by an :mod:`ordering <zooforge.selection.ordering>` (column ``ordering`` names it;
 ``order_value`` is its value, ``p_top1`` the share of resamples in which the model comes first under
-it). The default ordering was chosen leave-one-zoo-out on fine-tune truth (``benchmarks/selection.py``).
+it). The default ordering was fitted on fine-tune truth and tested leave-one-zoo-out (``benchmarks/selection.py``).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, config: RankC
     For a regression or multi-label target the default estimators are those with a form for it
     (:func:`default_metrics`) and the order is their mean rank (the default ordering was chosen on
     classification truth). ``intervals``: ``"fast"`` gives intervals to the estimators with an influence
-    function and to the ordering's (the others' cells stay empty: re-scoring them on every resample
+    function and to those that decide the ordering's first model (its lead, else all of its
+    estimators: what P(top-1) resamples; the others' cells stay empty: re-scoring them on every resample
     costs tens of times the point scores); ``"all"`` to every estimator. ``split``,
     ``max_per_class`` and ``task`` say how a data spec is read (``load_dataset``'s). See the module
     docstring."""
@@ -92,7 +93,7 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, config: RankC
                                                                         seed=cfg.seed, task=cfg.task)
     metrics = list(cfg.metrics or default_metrics(ds.task))
     ordering = resolve_ordering(cfg.ordering, metrics, ds.task)
-    resample = None if cfg.intervals == "all" else list(ordering.metrics)
+    resample = None if cfg.intervals == "all" else list(ordering.first_decided_by)
     models = cfg.models
     entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue, check_files=False)
     entries = filter_entries(entries, list(models) if models else None)

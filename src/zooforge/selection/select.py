@@ -119,7 +119,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
                  budget_params=cfg.budget_params, progress=cfg.progress)
     from zooforge.selection.ordering import Ordering
 
-    first = Ordering.parse(table["ordering"][0]).metrics[0]      # the intervals of the ordering's first estimator
+    first = Ordering.parse(table["ordering"][0]).first_decided_by[0]     # whose intervals say who is near the top
     ranked = entrants(table, first, cfg.min_entrants, cfg.max_entrants)
     if not ranked:
         raise ZooforgeError("no model could be ranked within the budgets; nothing to fine-tune (see `rank`).")
