@@ -1,6 +1,6 @@
 """Do the aggregators earn their place? Each against the single best model and a plain ensemble.
 
-    python benchmarks/aggregate.py [--zoo demo --zoo timm2 --zoo text] [--target shapes ...]
+    python benchmarks/aggregate.py [--zoo demo --zoo timm2 --zoo timm4 --zoo text] [--target shapes ...]
                                    [--seed 0 --seed 1] [--epochs 5] [--per-class 60] [--report]
 
 Rows, per (zoo, target, seed), all at the same number of training epochs, on the same split
@@ -23,9 +23,9 @@ target and seed (they fine-tune the same kind of networks; validating each aggre
 would multiply its cost by the grid's size). Columns: held-out accuracy, parameters and GMACs per input at
 inference (counted as the model runs: Hub-Pathway's routed members only), training seconds. The
 summary counts, per aggregator, the targets x seeds where it reaches the single model, and the mean
-difference. ``timm2`` and ``text`` (all-MiniLM-L6-v2 and 8 variants) are benchmarks/selection.py's
-other zoos (built there, in its work folder). Zoo-Tuning's architectures are told apart by their
-parameter shapes (the text zoo's truncated MiniLMs are the same model name with fewer layers).
+difference. ``timm2``, ``timm3``, ``timm4`` and ``text`` (all-MiniLM-L6-v2 and 8 variants) are
+benchmarks/selection.py's other zoos (built there, in its work folder). Zoo-Tuning's architectures
+are told apart by their parameter shapes (the text zoo's truncated MiniLMs are the same model name with fewer layers).
 
 Every finished row is appended to ``benchmarks/.aggregate/rows.jsonl``: killed, a rerun goes on where
 it stopped; ``--report`` prints the tables from that file alone.
@@ -186,7 +186,7 @@ def report(rows: dict, epochs: int, per_class: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--zoo", action="append", choices=("demo", "timm2", "text"))
+    ap.add_argument("--zoo", action="append", choices=("demo", "timm2", "timm3", "timm4", "text"))
     ap.add_argument("--target", action="append")
     ap.add_argument("--seed", action="append", type=int)
     ap.add_argument("--row", action="append", choices=ROWS)

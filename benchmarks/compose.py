@@ -65,6 +65,7 @@ ZOOS = {  # zoo: (default budgets, what the GMACs are)
     "timm2": ("0.0022,0.003", "convnext2 0.0020, effgn/effln 0.0023, vitrelpos 0.0030, coatnet 0.0032, vit3 0.0038, "
                               "nfnet 0.0114 (largest)"),
     "timm3": ("0.0021,0.003", "vit2 0.0018, convnext3 0.0020, evos 0.0023, vit4 0.0044 (largest)"),
+    "timm4": ("0.0023,0.004", "byobnet 0.0013, effgn 0.0023, vit3 0.0038, resnet 0.0041, maxvit 0.0082 (largest)"),
 }
 
 
