@@ -47,7 +47,7 @@ def print_ranking(table, metrics, title: str, wide: bool = False) -> None:
     console.print(t)
     ordering = table["ordering"][0] if "ordering" in table.columns and table.height else None
     if ordering:
-        console.print(f"[dim]ordered by {ordering}{' (the default, chosen leave-one-zoo-out on fine-tune truth)' if ordering == _default_ordering() else ''}; "
+        console.print(f"[dim]ordered by {ordering}{' (the default, fitted on fine-tune truth and tested leave-one-zoo-out)' if ordering == _default_ordering() else ''}; "
                       f"P(top1): first under that ordering; interval of {first}; mean: mean rank over "
                       f"{len(metrics)} estimator(s){'; --wide shows each' if not wide and len(metrics) > 1 else ''}[/]",
                       soft_wrap=True)

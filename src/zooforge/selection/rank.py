@@ -10,7 +10,7 @@ on the score-vs-GMACs Pareto front. Estimators a model cannot feed are skipped w
 
 Rows are sorted by an :mod:`ordering <zooforge.selection.ordering>` (column ``ordering`` names it;
 ``order_value`` is its value, ``p_top1`` the share of resamples in which the model comes first under
-it). The default ordering was chosen leave-one-zoo-out on fine-tune truth (``benchmarks/selection.py``).
+it). The default ordering was fitted on fine-tune truth and tested leave-one-zoo-out (``benchmarks/selection.py``).
 """
 
 from __future__ import annotations
