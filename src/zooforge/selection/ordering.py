@@ -6,7 +6,8 @@ estimator whose first model goes first. Models are ordered by
 
 0. the lead's first model, when there is a lead,
 1. how many of the ordering's estimators gave them no score (a model missing a score never outranks
-   one that has it; estimators that scored no model at all in the table are left out first),
+   one that has it; estimators that scored no model at all in the table are left out first; in a
+   stack one missing score counts as the table's mean, and only a model with none of them is last),
 2. the combined value,
 3. the mean rank over every estimator in the table (ties).
 
