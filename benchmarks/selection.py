@@ -602,8 +602,9 @@ def report(data: dict, out=sys.stdout) -> dict:
     final = stacked_default([(s, a) for _, a, _, s in cells.values()], singles, DEFAULT_METRICS)
     print(f"\nThe stacked rule on all {len(zoos)} zoos gives: {final.name}\n(shipped default: {DEFAULT_ORDERING.name})",
           file=out)
-    results.update(judge_all(cells, budgets, [final])[0])
-    per_target.update(judge_all(cells, budgets, [final])[1])
+    final_results, final_rows = judge_all(cells, budgets, [final])
+    results.update(final_results)
+    per_target.update(final_rows)
     _line("the default (in-sample)", results[final.name], zoos, out)
     print(f"{'per target':24s} {'tau_w':>6s} {'kendall':>7s} {'regret':>6s} {'reg@b50':>7s} {'reg@b25':>7s}", file=out)
     for (zoo, target) in cells:

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import selection  # noqa: E402
 
-from zooforge.selection.ordering import Ordering, _zscores, fit_stack, judge, order  # noqa: E402
+from zooforge.selection.ordering import Ordering, fit_stack, judge, order, z_table  # noqa: E402
 from zooforge.selection.rank import DEFAULT_METRICS  # noqa: E402
 
 LEAD = "linear_probe"
@@ -43,7 +43,7 @@ def fit_unconstrained(tables, use: list[str], c: float) -> tuple[float, ...]:
 
     xs, ys = [], []
     for scores, acc in tables:
-        z = z_table(scores, use)
+        z = z_table(scores, use, len(acc))
         better, worse = np.nonzero(np.subtract.outer(acc, acc) > 0)
         xs += [z[better] - z[worse], z[worse] - z[better]]
         ys += [np.ones(len(better)), np.zeros(len(better))]
@@ -51,15 +51,9 @@ def fit_unconstrained(tables, use: list[str], c: float) -> tuple[float, ...]:
     return tuple(model.fit(np.concatenate(xs), np.concatenate(ys)).coef_[0])
 
 
-def z_table(scores: dict, use: list[str]) -> np.ndarray:
-    """(models, estimators) z-scores within the target, a missing score at the mean (fit_stack's)."""
-    n = len(next(iter(scores.values())))
-    return np.array([np.nan_to_num(_zscores(np.asarray(scores.get(m, np.full(n, np.nan)), float))) for m in use]).T
-
-
 def ordered(scores: dict, use: list[str], weights, lead: bool) -> np.ndarray:
     """Positions under w . z (any sign), linear_probe's first model first when ``lead``."""
-    value = z_table(scores, use) @ np.asarray(weights)
+    value = z_table(scores, use, len(next(iter(scores.values())))) @ np.asarray(weights)
     if lead:
         value[order(scores, Ordering((LEAD,)))["position"].argmin()] = np.inf
     position = np.empty(len(value), int)

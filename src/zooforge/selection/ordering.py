@@ -31,7 +31,8 @@ from typing import Iterable, Literal, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["Ordering", "DEFAULT_ORDERING", "RULE_MAX_SIZE", "metric_ranks", "order", "judge", "candidates", "choose_ordering"]
+__all__ = ["Ordering", "DEFAULT_ORDERING", "RULE_MAX_SIZE", "metric_ranks", "z_table", "order", "judge", "candidates",
+           "choose_ordering", "fit_stack", "stacked_default"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,13 @@ def _zscores(values: np.ndarray) -> np.ndarray:
     return (values - finite.mean()) / finite.std()
 
 
+def z_table(scores: Mapping[str, np.ndarray], metrics: Sequence[str], n: int) -> np.ndarray:
+    """(models, metrics) z-scores within one table, a missing score (or estimator) at the mean: what
+    :func:`fit_stack` learns from and a stack weighs."""
+    return np.array([np.nan_to_num(_zscores(np.asarray(scores.get(m, np.full(n, np.nan)), float)))
+                     for m in metrics]).reshape(len(metrics), n).T
+
+
 def order(scores: Mapping[str, np.ndarray], ordering: Ordering) -> dict[str, np.ndarray]:
     """Sort keys for the models of one table: ``missing`` (the ordering's estimators without a
     score), ``value`` (the combined value, lower is better) and ``position`` (0 = first)."""
@@ -246,8 +254,7 @@ def fit_stack(tables: Iterable[tuple[Mapping[str, np.ndarray], np.ndarray]], met
 
     diffs = []
     for scores, accuracy in tables:
-        n = len(accuracy)
-        z = np.array([np.nan_to_num(_zscores(np.asarray(scores.get(m, np.full(n, np.nan)), float))) for m in metrics]).T
+        z = z_table(scores, metrics, len(accuracy))
         better, worse = np.nonzero(np.subtract.outer(np.asarray(accuracy, float), accuracy) > 0)
         diffs.append(z[better] - z[worse])
     x = np.concatenate(diffs) if diffs else np.empty((0, len(metrics)))
