@@ -99,6 +99,31 @@ def test_a_challenger_replaces_the_ranking_leader_only_on_a_clear_lead():
     assert np.mean([run(0.2, s)[0] == "b" for s in range(400)]) >= 0.95
 
 
+def test_only_a_full_length_trial_overturns_the_ranking():
+    """A challenger that wins the paired test replaces the leader when its trial was as long as the
+    fine-tune it stands for; after 4 of 10 epochs it only prunes, and the decision says why."""
+    import torch
+
+    from zooforge.selection.halving import final_choice
+    from zooforge.selection.select import decision_sentence
+
+    rng = np.random.default_rng(0)
+    leader = torch.as_tensor(rng.random(300) < 0.6, dtype=torch.float64)
+    strong = torch.as_tensor(rng.random(300) < 0.9, dtype=torch.float64)
+    full = final_choice([leader, strong], 0, epochs=10, full_epochs=10)
+    assert (full["kept"], full["challenger"], full["passed"], full["full_length"]) == (1, 1, True, True)
+    short = final_choice([leader, strong], 0, epochs=4, full_epochs=10)
+    assert (short["kept"], short["passed"], short["full_length"]) == (0, True, False)
+    assert short["lead"] == pytest.approx(full["lead"]) and short["lead"] > 1.65
+    tie = final_choice([leader, leader.clone()], 0, epochs=10, full_epochs=10)
+    assert (tie["kept"], tie["passed"]) == (0, False)
+    assert final_choice([leader, strong], None, epochs=4, full_epochs=10)["kept"] == 1    # no leader left: the best
+    sentence = decision_sentence({"leader": "a", "challenger": "b", "chosen": "a", "lead_se": short["lead"],
+                                  "margin_se": 1.64, "passed": True, "epochs": 4, "full_epochs": 10,
+                                  "full_length_budget": 0.12})
+    assert "after 4 of the fine-tune's 10 epochs" in sentence and "a budget of 0.12" in sentence
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 9, 16])
 def test_rounds_double_the_epochs_and_end_at_the_final(n):
     epochs = round_epochs(n, 10)

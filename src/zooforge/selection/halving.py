@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-__all__ = ["eligible", "entrants", "halving_rounds", "halving_trials", "plan_schedule", "round_epochs", "schedule_cost",
-           "successive_halving"]
+__all__ = ["eligible", "entrants", "final_choice", "halving_rounds", "halving_trials", "plan_schedule", "round_epochs",
+           "schedule_cost", "successive_halving"]
 
 
 def eligible(table, metric: str) -> list[dict]:
@@ -114,3 +114,22 @@ def halving_trials(n: int) -> int:
     return total
 
 
+
+
+def final_choice(evidence, leader: int | None, epochs: int, full_epochs: int) -> dict:
+    """The last round's decision between the ranking's leader (index ``leader`` into the finalists'
+    per-sample validation ``evidence``) and the best other finalist: the challenger replaces the
+    leader only if it wins the paired test (:func:`zooforge.tuning.paired.keep`) *and* the trials
+    were as long as the fine-tune they stand for (``epochs >= full_epochs``). Learning curves cross:
+    a model that leads after 4 of 10 epochs is not the better one after 10 as often as a paired test
+    on the validation samples would say, so shorter trials prune the field but do not overturn the
+    ranking. Returns kept and challenger (indices), lead (standard errors of the paired difference),
+    passed (whether the test alone would replace the leader) and full_length."""
+    from zooforge.tuning.paired import keep
+
+    kept, challenger, lead = keep(evidence, leader)
+    passed = leader is not None and kept != leader
+    full_length = epochs >= full_epochs
+    if passed and not full_length:
+        kept = leader
+    return {"kept": kept, "challenger": challenger, "lead": lead, "passed": passed, "full_length": full_length}

@@ -18,9 +18,12 @@ AISTATS 2016; Li et al.'s Hyperband, JMLR 2018) over the models the ranking cann
    cannot separate). The better half (ties to the ranking's order) goes on, and the ranking's leader
    always does: it is the prior, and the last round keeps it unless the best other finalist beats
    it on the validation samples by a paired one-sided test at level
-   :data:`zooforge.tuning.paired.ALPHA` (Bonferroni over the challengers). A handful of noisy
-   validation points never overturns the ranking; a clear lead does. The choice's fine-tuned
-   weights are saved.
+   :data:`zooforge.tuning.paired.ALPHA` (Bonferroni over the challengers), in trials as long as the
+   ``full_epochs`` fine-tune they stand for (:func:`~zooforge.selection.halving.final_choice`). A
+   handful of noisy validation points never overturns the ranking, nor does a lead after a fraction
+   of the epochs (learning curves cross: a model that learns fast can lead early and end behind); a
+   clear lead at full length does.
+   The choice's fine-tuned weights are saved.
 3. Cost is counted in training compute: epochs x training samples x GMACs per sample x 3 (forward
    and backward) for methods that train through the backbone, x 1 for the linear probe. The budget
    ``fraction`` is a share of fine-tuning *every* model fully (``full_epochs`` epochs, method
@@ -46,8 +49,8 @@ from typing import Callable
 
 from zooforge.config import SelectConfig, build_config
 from zooforge.errors import ZooforgeError
-from zooforge.selection.halving import (eligible, entrants, halving_rounds, halving_trials, plan_schedule, round_epochs,
-                                        successive_halving)
+from zooforge.selection.halving import (eligible, entrants, final_choice, halving_rounds, halving_trials, plan_schedule,
+                                        round_epochs, schedule_cost, successive_halving)
 from zooforge.tuning.paired import ALPHA
 
 __all__ = ["SelectConfig", "SelectResult", "select", "plan_schedule", "round_epochs", "halving_rounds",
@@ -100,7 +103,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     from zooforge.selection.rank import rank
     from zooforge.tuning.loop import TrainConfig, outputs, train
     from zooforge.tuning.objectives import METRIC_NAMES, init_head, objective
-    from zooforge.tuning.paired import keep, keep_margin
+    from zooforge.tuning.paired import keep_margin
     from zooforge.tuning.methods import build, inputs_for, save_adapters
     from zooforge.tuning.tune import DEFAULT_LR
     from zooforge.zoo import filter_entries, load_catalogue, load_dataset
@@ -210,14 +213,17 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     decision: dict = {}
 
     def decide(finalists: list[str], epochs: int) -> str:
-        """The ranking's leader, unless the best other finalist beats it (the module docstring, 2.)."""
+        """The ranking's leader, unless the best other finalist beats it in trials as long as the
+        fine-tune (the module docstring, 2.)."""
         evidence = [torch.tensor(done[_trial_key(entries[m], ds, cfg, epochs, lr)]["evidence"]) for m in finalists]
         leader = finalists.index(arms[0]) if arms[0] in finalists else None
-        kept, challenger, lead = keep(evidence, leader)
-        decision.update(leader=arms[0], challenger=None if challenger is None else finalists[challenger],
-                        lead_se=lead, margin_se=keep_margin(len(finalists) - 1) if leader is not None else None,
-                        chosen=finalists[kept])
-        return finalists[kept]
+        c = final_choice(evidence, leader, epochs, cfg.full_epochs)
+        full_schedule = schedule_cost(per_epoch[:len(arms)], round_epochs(len(arms), cfg.full_epochs))
+        decision.update(leader=arms[0], challenger=None if c["challenger"] is None else finalists[c["challenger"]],
+                        lead_se=c["lead"], margin_se=keep_margin(len(finalists) - 1) if leader is not None else None,
+                        chosen=finalists[c["kept"]], passed=c["passed"], epochs=epochs, full_epochs=cfg.full_epochs,
+                        full_length_budget=full_schedule / fine_tune_all)
+        return finalists[c["kept"]]
 
     with progress_bar(cfg.progress, "fine-tuning trials", halving_trials(len(arms))) as advance:
         try:
@@ -265,8 +271,14 @@ def decision_sentence(decision: dict) -> str:
     lead, margin = decision.get("lead_se"), decision.get("margin_se")
     if decision.get("margin_se") is None:
         return f"The ranking's leader was out of the last round; the best finalist, {decision['chosen']}, was chosen."
-    verdict = ("replaced it" if decision["chosen"] != decision["leader"] else
-               "did not beat it by enough, so the leader stays")
+    if decision["chosen"] != decision["leader"]:
+        verdict = "replaced it"
+    elif decision.get("passed"):
+        verdict = (f"led by enough, but after {decision['epochs']} of the fine-tune's {decision['full_epochs']} epochs: "
+                   f"short trials prune the field and do not overturn the ranking, so the leader stays (a budget of "
+                   f"{decision['full_length_budget']:.3g} trains these entrants for all {decision['full_epochs']})")
+    else:
+        verdict = "did not beat it by enough, so the leader stays"
     return (f"The ranking's leader {decision['leader']} against the best other finalist {decision['challenger']}: "
             f"a lead of {lead:+.2f} standard errors of the paired difference on the validation samples, where "
             f"{margin:.2f} is needed (one-sided, level {ALPHA:g}); the challenger {verdict}.")
