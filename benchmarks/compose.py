@@ -13,7 +13,9 @@
    budgets 0.0022 (only the four ConvNeXt-2 fit whole) and 0.003 (the EfficientNets fit too; the
    CoAtNet, the ViTs and the NFNet do not), set from the zoo's GMACs alone. ``--zoo timm3``: its third
    image zoo, budgets 0.0021 (the ViT-2s and ConvNeXt-3s fit whole) and 0.003 (the EfficientNet-EvoS
-   too; the ViT-4s do not), chosen the same way.
+   too; the ViT-4s do not), chosen the same way. ``--zoo timm4``: its fourth, budgets 0.0023 (the
+   ByobNets and EfficientNet-GNs fit whole) and 0.004 (the ViT-3s too; the ResNets, just over, and
+   the MaxViTs do not), set from the GMACs alone before any run.
 """
 
 from __future__ import annotations
