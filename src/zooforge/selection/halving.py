@@ -114,8 +114,6 @@ def halving_trials(n: int) -> int:
     return total
 
 
-
-
 def final_choice(evidence, leader: int | None, epochs: int, full_epochs: int) -> dict:
     """The last round's decision between the ranking's leader (index ``leader`` into the finalists'
     per-sample validation ``evidence``) and the best other finalist: the challenger replaces the
