@@ -95,6 +95,28 @@ def test_the_command_line_takes_the_configs_help_and_defaults(command):
             assert params[name].default == fields[name].default, (command, name)
 
 
+# fields a command line does not take (Python only), by command; every other field is an option
+PYTHON_ONLY = {"rank": {"progress"}, "select": {"progress"}, "aggregate": {"progress"},
+               "tune": {"progress", "alpha", "dropout", "scale", "lr_grid", "split"},
+               "compose": {"progress", "batch_size", "compat_weight", "max_blocks", "probe", "split"}}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_config_field_is_an_option_of_its_command(command):
+    """A validation error names the option to fix (`max_entrants` (--max-entrants)); the option must
+    exist. select's --batch-size, --min-entrants and --max-entrants did not."""
+    import dataclasses
+
+    import typer
+
+    from zooforge.cli import app
+
+    config, renamed = COMMANDS[command]
+    params = {renamed.get(p.name, p.name) for p in typer.main.get_command(app).commands[command].params}
+    missing = {f.name for f in dataclasses.fields(config)} - params - PYTHON_ONLY[command]
+    assert not missing, (command, sorted(missing))
+
+
 @pytest.mark.parametrize("config, kwargs, message", [
     (RankConfig, {"bootstrap": -1}, r"`bootstrap` \(--bootstrap\) must be at least 0; got -1"),
     (RankConfig, {"intervals": "some"}, r"`intervals` \(--intervals\) must be one of 'fast', 'all'; got 'some'"),

@@ -189,6 +189,9 @@ def select_cmd(
     budget_gmacs: Annotated[Optional[float], option(SelectConfig, "budget_gmacs")] = SelectConfig.budget_gmacs,
     budget_params: Annotated[Optional[float], option(SelectConfig, "budget_params")] = SelectConfig.budget_params,
     lr: Annotated[Optional[float], option(SelectConfig, "lr")] = SelectConfig.lr,
+    batch_size: Annotated[int, option(SelectConfig, "batch_size")] = SelectConfig.batch_size,
+    min_entrants: Annotated[int, option(SelectConfig, "min_entrants")] = SelectConfig.min_entrants,
+    max_entrants: Annotated[int, option(SelectConfig, "max_entrants")] = SelectConfig.max_entrants,
     bootstrap: Annotated[int, option(SelectConfig, "bootstrap")] = SelectConfig.bootstrap,
     seed: Annotated[int, option(SelectConfig, "seed")] = SelectConfig.seed,
     split: SplitOpt = None,
@@ -207,6 +210,7 @@ def select_cmd(
     try:
         check_device(device)
         config = SelectConfig(fraction=budget, seconds=budget_seconds, method=method, full_epochs=full_epochs, lr=lr,
+                              batch_size=batch_size, min_entrants=min_entrants, max_entrants=max_entrants,
                               seed=seed, metrics=metric or None, models=model or None, budget_gmacs=budget_gmacs,
                               budget_params=budget_params, bootstrap=bootstrap, cache_dir=cache_dir, device=device)
         ds = load_dataset(data, split, seed=seed, task=task)
