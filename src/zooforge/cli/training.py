@@ -116,11 +116,15 @@ def compose(
     epochs: Annotated[int, option(ComposeConfig, "epochs")] = ComposeConfig.epochs,
     stitch_epochs: Annotated[int, option(ComposeConfig, "stitch_epochs")] = ComposeConfig.stitch_epochs,
     lr: Annotated[float, option(ComposeConfig, "lr")] = ComposeConfig.lr,
+    batch_size: Annotated[int, option(ComposeConfig, "batch_size")] = ComposeConfig.batch_size,
     top_k: Annotated[int, option(ComposeConfig, "top_k")] = ComposeConfig.top_k,
     screen: Annotated[int, option(ComposeConfig, "screen")] = ComposeConfig.screen,
     screen_epochs: Annotated[Optional[int], option(ComposeConfig, "screen_epochs")] = ComposeConfig.screen_epochs,
     screen_folds: Annotated[int, option(ComposeConfig, "screen_folds")] = ComposeConfig.screen_folds,
     compat: Annotated[str, option(ComposeConfig, "compat")] = ComposeConfig.compat,
+    compat_weight: Annotated[float, option(ComposeConfig, "compat_weight")] = ComposeConfig.compat_weight,
+    max_blocks: Annotated[Optional[int], option(ComposeConfig, "max_blocks")] = ComposeConfig.max_blocks,
+    probe: Annotated[int, option(ComposeConfig, "probe")] = ComposeConfig.probe,
     seed: Annotated[int, option(ComposeConfig, "seed")] = ComposeConfig.seed,
     baseline: Annotated[bool, option(ComposeConfig, "baseline")] = ComposeConfig.baseline,
     device: DeviceOpt = None,
@@ -134,8 +138,9 @@ def compose(
     try:
         check_device(device)
         config = ComposeConfig(budget_gmacs=budget_gmacs, budget_params=budget_params, stages=stages, models=model,
-                               epochs=epochs, stitch_epochs=stitch_epochs, lr=lr, top_k=top_k, screen=screen,
-                               screen_epochs=screen_epochs, screen_folds=screen_folds, compat=compat, seed=seed,
+                               epochs=epochs, stitch_epochs=stitch_epochs, lr=lr, batch_size=batch_size, top_k=top_k,
+                               screen=screen, screen_epochs=screen_epochs, screen_folds=screen_folds, compat=compat,
+                               compat_weight=compat_weight, max_blocks=max_blocks, probe=probe, seed=seed,
                                baseline=baseline, device=device)
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
             r = compose_model(catalogue, data, config, out_dir=out)
