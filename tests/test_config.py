@@ -24,7 +24,8 @@ def test_budget_is_gmacs_and_millions_of_parameters():
     ({}, "compose needs a budget"),
     ({"budget_gmacs": 0.01, "stages": 0}, r"`stages` \(--stages\) must be at least 1; got 0"),
     ({"budget_gmacs": 0.01, "screen_epochs": 0}, r"`screen_epochs` \(--screen-epochs\) must be at least 1; got 0"),
-    ({"budget_gmacs": 0.01, "split": 1.0}, r"`split` \(--split\) must be between 0 and 1; got 1.0"),
+    ({"budget_gmacs": 0.01, "split": 1.0}, r"`split` must be between 0 and 1 \(the training share; Python only\); "
+                                           r"got 1.0"),      # compose has no --split: the message names none
     ({"budget_gmacs": 0.01, "compat": "cosine"}, r"`compat` \(--compat\) must be one of 'cka', 'stitch'; got 'cosine'"),
     ({"budget_params": -2.0}, r"`budget_params` \(--budget-params\) must be a positive number"),
     ({"budget_params": 5e6}, r"`budget_params` \(--budget-params\) is in millions of parameters; 5e\+06 M is 5000 "

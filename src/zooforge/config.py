@@ -73,9 +73,10 @@ def number_or_auto(value, name: str, zero: bool = False) -> float | str | None:
     return number
 
 
-def _named(name: str) -> str:
-    """A field as both spellings a user may have typed: the API's keyword and the CLI's option."""
-    return f"`{name}` (--{name.replace('_', '-')})"
+def _named(name: str, cli: bool = True) -> str:
+    """A field as both spellings a user may have typed: the API's keyword and the CLI's option
+    (``cli=False``: a Python-only field, the keyword alone)."""
+    return f"`{name}` (--{name.replace('_', '-')})" if cli else f"`{name}`"
 
 
 def _at_least(cfg, **bounds) -> None:
@@ -250,7 +251,8 @@ class TuneConfig:
             object.__setattr__(self, "lr_grid", tuple(number_or_auto(v, "lr_grid") for v in self.lr_grid))
         _at_least(self, epochs=1, batch_size=1, rank=1, reduction=1)
         if not 0 < self.split < 1:
-            raise ZooforgeError(f"{_named('split')} must be between 0 and 1; got {self.split}.")
+            raise ZooforgeError(f"{_named('split', cli=False)} must be between 0 and 1 (the training share; "
+                                f"Python only); got {self.split}.")
 
     def method_options(self) -> dict:
         """The method's own options that were set (the rest keep the method's defaults)."""
@@ -329,7 +331,8 @@ class ComposeConfig:
         _at_least(self, stages=1, epochs=1, stitch_epochs=0, batch_size=1, probe=2, top_k=1, screen_epochs=1,
                   screen_folds=1)
         if not 0 < self.split < 1:
-            raise ZooforgeError(f"{_named('split')} must be between 0 and 1; got {self.split}.")
+            raise ZooforgeError(f"{_named('split', cli=False)} must be between 0 and 1 (the training share; "
+                                f"Python only); got {self.split}.")
         _one_of(self, "compat", COMPAT_KINDS)
 
     @property
