@@ -77,16 +77,22 @@ COMMANDS = {"rank": (RankConfig, {"metric": "metrics", "model": "models", "order
             "compose": (ComposeConfig, {"model": "models"})}
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_the_command_line_takes_the_configs_help_and_defaults(command):
-    import dataclasses
-
+def _options(command: str) -> dict:
+    """{config field: click parameter} of one command's options (renamed as COMMANDS says)."""
     import typer
 
     from zooforge.cli import app
 
-    config, renamed = COMMANDS[command]
-    params = {renamed.get(p.name, p.name): p for p in typer.main.get_command(app).commands[command].params}
+    renamed = COMMANDS[command][1]
+    return {renamed.get(p.name, p.name): p for p in typer.main.get_command(app).commands[command].params}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_the_command_line_takes_the_configs_help_and_defaults(command):
+    import dataclasses
+
+    config, _ = COMMANDS[command]
+    params = _options(command)
     fields = {f.name: f for f in dataclasses.fields(config)}
     shared = set(params) & set(fields) - {"split", "task", "device"}      # data-reading options share one text
     assert len(shared) >= 6, shared
@@ -109,13 +115,7 @@ def test_every_config_field_is_an_option_of_its_command(command):
     --batch-size, --probe, --max-blocks and --compat-weight."""
     import dataclasses
 
-    import typer
-
-    from zooforge.cli import app
-
-    config, renamed = COMMANDS[command]
-    params = {renamed.get(p.name, p.name) for p in typer.main.get_command(app).commands[command].params}
-    missing = {f.name for f in dataclasses.fields(config)} - params - PYTHON_ONLY[command]
+    missing = {f.name for f in dataclasses.fields(COMMANDS[command][0])} - set(_options(command)) - PYTHON_ONLY[command]
     assert not missing, (command, sorted(missing))
 
 

@@ -79,6 +79,13 @@ def _named(name: str, cli: bool = True) -> str:
     return f"`{name}` (--{name.replace('_', '-')})" if cli else f"`{name}`"
 
 
+def _training_share(cfg) -> None:
+    """``split``, the share of the data tune and compose train on (Python only: no command has it)."""
+    if not 0 < cfg.split < 1:
+        raise ZooforgeError(f"{_named('split', cli=False)} must be between 0 and 1 (the training share; "
+                            f"Python only); got {cfg.split}.")
+
+
 def _at_least(cfg, **bounds) -> None:
     for name, least in bounds.items():
         value = getattr(cfg, name)
@@ -250,9 +257,7 @@ class TuneConfig:
         if self.lr_grid is not None:
             object.__setattr__(self, "lr_grid", tuple(number_or_auto(v, "lr_grid") for v in self.lr_grid))
         _at_least(self, epochs=1, batch_size=1, rank=1, reduction=1)
-        if not 0 < self.split < 1:
-            raise ZooforgeError(f"{_named('split', cli=False)} must be between 0 and 1 (the training share; "
-                                f"Python only); got {self.split}.")
+        _training_share(self)
 
     def method_options(self) -> dict:
         """The method's own options that were set (the rest keep the method's defaults)."""
@@ -330,9 +335,7 @@ class ComposeConfig:
         _tuple(self, "models")
         _at_least(self, stages=1, epochs=1, stitch_epochs=0, batch_size=1, probe=2, top_k=1, screen_epochs=1,
                   screen_folds=1)
-        if not 0 < self.split < 1:
-            raise ZooforgeError(f"{_named('split', cli=False)} must be between 0 and 1 (the training share; "
-                                f"Python only); got {self.split}.")
+        _training_share(self)
         _one_of(self, "compat", COMPAT_KINDS)
 
     @property

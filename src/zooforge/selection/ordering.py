@@ -175,8 +175,7 @@ def order(scores: Mapping[str, np.ndarray], ordering: Ordering) -> dict[str, np.
             if ordering.combine == "stack":
                 missing = np.isnan(cols).all(axis=0).astype(int)     # one missing score counts as the mean
                 weight = dict(zip(ordering.metrics, ordering.weights))
-                per = -np.array([[weight[m]] for m in used]) * np.nan_to_num([_zscores(c) for c in cols])
-                per = per.sum(axis=0, keepdims=True)
+                per = -(z_table(scores, used, n) @ np.array([weight[m] for m in used]))[None, :]
             elif len(used) == 1:
                 per = -cols                                     # one estimator: its own score
             elif ordering.combine == "rank":
