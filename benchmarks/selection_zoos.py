@@ -88,7 +88,36 @@ TIMM5 = (  # same fields: five architectures of the other zoos on source tasks t
     ("timm5/nfnet-random", "test_nfnet", None, {}, 0),
 )
 
-TIMM_ZOOS = {"timm2": TIMM2, "timm3": TIMM3, "timm4": TIMM4, "timm5": TIMM5}      # the image zoos this script trains, by name
+TIMM6 = (  # same fields, built after select's full-length rule and the stacked default were fixed: five
+    # architectures the other zoos had at most once (CoAtNet, EfficientNet-LN, ViT-relpos, ConvNeXt,
+    # EfficientNet-EvoS), 24 checkpoints as in a hub zoo, trained for 20, 8 or 3 epochs or not at all
+    ("timm6/coatnet-shapes", "test_coatnet", "shapes-source", {"img_size": 32}, 20),
+    ("timm6/coatnet-textures", "test_coatnet", "textures-source", {"img_size": 32}, 20),
+    ("timm6/coatnet-counting", "test_coatnet", "counting-source", {"img_size": 32}, 20),
+    ("timm6/coatnet-glyphs", "test_coatnet", "glyphs-source", {"img_size": 32}, 8),
+    ("timm6/coatnet-colour-short", "test_coatnet", "colour-source", {"img_size": 32}, 3),
+    ("timm6/effln-orientation", "test_efficientnet_ln", "orientation-source", {}, 20),
+    ("timm6/effln-glyphs", "test_efficientnet_ln", "glyphs-source", {}, 20),
+    ("timm6/effln-counting", "test_efficientnet_ln", "counting-source", {}, 20),
+    ("timm6/effln-colour", "test_efficientnet_ln", "colour-source", {}, 8),
+    ("timm6/effln-random", "test_efficientnet_ln", None, {}, 0),
+    ("timm6/vitrelpos-textures", "test_vit_relpos", "textures-source", {"img_size": 32}, 20),
+    ("timm6/vitrelpos-colour", "test_vit_relpos", "colour-source", {"img_size": 32}, 20),
+    ("timm6/vitrelpos-orientation", "test_vit_relpos", "orientation-source", {"img_size": 32}, 20),
+    ("timm6/vitrelpos-shapes", "test_vit_relpos", "shapes-source", {"img_size": 32}, 8),
+    ("timm6/vitrelpos-counting-short", "test_vit_relpos", "counting-source", {"img_size": 32}, 3),
+    ("timm6/convnext-glyphs", "test_convnext", "glyphs-source", {}, 20),
+    ("timm6/convnext-textures", "test_convnext", "textures-source", {}, 20),
+    ("timm6/convnext-colour", "test_convnext", "colour-source", {}, 20),
+    ("timm6/convnext-orientation", "test_convnext", "orientation-source", {}, 8),
+    ("timm6/convnext-shapes-short", "test_convnext", "shapes-source", {}, 3),
+    ("timm6/evos-counting", "test_efficientnet_evos", "counting-source", {}, 20),
+    ("timm6/evos-textures", "test_efficientnet_evos", "textures-source", {}, 20),
+    ("timm6/evos-colour", "test_efficientnet_evos", "colour-source", {}, 20),
+    ("timm6/evos-random", "test_efficientnet_evos", None, {}, 0),
+)
+
+TIMM_ZOOS = {"timm2": TIMM2, "timm3": TIMM3, "timm4": TIMM4, "timm5": TIMM5, "timm6": TIMM6}  # the image zoos this script trains, by name
 
 # (id, layers kept, top layers re-initialised, noise (x each tensor's std), pretrained)
 TEXT = (
@@ -108,7 +137,8 @@ def protocols():
     from zooforge.demo.truth import PROTOCOL, Protocol
 
     text = Protocol(train_per_class=40, test_per_class=50, epochs=6, batch_size=16, lrs=(1e-4, 3e-5))
-    return {"demo": PROTOCOL, "timm2": PROTOCOL, "timm3": PROTOCOL, "timm4": PROTOCOL, "timm5": PROTOCOL, "text": text}
+    return {"demo": PROTOCOL, "timm2": PROTOCOL, "timm3": PROTOCOL, "timm4": PROTOCOL, "timm5": PROTOCOL, "timm6": PROTOCOL,
+            "text": text}
 
 
 # "task@n": the task trained (truth) and ranked on n samples a class instead of the protocol's: the
@@ -120,6 +150,7 @@ ZOO_TARGETS = {
     "timm3": ("counting", "glyphs", "orientation@20", "shapes", "textures@20"),
     "timm4": ("counting", "glyphs", "orientation@20", "shapes", "textures@20"),
     "timm5": ("counting", "glyphs", "orientation@20", "shapes@20", "textures@20"),
+    "timm6": ("counting", "glyphs", "orientation@20", "shapes@20", "textures@20"),
     "text": ("topics@10", "intent", "negation", "relation"),
 }
 
