@@ -24,8 +24,8 @@ def test_budget_is_gmacs_and_millions_of_parameters():
     ({}, "compose needs a budget"),
     ({"budget_gmacs": 0.01, "stages": 0}, r"`stages` \(--stages\) must be at least 1; got 0"),
     ({"budget_gmacs": 0.01, "screen_epochs": 0}, r"`screen_epochs` \(--screen-epochs\) must be at least 1; got 0"),
-    ({"budget_gmacs": 0.01, "split": 1.0}, r"`split` must be between 0 and 1 \(the training share; Python only\); "
-                                           r"got 1.0"),      # compose has no --split: the message names none
+    ({"budget_gmacs": 0.01, "split": 1.0}, r"`split` \(--train-share\) must be between 0 and 1 \(the share of the "
+                                           r"data trained on; .*\); got 1.0"),   # --split is a dataset split elsewhere
     ({"budget_gmacs": 0.01, "compat": "cosine"}, r"`compat` \(--compat\) must be one of 'cka', 'stitch'; got 'cosine'"),
     ({"budget_params": -2.0}, r"`budget_params` \(--budget-params\) must be a positive number"),
     ({"budget_params": 5e6}, r"`budget_params` \(--budget-params\) is in millions of parameters; 5e\+06 M is 5000 "
@@ -72,9 +72,9 @@ def test_build_config_names_an_unknown_option_and_applies_overrides():
 COMMANDS = {"rank": (RankConfig, {"metric": "metrics", "model": "models", "order": "ordering"}),
             "select": (SelectConfig, {"budget": "fraction", "budget_seconds": "seconds", "metric": "metrics",
                                       "model": "models"}),
-            "tune": (TuneConfig, {"target": "targets"}),
+            "tune": (TuneConfig, {"target": "targets", "train_share": "split"}),
             "aggregate": (AggregateConfig, {"model": "models"}),
-            "compose": (ComposeConfig, {"model": "models"})}
+            "compose": (ComposeConfig, {"model": "models", "train_share": "split"})}
 
 
 def _options(command: str) -> dict:
@@ -94,7 +94,8 @@ def test_the_command_line_takes_the_configs_help_and_defaults(command):
     config, _ = COMMANDS[command]
     params = _options(command)
     fields = {f.name: f for f in dataclasses.fields(config)}
-    shared = set(params) & set(fields) - {"split", "task", "device"}      # data-reading options share one text
+    data_options = {"task", "device"} | ({"split"} if command in ("rank", "select") else set())
+    shared = set(params) & set(fields) - data_options      # data-reading options share one text
     assert len(shared) >= 6, shared
     for name in shared:
         assert params[name].help == help_of(config, name), (command, name)
@@ -104,8 +105,7 @@ def test_the_command_line_takes_the_configs_help_and_defaults(command):
 
 # fields a command line does not take (Python only), by command; every other field is an option
 PYTHON_ONLY = {"rank": {"progress"}, "select": {"progress"}, "aggregate": {"progress"},
-               "tune": {"progress", "alpha", "dropout", "scale", "lr_grid", "split"},
-               "compose": {"progress", "split"}}
+               "tune": {"progress"}, "compose": {"progress"}}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

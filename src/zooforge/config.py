@@ -80,10 +80,11 @@ def _named(name: str, cli: bool = True) -> str:
 
 
 def _training_share(cfg) -> None:
-    """``split``, the share of the data tune and compose train on (Python only: no command has it)."""
+    """``split``, the share of the data tune and compose train on: ``--train-share`` on their command
+    lines (``--split`` is rank's and select's name of a dataset split, another thing)."""
     if not 0 < cfg.split < 1:
-        raise ZooforgeError(f"{_named('split', cli=False)} must be between 0 and 1 (the training share; "
-                            f"Python only); got {cfg.split}.")
+        raise ZooforgeError(f"`split` (--train-share) must be between 0 and 1 (the share of the data trained "
+                            f"on; the rest is the held-out test split); got {cfg.split}.")
 
 
 def _at_least(cfg, **bounds) -> None:

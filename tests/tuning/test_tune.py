@@ -60,6 +60,27 @@ def test_tune_cli_auto_prints_the_trials_and_refuses_a_bad_lr():
     assert bad.exit_code != 0 and "(--lr) must be a number or 'auto'" in bad.output
 
 
+def test_tune_cli_passes_the_methods_options_grid_and_training_share(tmp_path):
+    """--alpha, --dropout, --lr-grid and --train-share were Python-only; result.json records them."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["tune", MODEL, DATA, "--catalogue", "demo", "--method", "lora", "--rank", "2",
+                             "--alpha", "4", "--dropout", "0.1", "--epochs", "1", "--lr", "auto", "--lr-grid", "1e-4",
+                             "--lr-grid", "3e-3", "--train-share", "0.5", "--out", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert [t["lr"] for t in record["lr_trials"]] == [1e-4, 3e-3]
+    assert record["method_options"] == {"rank": 2, "alpha": 4.0, "dropout": 0.1}
+    assert record["train_share"] == 0.5 and record["train_samples"] == record["test_samples"] == 32
+    bad = runner.invoke(app, ["tune", MODEL, DATA, "--catalogue", "demo", "--train-share", "1.5"])
+    assert bad.exit_code != 0 and "`split` (--train-share) must be between 0 and 1" in " ".join(bad.output.split())
+
+
 def test_a_demo_id_without_its_catalogue_suggests_it():
     from zooforge.errors import ZooforgeError
     from zooforge.tuning.tune import resolve_entry

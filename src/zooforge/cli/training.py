@@ -30,6 +30,11 @@ def tune(
     rank: Annotated[Optional[int], option(TuneConfig, "rank")] = TuneConfig.rank,
     reduction: Annotated[Optional[int], option(TuneConfig, "reduction")] = TuneConfig.reduction,
     target: Annotated[Optional[list[str]], option(TuneConfig, "targets")] = None,
+    alpha: Annotated[Optional[float], option(TuneConfig, "alpha")] = TuneConfig.alpha,
+    dropout: Annotated[Optional[float], option(TuneConfig, "dropout")] = TuneConfig.dropout,
+    scale: Annotated[Optional[float], option(TuneConfig, "scale")] = TuneConfig.scale,
+    lr_grid: Annotated[Optional[list[float]], option(TuneConfig, "lr_grid")] = None,
+    train_share: Annotated[float, option(TuneConfig, "split", "--train-share")] = TuneConfig.split,
     device: DeviceOpt = None,
     task: TaskOpt = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -43,7 +48,8 @@ def tune(
     try:
         check_device(device)
         config = TuneConfig(method=method, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, task=task,
-                            device=device, rank=rank, reduction=reduction, targets=target or None)
+                            device=device, rank=rank, reduction=reduction, targets=target or None, alpha=alpha,
+                            dropout=dropout, scale=scale, lr_grid=lr_grid or None, split=train_share)
         r = tune_model(model, data, config, catalogue=catalogue, out_dir=out)
     except (ZooforgeError, ValueError) as exc:
         fail(exc)
@@ -127,6 +133,7 @@ def compose(
     probe: Annotated[int, option(ComposeConfig, "probe")] = ComposeConfig.probe,
     seed: Annotated[int, option(ComposeConfig, "seed")] = ComposeConfig.seed,
     baseline: Annotated[bool, option(ComposeConfig, "baseline")] = ComposeConfig.baseline,
+    train_share: Annotated[float, option(ComposeConfig, "split", "--train-share")] = ComposeConfig.split,
     device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write assembly.safetensors, recipe.json, result.json")] = None,
 ) -> None:
@@ -141,7 +148,7 @@ def compose(
                                epochs=epochs, stitch_epochs=stitch_epochs, lr=lr, batch_size=batch_size, top_k=top_k,
                                screen=screen, screen_epochs=screen_epochs, screen_folds=screen_folds, compat=compat,
                                compat_weight=compat_weight, max_blocks=max_blocks, probe=probe, seed=seed,
-                               baseline=baseline, device=device)
+                               baseline=baseline, split=train_share, device=device)
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
             r = compose_model(catalogue, data, config, out_dir=out)
     except (ZooforgeError, ValueError) as exc:

@@ -161,6 +161,8 @@ def tune(model: str, dataset, config: TuneConfig | str | None = None, *, catalog
     if out_dir is not None:
         save_adapters(model, out_dir)
         record = result.record() | {"dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
-                                    "classes": list(ds.classes), "target_kind": ds.task, "config": asdict(loop_cfg)}
+                                    "classes": list(ds.classes), "target_kind": ds.task, "config": asdict(loop_cfg),
+                                    "method_options": cfg.method_options(), "train_share": cfg.split,
+                                    "train_samples": len(train_ds), "test_samples": len(test_ds)}
         atomic_write_bytes(Path(out_dir) / "result.json", json.dumps(record, indent=2).encode())
     return result
