@@ -23,7 +23,7 @@ target and seed (they fine-tune the same kind of networks; validating each aggre
 would multiply its cost by the grid's size). Columns: held-out accuracy, parameters and GMACs per input at
 inference (counted as the model runs: Hub-Pathway's routed members only), training seconds. The
 summary counts, per aggregator, the targets x seeds where it reaches the single model, and the mean
-difference. ``timm2`` to ``timm5`` and ``text`` (all-MiniLM-L6-v2 and 8 variants) are
+difference. ``timm2`` to ``timm6`` and ``text`` (all-MiniLM-L6-v2 and 8 variants) are
 benchmarks/selection.py's other zoos (built there, in its work folder). Zoo-Tuning's architectures
 are told apart by their parameter shapes (the text zoo's truncated MiniLMs are the same model name with fewer layers).
 
@@ -186,7 +186,7 @@ def report(rows: dict, epochs: int, per_class: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--zoo", action="append", choices=("demo", "timm2", "timm3", "timm4", "timm5", "text"))
+    ap.add_argument("--zoo", action="append", choices=("demo", "timm2", "timm3", "timm4", "timm5", "timm6", "text"))
     ap.add_argument("--target", action="append")
     ap.add_argument("--seed", action="append", type=int)
     ap.add_argument("--row", action="append", choices=ROWS)

@@ -17,7 +17,9 @@
    ByobNets and EfficientNet-GNs fit whole) and 0.004 (the ViT-3s too; the ResNets, just over, and
    the MaxViTs do not), set from the GMACs alone before any run. ``--zoo timm5``: its fifth, budgets
    0.0015 (the MambaOuts and ViTs fit whole) and 0.0025 (the ConvNeXt-2s and EfficientNets too; the
-   NFNets, the zoo's best on most targets, do not), set the same way.
+   NFNets, the zoo's best on most targets, do not), set the same way. ``--zoo timm6``: its sixth,
+   budgets 0.0015 (only the ConvNeXts fit whole) and 0.0025 (the EfficientNet-LNs and EvoS too; the
+   ViT-relpos and CoAtNets do not), set from the GMACs alone before any run.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ ZOOS = {  # zoo: (default budgets, what the GMACs are)
     "timm3": ("0.0021,0.003", "vit2 0.0018, convnext3 0.0020, evos 0.0023, vit4 0.0044 (largest)"),
     "timm4": ("0.0023,0.004", "byobnet 0.0013, effgn 0.0023, vit3 0.0038, resnet 0.0041, maxvit 0.0082 (largest)"),
     "timm5": ("0.0015,0.0025", "mambaout 0.0010, vit 0.0014, convnext2 0.0020, effnet 0.0023, nfnet 0.0114 (largest)"),
+    "timm6": ("0.0015,0.0025", "convnext 0.0013, effln 0.0023, evos 0.0023, vitrelpos 0.0030, coatnet 0.0032 (largest)"),
 }
 
 

@@ -259,6 +259,12 @@ class TuneConfig:
             object.__setattr__(self, "lr_grid", tuple(number_or_auto(v, "lr_grid") for v in self.lr_grid))
         _at_least(self, epochs=1, batch_size=1, rank=1, reduction=1)
         _training_share(self)
+        for name in ("alpha", "scale"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ZooforgeError(f"{_named(name)} must be a positive number; got {value!r}.")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ZooforgeError(f"{_named('dropout')} is a probability: at least 0 and below 1; got {self.dropout!r}.")
 
     def method_options(self) -> dict:
         """The method's own options that were set (the rest keep the method's defaults)."""
