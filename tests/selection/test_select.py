@@ -189,6 +189,33 @@ def test_select_on_the_demo_zoo_resumes_without_repeating_trials(tmp_path):
     assert html.count("<tr") >= len(first.rounds) + len(models) and "data:image/png;base64" in html
 
 
+def test_a_rerun_reuses_the_stored_ranking_only_when_what_it_depends_on_matches(tmp_path, monkeypatch):
+    import importlib
+
+    rank_module = importlib.import_module("zooforge.selection.rank")  # the package exports a function of that name
+    cfg = SelectConfig(fraction=0.1, method="linear")
+    kwargs = dict(models=["demo/effnet-shapes", "demo/convnext-shapes", "demo/resnet-random"], metrics=["logme"],
+                  bootstrap=10, cache_dir=tmp_path / "c", progress=False)
+    first = select("demo", "demo:shapes?n=12", cfg, out_dir=tmp_path / "s", **kwargs)
+
+    def ranked_again(*args, **kw):
+        raise AssertionError("ranked again")
+
+    monkeypatch.setattr(rank_module, "rank", ranked_again)
+    said = []
+    again = select("demo", "demo:shapes?n=12", cfg, out_dir=tmp_path / "s", log=said.append, **kwargs)
+    assert again.model == first.model and again.rounds == first.rounds and again.ranking.equals(first.ranking)
+    assert any("reusing the ranking" in m for m in said)
+    for changed in ({"metrics": ["leep"]}, {"bootstrap": 0}, {"models": kwargs["models"][:2]}):
+        with pytest.raises(AssertionError, match="ranked again"):
+            select("demo", "demo:shapes?n=12", cfg, out_dir=tmp_path / "s", **(kwargs | changed))
+    with pytest.raises(AssertionError, match="ranked again"):                  # other data
+        select("demo", "demo:shapes?n=14", cfg, out_dir=tmp_path / "s", **kwargs)
+    (tmp_path / "s" / "ranking.json").write_text('{"ke')                        # cut by a kill: rank again
+    with pytest.raises(AssertionError, match="ranked again"):
+        select("demo", "demo:shapes?n=12", cfg, out_dir=tmp_path / "s", **kwargs)
+
+
 def test_select_refuses_a_budget_too_small_and_says_what_fits(tmp_path):
     with pytest.raises(ZooforgeError, match=r"cannot pay for one epoch of one model.*--budget \d"):
         select("demo", "demo:shapes?n=6", SelectConfig(fraction=1e-6, method="full"), models=["demo/effnet-*"],

@@ -34,7 +34,11 @@ AISTATS 2016; Li et al.'s Hyperband, JMLR 2018) over the models the ranking cann
 
 Every finished trial is appended to ``<out>/trials.jsonl`` under a key of everything that
 determines it (model entry, dataset fingerprint, method, epochs, learning rate, seed, split), so a
-run killed at any point resumes without repeating a finished trial.
+run killed at any point resumes without repeating a finished trial. The ranking is written to
+``<out>/ranking.parquet`` as soon as it is computed, beside ``ranking.json``, a key of what it
+depends on (the model entries, the dataset, the estimators and their versions, the resampling, the
+budgets, the default ordering and zooforge's version): a rerun whose key matches reads it instead of
+scoring the catalogue again (on cached features the linear probe alone costs seconds a model).
 """
 
 from __future__ import annotations
@@ -83,6 +87,52 @@ class SelectResult:
 
 
 # ---- the run ---------------------------------------------------------------------------------------
+def _ranking_key(entries, ds, cfg: SelectConfig) -> str:
+    """What the ranking depends on: a stored ranking with another key is computed again."""
+    from zooforge import __version__
+    from zooforge.metrics import REGISTRY
+    from zooforge.selection.ordering import DEFAULT_ORDERING
+    from zooforge.zoo.catalogue import entry_digest
+
+    parts = {"entries": sorted(entry_digest(e) for e in entries), "data": ds.fingerprint,
+             "metrics": list(cfg.metrics) if cfg.metrics else None, "bootstrap": cfg.bootstrap, "seed": cfg.seed,
+             "budget_gmacs": cfg.budget_gmacs, "budget_params": cfg.budget_params,
+             "ordering": DEFAULT_ORDERING.name, "versions": {n: e.version for n, e in sorted(REGISTRY.items())},
+             "zooforge": __version__}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _ranking(entries, ds, cfg: SelectConfig, out: Path | None, say):
+    """``rank``'s table, or the one an earlier run of the same key wrote to ``out``."""
+    import polars as pl
+
+    from zooforge.selection.rank import rank, write_table
+    from zooforge.zoo.cache import atomic_write_bytes
+
+    key = _ranking_key(entries, ds, cfg) if out is not None else None
+    if out is not None and (out / "ranking.parquet").is_file() and (out / "ranking.json").is_file():
+        try:
+            stored = json.loads((out / "ranking.json").read_text()).get("key")
+        except ValueError:
+            stored = None                         # a file cut by a kill mid-write: rank again
+        if stored == key:
+            try:
+                table = pl.read_parquet(out / "ranking.parquet")
+            except Exception:                     # unreadable: rank again (and rewrite it)
+                table = None
+            if table is not None:
+                say(f"reusing the ranking in {out / 'ranking.parquet'} (same models, data and estimators)")
+                return table
+    table = rank(entries, ds, cfg.metrics, bootstrap=cfg.bootstrap, seed=cfg.seed, cache_dir=cfg.cache_dir,
+                 device=cfg.device, budget_gmacs=cfg.budget_gmacs, budget_params=cfg.budget_params,
+                 progress=cfg.progress)
+    if out is not None:                   # the key goes last: a table cut by a kill is never reused
+        (out / "ranking.json").unlink(missing_ok=True)
+        write_table(table, out / "ranking.parquet")
+        atomic_write_bytes(out / "ranking.json", json.dumps({"key": key}).encode())
+    return table
+
+
 def _trial_key(entry, ds, cfg: SelectConfig, epochs: int, lr: float) -> str:
     from zooforge.zoo.catalogue import entry_digest
 
@@ -100,7 +150,6 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     is called with each message."""
     import torch
 
-    from zooforge.selection.rank import rank
     from zooforge.tuning.loop import TrainConfig, outputs, train
     from zooforge.tuning.objectives import METRIC_NAMES, init_head, objective
     from zooforge.tuning.paired import keep_margin
@@ -117,9 +166,8 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     ds = dataset if hasattr(dataset, "fingerprint") else load_dataset(dataset)
     entries = {e.id: e for e in filter_entries(catalogue if isinstance(catalogue, list) else load_catalogue(catalogue),
                                                list(cfg.models) if cfg.models else None)}
-    table = rank(list(entries.values()), ds, cfg.metrics, bootstrap=cfg.bootstrap, seed=cfg.seed,
-                 cache_dir=cfg.cache_dir, device=cfg.device, budget_gmacs=cfg.budget_gmacs,
-                 budget_params=cfg.budget_params, progress=cfg.progress)
+    out = Path(out_dir) if out_dir is not None else None
+    table = _ranking(list(entries.values()), ds, cfg, out, say)
     from zooforge.selection.ordering import Ordering
 
     first = Ordering.parse(table["ordering"][0]).first_decided_by[0]     # whose intervals say who is near the top
@@ -149,7 +197,6 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.method]
     say(f"{len(ranked)} model(s) the ranking cannot separate; {n_arms} enter successive halving, epochs by round "
         f"{schedule} ({', '.join(arms)})")
-    out = Path(out_dir) if out_dir is not None else None
     ledger_path = out / "trials.jsonl" if out else None
     done: dict[str, dict] = {}
     if ledger_path is not None and ledger_path.is_file():
@@ -256,10 +303,8 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
                           time.perf_counter() - started, table, task, decision)
     if out is not None:
         from zooforge.selection.plot import plot_rounds
-        from zooforge.selection.rank import write_table
 
         atomic_write_bytes(out / "result.json", json.dumps(result.record(), indent=2, default=str).encode())
-        write_table(table, out / "ranking.parquet")
         plot_rounds(rows, out / "rounds.png", chosen=winner)
     return result
 

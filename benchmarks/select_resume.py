@@ -1,0 +1,64 @@
+"""What a rerun of ``zooforge select`` costs when the ranking is stored beside its trials.
+
+    python benchmarks/select_resume.py [--zoo timm6] [--target counting] [--repeats 3]
+
+A rerun of a finished (or killed) ``select`` finds every trial in its ledger; before the ranking was
+stored it still scored the whole catalogue again. This runs ``select`` at 5% on one target of the
+selection benchmark's zoos (built in its work folder), finishes it once, then alternates a rerun
+that must rank (its ``ranking.json`` removed: the old behaviour) with a rerun that reads the stored
+ranking, and prints the median of each and their ratio. Both reruns take every trial from the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from selection_build import torch_threads  # noqa: E402
+from selection_zoos import catalogue_path, target_data, target_protocol  # noqa: E402
+
+
+def main() -> None:
+    import torch
+
+    from selection import WORK
+    from zooforge.selection.select import SelectConfig, select
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zoo", default="timm6")
+    ap.add_argument("--target", default="counting")
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    torch.set_num_threads(torch_threads())
+    p = target_protocol(a.zoo, a.target)
+    cfg = SelectConfig(fraction=0.05, lr=p.lrs[0], full_epochs=p.epochs, batch_size=p.batch_size, seed=0)
+    catalogue, data = catalogue_path(a.zoo, WORK), target_data(a.zoo, a.target)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "select"
+
+        def run() -> float:
+            start = time.perf_counter()
+            select(catalogue, data, cfg, out_dir=out, cache_dir=WORK / "cache", progress=False)
+            return time.perf_counter() - start
+
+        first = run()
+        times = {"ranks again": [], "reads the ranking": []}
+        for _ in range(a.repeats):
+            (out / "ranking.json").unlink()
+            times["ranks again"].append(run())
+            times["reads the ranking"].append(run())
+    print(f"{a.zoo}/{a.target}, select at 5%: first run {first:.1f} s; reruns, median of {a.repeats} alternated:")
+    for name, t in times.items():
+        print(f"  rerun that {name:<18s} {statistics.median(t):6.1f} s")
+    print(f"ratio (ranks again / reads the ranking): "
+          f"{statistics.median(times['ranks again']) / statistics.median(times['reads the ranking']):.1f}x")
+
+
+if __name__ == "__main__":
+    main()
