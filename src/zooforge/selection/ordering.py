@@ -110,7 +110,7 @@ class Ordering:
 # (timm3) was built after this choice: over the 12 the rule still picks linear_probe in every
 # rotation, and on timm3, which nothing was chosen on, the probe scores .748 tau and 0 points of
 # regret; over the 584 the rule holds out at .784 and 4.9 points over the four zoos (.751 and 4.6
-# over six).
+# over six, .772 and 3.1 over seven).
 RULE_MAX_SIZE = 1
 
 # The default (stacked_default on every stored zoo; ``tests/selection/test_ordering.py`` refits it):
