@@ -56,6 +56,9 @@ def test_demo_command_prints_kendall_tau_per_estimator(tmp_path):
     for metric in ("logme", "leep", "hscore_shrink", "ensemble_z"):
         assert metric in result.output
     assert "Best fine-tuned model: demo/byobnet-counting" in result.output
+    # the top line quotes the score of the estimator that decided the first row (the probe), not LogME's
+    top = " ".join(result.output.split("Top model by", 1)[1].split())
+    assert "(linear_probe " in top and "LogME" not in top
 
 
 def test_truth_runs_are_keyed_on_everything_that_determines_them():

@@ -259,8 +259,11 @@ def demo(
     if best.height == 0:
         fail(ZooforgeError("no demo model could be scored; see the errors above."))
     top = best.row(0, named=True)
+    from zooforge.selection.ordering import Ordering
+
+    lead = Ordering.parse(top["ordering"]).first_decided_by[0]        # the estimator that put it first
     console.print(f"Top model by {top['ordering']}: [bold]{top['model']}[/] "
-                  f"(LogME {format_value(top['logme'])}, P(top-1) {format_value(top.get('p_top1'), 2)}).")
+                  f"({lead} {format_value(top.get(lead))}, P(top-1) {format_value(top.get('p_top1'), 2)}).")
     _print_demo_truth(table, task)
 
 
