@@ -189,8 +189,10 @@ def test_select_on_the_demo_zoo_resumes_without_repeating_trials(tmp_path):
     assert html.count("<tr") >= len(first.rounds) + len(models) and "data:image/png;base64" in html
 
 
-def test_a_rerun_reuses_the_stored_ranking_only_when_what_it_depends_on_matches(tmp_path, monkeypatch):
+def test_a_rerun_reuses_its_ranking_and_weights_only_when_what_they_depend_on_matches(tmp_path, monkeypatch):
     import importlib
+
+    import torch
 
     rank_module = importlib.import_module("zooforge.selection.rank")  # the package exports a function of that name
     cfg = SelectConfig(fraction=0.1, method="linear")
@@ -202,10 +204,19 @@ def test_a_rerun_reuses_the_stored_ranking_only_when_what_it_depends_on_matches(
         raise AssertionError("ranked again")
 
     monkeypatch.setattr(rank_module, "rank", ranked_again)
+    loop = importlib.import_module("zooforge.tuning.loop")
+    trained = loop.train
+    monkeypatch.setattr(loop, "train", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("trained again")))
     said = []
     again = select("demo", "demo:shapes?n=12", cfg, out_dir=tmp_path / "s", log=said.append, **kwargs)
     assert again.model == first.model and again.rounds == first.rounds and again.ranking.equals(first.ranking)
     assert any("reusing the ranking" in m for m in said)
+    for (name, a), b in zip(first.task.state_dict().items(), again.task.state_dict().values()):   # the saved
+        assert torch.equal(a, b), name                                                            # weights
+    (tmp_path / "s" / "chosen.json").write_text('{"key": "another trial"}')     # weights of another trial:
+    with pytest.raises(AssertionError, match="trained again"):                 # the winner trains again
+        select("demo", "demo:shapes?n=12", cfg, out_dir=tmp_path / "s", **kwargs)
+    monkeypatch.setattr(loop, "train", trained)
     for changed in ({"metrics": ["leep"]}, {"bootstrap": 0}, {"models": kwargs["models"][:2]}):
         with pytest.raises(AssertionError, match="ranked again"):
             select("demo", "demo:shapes?n=12", cfg, out_dir=tmp_path / "s", **(kwargs | changed))

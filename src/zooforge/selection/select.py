@@ -38,12 +38,13 @@ run killed at any point resumes without repeating a finished trial. The ranking 
 ``<out>/ranking.parquet`` as soon as it is computed, beside ``ranking.json``, a key of what it
 depends on (the model entries, the dataset, the estimators and their versions, the resampling, the
 budgets, the default ordering and zooforge's version): a rerun whose key matches reads it instead of
-scoring the catalogue again (on cached features the linear probe alone costs seconds a model).
+scoring the catalogue again (on cached features the linear probe alone costs seconds a model). The
+chosen model's weights are saved as ``adapters.safetensors`` with ``chosen.json`` naming the trial
+they come from, so a finished run run again loads them instead of fine-tuning the winner once more.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -55,13 +56,13 @@ from zooforge.config import SelectConfig, build_config
 from zooforge.errors import ZooforgeError
 from zooforge.selection.halving import (eligible, entrants, final_choice, halving_rounds, halving_trials, plan_schedule,
                                         round_epochs, schedule_cost, successive_halving)
+from zooforge.selection.select_store import VALIDATION_SPLIT, saved_choice, stored_ranking, trial_key
 from zooforge.tuning.paired import ALPHA
 
 __all__ = ["SelectConfig", "SelectResult", "select", "plan_schedule", "round_epochs", "halving_rounds",
            "successive_halving", "entrants", "rounds_table", "decision_sentence"]
 
 TRAIN_FLOPS_FACTOR = 3.0        # forward + backward, relative to a forward pass
-VALIDATION_SPLIT = 0.8          # share of the data the trials train on; the rest validates
 
 
 @dataclass
@@ -87,60 +88,6 @@ class SelectResult:
 
 
 # ---- the run ---------------------------------------------------------------------------------------
-def _ranking_key(entries, ds, cfg: SelectConfig) -> str:
-    """What the ranking depends on: a stored ranking with another key is computed again."""
-    from zooforge import __version__
-    from zooforge.metrics import REGISTRY
-    from zooforge.selection.ordering import DEFAULT_ORDERING
-    from zooforge.zoo.catalogue import entry_digest
-
-    parts = {"entries": sorted(entry_digest(e) for e in entries), "data": ds.fingerprint,
-             "metrics": list(cfg.metrics) if cfg.metrics else None, "bootstrap": cfg.bootstrap, "seed": cfg.seed,
-             "budget_gmacs": cfg.budget_gmacs, "budget_params": cfg.budget_params,
-             "ordering": DEFAULT_ORDERING.name, "versions": {n: e.version for n, e in sorted(REGISTRY.items())},
-             "zooforge": __version__}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _ranking(entries, ds, cfg: SelectConfig, out: Path | None, say):
-    """``rank``'s table, or the one an earlier run of the same key wrote to ``out``."""
-    import polars as pl
-
-    from zooforge.selection.rank import rank, write_table
-    from zooforge.zoo.cache import atomic_write_bytes
-
-    key = _ranking_key(entries, ds, cfg) if out is not None else None
-    if out is not None and (out / "ranking.parquet").is_file() and (out / "ranking.json").is_file():
-        try:
-            stored = json.loads((out / "ranking.json").read_text()).get("key")
-        except ValueError:
-            stored = None                         # a file cut by a kill mid-write: rank again
-        if stored == key:
-            try:
-                table = pl.read_parquet(out / "ranking.parquet")
-            except Exception:                     # unreadable: rank again (and rewrite it)
-                table = None
-            if table is not None:
-                say(f"reusing the ranking in {out / 'ranking.parquet'} (same models, data and estimators)")
-                return table
-    table = rank(entries, ds, cfg.metrics, bootstrap=cfg.bootstrap, seed=cfg.seed, cache_dir=cfg.cache_dir,
-                 device=cfg.device, budget_gmacs=cfg.budget_gmacs, budget_params=cfg.budget_params,
-                 progress=cfg.progress)
-    if out is not None:                   # the key goes last: a table cut by a kill is never reused
-        (out / "ranking.json").unlink(missing_ok=True)
-        write_table(table, out / "ranking.parquet")
-        atomic_write_bytes(out / "ranking.json", json.dumps({"key": key}).encode())
-    return table
-
-
-def _trial_key(entry, ds, cfg: SelectConfig, epochs: int, lr: float) -> str:
-    from zooforge.zoo.catalogue import entry_digest
-
-    parts = {"entry": entry_digest(entry), "data": ds.fingerprint, "method": cfg.method, "epochs": epochs,
-             "lr": lr, "seed": cfg.seed, "split": VALIDATION_SPLIT, "batch_size": cfg.batch_size}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
 def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: str | Path | None = None,
            log: Callable[[str], None] | None = None, **options) -> SelectResult:
     """Rank ``catalogue`` on ``dataset``, then confirm the choice with successive halving under the
@@ -167,7 +114,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     entries = {e.id: e for e in filter_entries(catalogue if isinstance(catalogue, list) else load_catalogue(catalogue),
                                                list(cfg.models) if cfg.models else None)}
     out = Path(out_dir) if out_dir is not None else None
-    table = _ranking(list(entries.values()), ds, cfg, out, say)
+    table = stored_ranking(list(entries.values()), ds, cfg, out, say)
     from zooforge.selection.ordering import Ordering
 
     first = Ordering.parse(table["ordering"][0]).first_decided_by[0]     # whose intervals say who is near the top
@@ -221,7 +168,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
             charged.add(row["key"])
 
     def trial(model_id: str, epochs: int, round_: int, record: bool = True) -> float:
-        key = _trial_key(entries[model_id], ds, cfg, epochs, lr)
+        key = trial_key(entries[model_id], ds, cfg, epochs, lr)
         if key in done and "evidence" in done[key]:       # (a ledger line without evidence runs again)
             charge(done[key])
             return done[key]["val_accuracy"]
@@ -262,7 +209,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     def decide(finalists: list[str], epochs: int) -> str:
         """The ranking's leader, unless the best other finalist beats it in trials as long as the
         fine-tune (the module docstring, 2.)."""
-        evidence = [torch.tensor(done[_trial_key(entries[m], ds, cfg, epochs, lr)]["evidence"]) for m in finalists]
+        evidence = [torch.tensor(done[trial_key(entries[m], ds, cfg, epochs, lr)]["evidence"]) for m in finalists]
         leader = finalists.index(arms[0]) if arms[0] in finalists else None
         c = final_choice(evidence, leader, epochs, cfg.full_epochs)
         full_schedule = schedule_cost(per_epoch[:len(arms)], round_epochs(len(arms), cfg.full_epochs))
@@ -287,18 +234,24 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
                     for r in sorted(finished, key=lambda r: (r["round"], arms.index(r["model"])))]
             say(f"the time budget ran out in round {best_round + 1}: choosing among the models of round {best_round}")
     for row in rows:
-        row.update({k: done.get(_trial_key(entries[row["model"]], ds, cfg, row["epochs"], lr), {}).get(k)
+        row.update({k: done.get(trial_key(entries[row["model"]], ds, cfg, row["epochs"], lr), {}).get(k)
                     for k in ("seconds", "cost")})
     final = [r for r in rows if r["model"] == winner][-1]
     task = trained.get(winner)
     if out is not None:
+        winner_key = trial_key(entries[winner], ds, cfg, final["epochs"], lr)
+        if task is None:                          # a finished run, run again: the weights it saved
+            task = saved_choice(out, entries[winner], winner_key)
         if task is None:                          # resumed after the winner's trial: retrain it to save it
-            saved = done.pop(_trial_key(entries[winner], ds, cfg, final["epochs"], lr))
+            saved = done.pop(winner_key)
             spent[0] -= saved["cost"]
             charged.discard(saved["key"])
             trial(winner, final["epochs"], final["round"], record=False)     # it is in the ledger already
             task = trained[winner]
-        save_adapters(task, out)
+        if winner in trained:                     # trained here: its weights, then which trial they are
+            (out / "chosen.json").unlink(missing_ok=True)
+            save_adapters(task, out)
+            atomic_write_bytes(out / "chosen.json", json.dumps({"key": winner_key, "model": winner}).encode())
     result = SelectResult(winner, final["val_accuracy"], rows, arms, spent[0], fine_tune_all,
                           time.perf_counter() - started, table, task, decision)
     if out is not None:
