@@ -78,6 +78,7 @@ def saved_choice(out: Path, entry, key: str):
 
 
 def trial_key(entry, ds, cfg: SelectConfig, epochs: int, lr: float) -> str:
+    """A trial's ledger key: everything that determines its result."""
     from zooforge.zoo.catalogue import entry_digest
 
     parts = {"entry": entry_digest(entry), "data": ds.fingerprint, "method": cfg.method, "epochs": epochs,
