@@ -75,7 +75,7 @@ def number_or_auto(value, name: str, zero: bool = False) -> float | str | None:
 
 def _named(name: str, cli: bool = True) -> str:
     """A field as both spellings a user may have typed: the API's keyword and the CLI's option
-    (``cli=False``: a Python-only field, the keyword alone)."""
+    (``cli=False``: a field no command line takes, the keyword alone)."""
     return f"`{name}` (--{name.replace('_', '-')})" if cli else f"`{name}`"
 
 
@@ -94,12 +94,13 @@ def _at_least(cfg, **bounds) -> None:
             raise ZooforgeError(f"{_named(name)} must be at least {least}; got {value}.")
 
 
-def _positive(cfg, *names: str, flags: bool = True) -> None:
+def _positive(cfg, *names: str, flags: bool = True, none_means: str | None = "no limit") -> None:
+    """Each field None or a finite number > 0; ``none_means``: what None stands for, said in the error."""
     for name in names:
         value = getattr(cfg, name)
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ZooforgeError(f"{_named(name) if flags else f'`{name}`'} must be a positive number (or None for no "
-                                f"limit); got {value!r}.")
+            unset = f" (or None for {none_means})" if none_means else ""
+            raise ZooforgeError(f"{_named(name, cli=flags)} must be a positive number{unset}; got {value!r}.")
 
 
 # A parameter budget above this many millions (100 billion parameters) is taken for one given in
@@ -259,10 +260,7 @@ class TuneConfig:
             object.__setattr__(self, "lr_grid", tuple(number_or_auto(v, "lr_grid") for v in self.lr_grid))
         _at_least(self, epochs=1, batch_size=1, rank=1, reduction=1)
         _training_share(self)
-        for name in ("alpha", "scale"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ZooforgeError(f"{_named(name)} must be a positive number; got {value!r}.")
+        _positive(self, "alpha", "scale", none_means=None)
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ZooforgeError(f"{_named('dropout')} is a probability: at least 0 and below 1; got {self.dropout!r}.")
 
