@@ -56,7 +56,7 @@ from zooforge.config import SelectConfig, build_config
 from zooforge.errors import ZooforgeError
 from zooforge.selection.halving import (eligible, entrants, final_choice, halving_rounds, halving_trials, plan_schedule,
                                         round_epochs, schedule_cost, successive_halving)
-from zooforge.selection.select_store import VALIDATION_SPLIT, saved_choice, stored_ranking, trial_key
+from zooforge.selection.select_store import VALIDATION_SPLIT, saved_choice, stored_ranking, trial_key, write_keyed
 from zooforge.tuning.paired import ALPHA
 
 __all__ = ["SelectConfig", "SelectResult", "select", "plan_schedule", "round_epochs", "halving_rounds",
@@ -249,9 +249,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
             trial(winner, final["epochs"], final["round"], record=False)     # it is in the ledger already
             task = trained[winner]
         if winner in trained:                     # trained here: its weights, then which trial they are
-            (out / "chosen.json").unlink(missing_ok=True)
-            save_adapters(task, out)
-            atomic_write_bytes(out / "chosen.json", json.dumps({"key": winner_key, "model": winner}).encode())
+            write_keyed(out / "chosen.json", {"key": winner_key, "model": winner}, lambda: save_adapters(task, out))
     result = SelectResult(winner, final["val_accuracy"], rows, arms, spent[0], fine_tune_all,
                           time.perf_counter() - started, table, task, decision)
     if out is not None:

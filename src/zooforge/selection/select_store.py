@@ -7,13 +7,32 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 from zooforge.config import SelectConfig
 from zooforge.errors import ZooforgeError
 
-__all__ = ["VALIDATION_SPLIT", "ranking_key", "stored_ranking", "saved_choice", "trial_key"]
+__all__ = ["VALIDATION_SPLIT", "ranking_key", "stored_ranking", "saved_choice", "trial_key", "write_keyed"]
 
 VALIDATION_SPLIT = 0.8          # share of the data the trials train on; the rest validates
+
+
+def write_keyed(key_file: Path, record: dict, write: Callable[[], object]) -> None:
+    """``write()`` an artefact, then ``key_file`` (``record``, with its ``key``) that says what it is.
+    The old key file goes first, so a kill never leaves a matching key beside a half-written artefact."""
+    from zooforge.zoo.cache import atomic_write_bytes
+
+    key_file.unlink(missing_ok=True)
+    write()
+    atomic_write_bytes(key_file, json.dumps(record).encode())
+
+
+def _stored_key(key_file: Path) -> str | None:
+    """The key a finished :func:`write_keyed` left; None when there is none or a kill cut it."""
+    try:
+        return json.loads(key_file.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def ranking_key(entries, ds, cfg: SelectConfig) -> str:
@@ -36,42 +55,34 @@ def stored_ranking(entries, ds, cfg: SelectConfig, out: Path | None, say):
     import polars as pl
 
     from zooforge.selection.rank import rank, write_table
-    from zooforge.zoo.cache import atomic_write_bytes
 
     key = ranking_key(entries, ds, cfg) if out is not None else None
-    if out is not None and (out / "ranking.parquet").is_file() and (out / "ranking.json").is_file():
+    if out is not None and (out / "ranking.parquet").is_file() and _stored_key(out / "ranking.json") == key:
         try:
-            stored = json.loads((out / "ranking.json").read_text()).get("key")
-        except ValueError:
-            stored = None                         # a file cut by a kill mid-write: rank again
-        if stored == key:
-            try:
-                table = pl.read_parquet(out / "ranking.parquet")
-            except Exception:                     # unreadable: rank again (and rewrite it)
-                table = None
-            if table is not None:
-                say(f"reusing the ranking in {out / 'ranking.parquet'} (same models, data and estimators)")
-                return table
+            table = pl.read_parquet(out / "ranking.parquet")
+        except Exception:                         # unreadable: rank again (and rewrite it)
+            table = None
+        if table is not None:
+            say(f"reusing the ranking in {out / 'ranking.parquet'} (same models, data and estimators)")
+            return table
     table = rank(entries, ds, cfg.metrics, bootstrap=cfg.bootstrap, seed=cfg.seed, cache_dir=cfg.cache_dir,
                  device=cfg.device, budget_gmacs=cfg.budget_gmacs, budget_params=cfg.budget_params,
                  progress=cfg.progress)
-    if out is not None:                   # the key goes last: a table cut by a kill is never reused
-        (out / "ranking.json").unlink(missing_ok=True)
-        write_table(table, out / "ranking.parquet")
-        atomic_write_bytes(out / "ranking.json", json.dumps({"key": key}).encode())
+    if out is not None:
+        write_keyed(out / "ranking.json", {"key": key}, lambda: write_table(table, out / "ranking.parquet"))
     return table
 
 
 def saved_choice(out: Path, entry, key: str):
     """The chosen model's fine-tuned weights an earlier run saved in ``out``, if they are the trial
-    ``key`` (``chosen.json``, written after them); None when there are none, they are another
-    trial's, or a kill cut them."""
+    ``key`` (``chosen.json``, written after them by :func:`write_keyed`); None when there are none,
+    they are another trial's, or a kill cut them."""
     from zooforge.tuning.methods import load_adapters
     from zooforge.zoo.backbone import Backbone
 
+    if _stored_key(out / "chosen.json") != key:
+        return None
     try:
-        if json.loads((out / "chosen.json").read_text()).get("key") != key:
-            return None
         return load_adapters(Backbone.from_entry(entry), out)
     except (OSError, ValueError, ZooforgeError):
         return None
