@@ -186,7 +186,7 @@ def report(rows: dict, epochs: int, per_class: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--zoo", action="append", choices=("demo", "timm2", "timm3", "timm4", "timm5", "timm6", "text"))
+    ap.add_argument("--zoo", action="append", choices=list(_selection().ZOO_TARGETS))   # the selection benchmark's
     ap.add_argument("--target", action="append")
     ap.add_argument("--seed", action="append", type=int)
     ap.add_argument("--row", action="append", choices=ROWS)

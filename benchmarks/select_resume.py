@@ -23,14 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from selection_build import torch_threads  # noqa: E402
-from selection_zoos import catalogue_path, target_data, target_protocol  # noqa: E402
+from selection_select import select_config  # noqa: E402
+from selection_zoos import catalogue_path, target_data  # noqa: E402
 
 
 def main() -> None:
     import torch
 
     from selection import WORK
-    from zooforge.selection.select import SelectConfig, select
+    from zooforge.selection.select import select
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", default="timm6")
@@ -38,8 +39,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     torch.set_num_threads(torch_threads())
-    p = target_protocol(a.zoo, a.target)
-    cfg = SelectConfig(fraction=0.05, lr=p.lrs[0], full_epochs=p.epochs, batch_size=p.batch_size, seed=0)
+    cfg = select_config(a.zoo, a.target, 0.05)
     catalogue, data = catalogue_path(a.zoo, WORK), target_data(a.zoo, a.target)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "select"

@@ -24,14 +24,23 @@ SELECT_BUDGETS = (0.05, 0.10, 0.15, 0.30, 1.0)
 SELECT_VERSION = 8
 
 
+def select_config(zoo: str, target: str, budget: float):
+    """``select`` at ``budget`` with trials as the target's truth protocol trains: its epochs and
+    batch size, at its first learning rate (a user sets --lr for a text zoo too)."""
+    from zooforge.selection.select import SelectConfig
+
+    protocol = target_protocol(zoo, target)
+    return SelectConfig(fraction=budget, lr=protocol.lrs[0], full_epochs=protocol.epochs,
+                        batch_size=protocol.batch_size, seed=0)
+
+
 def run_select(data_path: Path, work: Path, budgets=SELECT_BUDGETS, zoos=None) -> dict:
     """``zooforge.selection.select`` on every used target at each budget (a share of fine-tuning
     every model fully); the choice and the compute spent go into the data file, one run at a time.
-    The trials train as the zoo's truth protocol does (its epochs and batch size) at its first
-    learning rate (a user sets --lr for a text zoo too)."""
+    The trials train as the zoo's truth protocol does (:func:`select_config`)."""
     import torch
 
-    from zooforge.selection.select import SelectConfig, select
+    from zooforge.selection.select import select
 
     torch.set_num_threads(torch_threads())
     data = load_data(data_path)
@@ -39,15 +48,12 @@ def run_select(data_path: Path, work: Path, budgets=SELECT_BUDGETS, zoos=None) -
     catalogues = {z: catalogue_path(z, work) for z in used}
     for budget in budgets:                         # every target at the small budgets first
         for zoo, target in [(z, t) for z, ts in used.items() for t in ts]:
-            protocol = target_protocol(zoo, target)
             cell = data["zoos"][zoo]["targets"][target]
             done = cell.setdefault("select", {})
             if done.get(f"{budget:g}", {}).get("version") == SELECT_VERSION:
                 continue
             start = time.perf_counter()
-            result = select(catalogues[zoo], target_data(zoo, target),
-                            SelectConfig(fraction=budget, lr=protocol.lrs[0], full_epochs=protocol.epochs,
-                                         batch_size=protocol.batch_size, seed=0),
+            result = select(catalogues[zoo], target_data(zoo, target), select_config(zoo, target, budget),
                             out_dir=work / "select" / zoo / target / f"{budget:g}", cache_dir=work / "cache",
                             progress=False)
             done[f"{budget:g}"] = {"model": result.model, "spent_fraction": result.spent_fraction,
