@@ -388,6 +388,47 @@ def test_hubpathway_trains_when_a_member_is_routed_a_single_input():
     assert torch.equal(bn.running_mean, before) and bn.training        # untouched, and back in training mode
 
 
+def test_hubpathway_exploit_term_is_each_members_own_loss_on_the_inputs_routed_to_it():
+    """With ``exploit`` > 0 the loop gets a callable of the labels: the balance term plus ``exploit``
+    times the mean, over routed (input, member) pairs, of each member's own cross-entropy there. A
+    member with a small routing weight still gets its own loss's full gradient; at 0 the term is off."""
+    from zooforge.selection.aggregate.hubpathway import HubPathway, cv_squared
+    from zooforge.tuning.methods import build
+    from zooforge.zoo import load_catalogue
+    from zooforge.zoo.backbone import Backbone
+
+    entries = {e.id: e for e in load_catalogue("demo")}
+    ids = ("demo/effnet-shapes", "demo/convnext-shapes", "demo/vit-glyphs")
+    torch.manual_seed(0)
+    tasks = [build(Backbone.from_entry(entries[m]), 4, "full") for m in ids]
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
+    route = torch.tensor([[0.9, 0.1, 0.0], [0.9, 0.0, 0.1], [0.0, 0.99, 0.01]] * 2)
+    loss = nn.functional.cross_entropy
+    for exploit in (0.0, 0.5):
+        model = HubPathway(tasks, top_k=2, balance=0.01, exploit=exploit).train()
+        model.routing = lambda inp: route
+        for m in model.members:                       # batch statistics differ by batch: compare in eval
+            for b in m.modules():
+                if isinstance(b, nn.modules.batchnorm._BatchNorm):
+                    b.eval()
+        model(x)
+        balance = 0.01 * cv_squared(route.sum(0))
+        if exploit == 0:
+            assert torch.is_tensor(model.aux_loss) and model.aux_loss.item() == pytest.approx(balance.item())
+            continue
+        aux = model.aux_loss(y, loss)
+        own = []
+        for k, m in enumerate(model.members):
+            rows = (route[:, k] > 0).nonzero(as_tuple=True)[0]
+            own += [loss(m(x[i:i + 1]), y[i:i + 1]).item() for i in rows.tolist()]
+        assert aux.item() == pytest.approx(balance.item() + exploit * float(np.mean(own)), rel=1e-4)
+        model.zero_grad()
+        aux.backward()                                 # the third member has weight 0.01 on its two inputs
+        head = model.members[2].task.head
+        grads = [p.grad for p in head.parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 def _tiny_berts(root, data, seeds, vocab_order=None):
     """Tiny BERT encoders written with save_pretrained, one per seed, over the words of ``data``; the
     same tokenizer unless ``vocab_order`` reverses the words for the last one."""

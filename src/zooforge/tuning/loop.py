@@ -13,7 +13,9 @@ of another run in the same folder is refused, naming what differs, and left unto
 Inputs are one tensor, or a tuple of tensors indexed together (``model(*batch)``), for models that
 take side information per sample (B-Tuning's teacher predictions). A model may leave a scalar tensor
 in ``model.aux_loss`` during a training forward (a regulariser, a load-balancing term); the loop adds
-it to the loss.
+it to the loss. A term that needs the labels leaves a callable instead: the loop calls it with the
+batch's targets and the task's loss function (``loss(outputs, targets)``, batch-mean) and adds what it
+returns (Hub-Pathway's members, each trained on the inputs routed to it).
 
 Labels say the task (:mod:`zooforge.tuning.objectives`): int64 codes (N,) train with cross-entropy
 and report accuracy; float (N, K) targets with variance-scaled MSE and R^2; int (N, K) tag
@@ -289,6 +291,8 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
                     logits = model(*x)
                     loss = obj.loss(logits.float(), y)
                     aux = getattr(model, "aux_loss", None)
+                    if callable(aux):
+                        aux = aux(y, obj.loss)
                     if aux is not None:
                         loss = loss + aux.float()
                     # scale so the summed gradient equals that of one batch of n_group samples
