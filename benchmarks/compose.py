@@ -93,7 +93,8 @@ def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[f
     print(f"\nDeRy vs the best single model within the same GMACs budget: {per_class} images/class (80/20 split), "
           f"{epochs} epochs for both, 3 stages, {compat} transitions. Screen: the 3 pool assemblies with the best "
           f"assembly LogME + the LogME-best single model, {epochs} epochs on {where}; a mix is kept "
-          f"only if a paired test at level 0.05 over the mixes compared says it beats the single model on {judged}. "
+          f"only if a paired test of {ComposeConfig.screen_evidence} at level {ComposeConfig.screen_level:g} over the "
+          f"mixes compared says it beats the single model on {judged}. "
           f"Zoo {zoo}, GMACs: {ZOOS[zoo][1]}")
     print(f"{'target':<10} {'budget':>6} {'seed':>4} {'kept assembly':<62} {'GMACs':>7} {'acc':>6} {'single':<18} "
           f"{'acc':>6} {'diff':>7} {'total s':>7}")
@@ -115,7 +116,8 @@ def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[f
                 for s in r.screened:
                     lead = f"  lead {s['margin_se']:+.1f} SE" if "margin_se" in s else ""
                     print(f"{'':<18}screened {' + '.join(m.split('/')[1] for m in s['models']):<52} "
-                          f"assembly LogME {s['assembly_logme']:+.4f}  val {s['val_accuracy']:.3f}"
+                          f"assembly LogME {s['assembly_logme']:+.4f}  val {s['val_accuracy']:.3f} "
+                          f"({s['evidence']} {s['val_score']:+.3f})"
                           f"{'  kept' if s['kept'] else ''}{lead}")
     print()
     for (task, budget), d in diffs.items():

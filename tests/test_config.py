@@ -27,6 +27,11 @@ def test_budget_is_gmacs_and_millions_of_parameters():
     ({"budget_gmacs": 0.01, "split": 1.0}, r"`split` \(--train-share\) must be between 0 and 1 \(the share of the "
                                            r"data trained on; .*\); got 1.0"),   # --split is a dataset split elsewhere
     ({"budget_gmacs": 0.01, "compat": "cosine"}, r"`compat` \(--compat\) must be one of 'cka', 'stitch'; got 'cosine'"),
+    ({"budget_gmacs": 0.01, "screen_evidence": "margin"}, r"`screen_evidence` \(--screen-evidence\) must be one of "
+                                                          r"'brier', 'correct', 'p_true', 'loglik'; got 'margin'"),
+    ({"budget_gmacs": 0.01, "screen_level": 0.8}, r"`screen_level` \(--screen-level\) must be in \(0, 0.5\] .*; "
+                                                  r"got 0.8"),
+    ({"budget_gmacs": 0.01, "screen_level": 0}, r"`screen_level` \(--screen-level\) must be in \(0, 0.5\]"),
     ({"budget_params": -2.0}, r"`budget_params` \(--budget-params\) must be a positive number"),
     ({"budget_params": 5e6}, r"`budget_params` \(--budget-params\) is in millions of parameters; 5e\+06 M is 5000 "
                              r"billion. Give millions \(e.g. 5 for 5e\+06 parameters\)"),

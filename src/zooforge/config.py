@@ -2,9 +2,10 @@
 (:class:`RankConfig`, :class:`SelectConfig`, :class:`TuneConfig`, :class:`AggregateConfig`,
 :class:`ComposeConfig`) and the :class:`Budget` they share.
 
-Each field carries its help text (``setting``); ``__post_init__`` refuses a bad value naming the field
-and the value. The API takes a config (``rank(catalogue, data, RankConfig(...))``) or the same names as
-keywords (``rank(catalogue, data, bootstrap=0)``: :func:`build_config`), and the CLI reads each
+Each field carries its help text (``setting``, from :mod:`zooforge.settings`); ``__post_init__``
+refuses a bad value naming the field and the value. The API takes a config
+(``rank(catalogue, data, RankConfig(...))``) or the same names as keywords
+(``rank(catalogue, data, bootstrap=0)``: :func:`build_config`), and the CLI reads each
 option's help and default from the class, so the command line and the Python API cannot drift
 apart. Units are one per quantity everywhere: GMACs at the model's input size, parameters in
 millions. Nothing here imports torch, so ``zooforge --help`` stays fast.
@@ -12,51 +13,22 @@ millions. Nothing here imports torch, so ``zooforge --help`` stays fast.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from zooforge.errors import ZooforgeError
+from zooforge.settings import build_config, help_of, setting
 
-__all__ = ["AggregateConfig", "Budget", "ComposeConfig", "RankConfig", "SelectConfig", "TUNING_METHODS",
-           "TuneConfig", "build_config", "help_of", "number_or_auto", "setting"]
-
-C = TypeVar("C")
+__all__ = ["AggregateConfig", "Budget", "ComposeConfig", "RankConfig", "SCREEN_EVIDENCE_KINDS", "SelectConfig",
+           "TUNING_METHODS", "TuneConfig", "build_config", "help_of", "number_or_auto", "setting"]
 
 TUNING_METHODS = ("linear", "full", "bitfit", "adapter", "adaptformer", "lora", "ia3")
 AGGREGATION_METHODS = ("btuning", "zootuning", "hubpathway", "ensemble")
 COMPAT_KINDS = ("cka", "stitch")
+SCREEN_EVIDENCE_KINDS = ("brier", "correct", "p_true", "loglik")     # zooforge.reassembly.screen.per_image_evidence
 config = dataclass(frozen=True, kw_only=True)
-
-
-def setting(default: Any, help: str) -> Any:
-    """A config field with its help text (``dataclasses.field`` with ``metadata["help"]``)."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
-def help_of(cls: type, name: str) -> str:
-    """The help text of config field ``name`` of ``cls``."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f.metadata.get("help", "")
-    raise KeyError(f"{cls.__name__} has no field {name!r}")
-
-
-def build_config(cls: type[C], config: C | None, overrides: dict[str, Any], where: str) -> C:
-    """``config`` (or the defaults) with ``overrides`` applied; an option ``cls`` does not have is
-    refused naming it and the options there are."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in overrides if k not in names]
-    if unknown:
-        raise TypeError(f"{where}() got unknown option(s) {', '.join(map(repr, unknown))}; "
-                        f"{cls.__name__} has {', '.join(names)}.")
-    if config is None:
-        return cls(**overrides)
-    if not isinstance(config, cls):
-        raise TypeError(f"{where}(): `config` must be a {cls.__name__}; got {type(config).__name__}.")
-    return dataclasses.replace(config, **overrides) if overrides else config
 
 
 def number_or_auto(value, name: str, zero: bool = False) -> float | str | None:
@@ -322,6 +294,10 @@ class ComposeConfig:
     screen_epochs: int | None = setting(None, "epochs of each screening run [default: --epochs]")
     screen_folds: int = setting(1, "validate the screen by k-fold cross-validation (k trainings per assembly, "
                                    "every training image validates once); 1: one 80/20 split")
+    screen_evidence: str = setting("brier", "what the screen's test compares per validation image: brier (minus "
+                                            "the Brier score), correct (0/1), p_true or loglik")
+    screen_level: float = setting(0.5, "level of the screen's one-sided test, Bonferroni-corrected over the mixes "
+                                       "(smaller: keep the single model more often)")
     max_blocks: int | None = setting(8, "most blocks a model is cut into")
     probe: int = setting(1024, "probe images the blocks are scored and compared on")
     compat_weight: float = setting(1.0, "weight of a transition's compatibility, in standard deviations of the "
@@ -342,6 +318,10 @@ class ComposeConfig:
                   screen_folds=1)
         _training_share(self)
         _one_of(self, "compat", COMPAT_KINDS)
+        _one_of(self, "screen_evidence", SCREEN_EVIDENCE_KINDS)
+        if not (isinstance(self.screen_level, (int, float)) and 0 < self.screen_level <= 0.5):
+            raise ZooforgeError(f"{_named('screen_level')} must be in (0, 0.5] (above 0.5 a mix that validates worse "
+                                f"than the single model could be kept); got {self.screen_level!r}.")
 
     @property
     def budget(self) -> Budget:

@@ -262,6 +262,26 @@ def test_screen_shortlist_orders_by_assembly_logme_and_keeps_the_single_model():
             assert torch.equal(a, b), name
 
 
+def test_the_screens_per_image_evidence_has_the_scoring_rules_values():
+    """Two images, three classes: 0/1 correctness, the true class's probability, minus the Brier score
+    and the floored log-probability, by hand; an unknown kind is refused by name."""
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])
+    y = torch.tensor([0, 2])
+    ev = {k: sc.per_image_evidence(probs, y, k).tolist() for k in sc.EVIDENCE_KINDS}
+    assert ev["correct"] == [1.0, 0.0]
+    assert ev["p_true"] == pytest.approx([0.7, 0.2])
+    assert ev["brier"] == pytest.approx([-(0.3 ** 2 + 0.2 ** 2 + 0.1 ** 2), -(0.5 ** 2 + 0.3 ** 2 + 0.8 ** 2)])
+    assert ev["loglik"] == pytest.approx([np.log(0.7), np.log(0.2)])
+    assert sc.per_image_evidence(torch.tensor([[1.0, 0.0]]), torch.tensor([1]), "loglik").item() == pytest.approx(
+        np.log(1e-4))                                        # floored: one sure mistake is not -inf
+    # a better-calibrated network that is right on the same images scores higher on every graded kind
+    sharper = torch.tensor([[0.9, 0.05, 0.05], [0.4, 0.2, 0.4]])
+    for k in ("p_true", "brier", "loglik"):
+        assert (sc.per_image_evidence(sharper, y, k) > sc.per_image_evidence(probs, y, k)).all(), k
+    with pytest.raises(ValueError, match="evidence must be one of .*'margin'"):
+        sc.per_image_evidence(probs, y, "margin")
+
+
 def test_screening_tries_the_best_single_model_and_keeps_by_the_margin_rule():
     r = compose("demo", "demo:shapes?n=20", budget_gmacs=0.002, stages=3, epochs=1, screen=3, screen_epochs=1,
                 models=["demo/byobnet-counting", "demo/resnet-colour", "demo/convnext-shapes"], baseline=False)
@@ -274,15 +294,16 @@ def test_screening_tries_the_best_single_model_and_keeps_by_the_margin_rule():
     assert len(kept) == 1 and [row["model"] for row in r.stages] == kept[0]["models"]
     single, mixes = r.screened[-1], r.screened[:-1]
     assert len(set(single["models"])) == 1
-    best = max(mixes, key=lambda s: s["val_accuracy"])       # first maximum: ties keep the shortlist's order
+    assert all(s["evidence"] == "brier" and -2 <= s["val_score"] <= 0 for s in r.screened)   # minus a Brier score
+    best = max(mixes, key=lambda s: s["val_score"])          # first maximum: ties keep the shortlist's order
     assert "margin_se" in best and all("margin_se" not in s for s in mixes if s is not best)
-    assert kept[0] is (best if best["margin_se"] > sc.keep_margin(len(mixes)) else single)
+    assert kept[0] is (best if best["margin_se"] > sc.keep_margin(len(mixes), sc.SCREEN_ALPHA) else single)
     if kept[0] is best:
-        assert best["val_accuracy"] > single["val_accuracy"]
+        assert best["val_score"] > single["val_score"]
 
 
 def test_a_cross_validated_screen_validates_every_training_image_once_from_the_same_start():
-    from zooforge.tuning.loop import TrainConfig, predict, train
+    from zooforge.tuning.loop import TrainConfig, outputs, predict, train
     from zooforge.tuning.methods import inputs_for
 
     cm, p = _plan(screen=2)
@@ -296,13 +317,21 @@ def test_a_cross_validated_screen_validates_every_training_image_once_from_the_s
     # what it reports: every training image predicted once, by a copy of the untrained model fitted to
     # the other folds (each fold starts from the same weights, never from the previous fold's)
     first = p.backbones[shortlist[0].solution.candidates[0].model]
-    correct = []
+    correct, brier = [], []
     for fit, val in train_ds.folds(3, 1):
         model = copy.deepcopy(untrained[0])
         train(model, inputs_for(first, fit), torch.as_tensor(fit.labels), cfg)
-        correct += (predict(model, inputs_for(first, val)) == torch.as_tensor(val.labels)).tolist()
+        x, y = inputs_for(first, val), torch.as_tensor(val.labels)
+        correct += (predict(model, x) == y).tolist()
+        probs = torch.softmax(outputs(model, x).double(), -1)
+        brier += (probs - nn.functional.one_hot(y, probs.shape[1])).square().sum(1).tolist()
     assert len(correct) == len(train_ds)
     assert records[0]["val_accuracy"] == pytest.approx(np.mean(correct), abs=1e-12)
+    assert records[0]["val_score"] == pytest.approx(-np.mean(brier), abs=1e-9)      # the test's evidence
+    # on 0/1 evidence the score the test compares is the accuracy
+    _, zero_one = sc.screen(p, [s._replace(model=copy.deepcopy(m)) for s, m in zip(shortlist, untrained)], train_ds,
+                            cfg, 1, 0, folds=3, evidence="correct", alpha=0.05)
+    assert zero_one[0]["val_score"] == pytest.approx(np.mean(correct), abs=1e-12) == zero_one[0]["val_accuracy"]
     with pytest.raises(ZooforgeError, match=r"--screen-folds 50 .* needs at least 50 training images .* has 30"):
         sc.screen(p, shortlist, train_ds.subset(np.arange(30), "small"), cfg, 1, 0, folds=50)
     with pytest.raises(ZooforgeError, match="--screen-folds 500"):        # refused before any model is cut
@@ -318,7 +347,9 @@ def test_compose_cli_prints_the_screen_and_both_accuracies():
                                       "--epochs", "1", "--screen", "2", "--screen-epochs", "1",
                                       "--model", "demo/convnext-shapes", "--model", "demo/byobnet-counting"])
     assert result.exit_code == 0, result.output
-    assert "screening" in result.output and "val accuracy" in result.output
+    assert "screening" in result.output and "accuracy" in result.output
+    assert "leads the single model on minus the Brier score" in " ".join(result.output.split())   # the test's evidence
+    assert "−Brier" in result.output
     assert "held-out accuracy" in result.output and "assembly − single" in result.output
 
 

@@ -111,6 +111,13 @@ def aggregate(
         console.print(f"wrote {save_result(r, out)}")
 
 
+# How the screening table names the evidence its test compared (ComposeConfig.screen_evidence): in
+# its title, and its column's header.
+EVIDENCE_SAID = {"brier": ("minus the Brier score", "val −Brier"), "correct": ("0/1 correctness", "val 0/1"),
+                 "p_true": ("the true class's probability", "val p(true)"),
+                 "loglik": ("the true class's log-probability", "val log p(true)")}
+
+
 @app.command()
 def compose(
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
@@ -127,6 +134,8 @@ def compose(
     screen: Annotated[int, option(ComposeConfig, "screen")] = ComposeConfig.screen,
     screen_epochs: Annotated[Optional[int], option(ComposeConfig, "screen_epochs")] = ComposeConfig.screen_epochs,
     screen_folds: Annotated[int, option(ComposeConfig, "screen_folds")] = ComposeConfig.screen_folds,
+    screen_evidence: Annotated[str, option(ComposeConfig, "screen_evidence")] = ComposeConfig.screen_evidence,
+    screen_level: Annotated[float, option(ComposeConfig, "screen_level")] = ComposeConfig.screen_level,
     compat: Annotated[str, option(ComposeConfig, "compat")] = ComposeConfig.compat,
     compat_weight: Annotated[float, option(ComposeConfig, "compat_weight")] = ComposeConfig.compat_weight,
     max_blocks: Annotated[Optional[int], option(ComposeConfig, "max_blocks")] = ComposeConfig.max_blocks,
@@ -139,14 +148,14 @@ def compose(
 ) -> None:
     """DeRy: assemble blocks of several zoo models into one network within a budget, and train it."""
     from zooforge.reassembly.compose import compose as compose_model
-    from zooforge.reassembly.screen import SCREEN_ALPHA
 
     set_threads()
     try:
         check_device(device)
         config = ComposeConfig(budget_gmacs=budget_gmacs, budget_params=budget_params, stages=stages, models=model,
                                epochs=epochs, stitch_epochs=stitch_epochs, lr=lr, batch_size=batch_size, top_k=top_k,
-                               screen=screen, screen_epochs=screen_epochs, screen_folds=screen_folds, compat=compat,
+                               screen=screen, screen_epochs=screen_epochs, screen_folds=screen_folds,
+                               screen_evidence=screen_evidence, screen_level=screen_level, compat=compat,
                                compat_weight=compat_weight, max_blocks=max_blocks, probe=probe, seed=seed,
                                baseline=baseline, split=train_share, device=device)
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
@@ -159,14 +168,16 @@ def compose(
     if r.screened:
         where = "on 80% of the training split" if screen_folds <= 1 else f"in each of {screen_folds} folds"
         t = Table(title=f"screening ({screen_epochs or epochs} epochs each {where}; the best mix "
-                        "is kept only if it leads the single model by more than the margin of a paired test at level "
-                        f"{SCREEN_ALPHA:g} over the mixes compared)", header_style="bold")
-        for col in ("assembly", "GMACs", "solver objective", "assembly LogME", "val accuracy", "kept"):
+                        f"is kept only if it leads the single model on {EVIDENCE_SAID[screen_evidence][0]} by more "
+                        f"than the margin of a paired test at level {screen_level:g} over the mixes compared)",
+                  header_style="bold")
+        for col in ("assembly", "GMACs", "solver objective", "assembly LogME", "val accuracy",
+                    EVIDENCE_SAID[screen_evidence][1], "kept"):
             t.add_column(col, justify="left" if col == "assembly" else "right")
         for row in r.screened:
             t.add_row(" + ".join(f"{m}[{a}-{b - 1}]" for m, (a, b) in zip(row["models"], row["blocks"])),
                       format_value(row["gmacs"]), format_value(row["objective"]), format_value(row["assembly_logme"]),
-                      format_value(row["val_accuracy"]), "yes" if row["kept"] else "")
+                      format_value(row["val_accuracy"]), format_value(row["val_score"]), "yes" if row["kept"] else "")
         console.print(t)
     t = Table(title="chosen assembly", header_style="bold")
     for col in ("stage", "model", "blocks", "params", "GMACs", "LogME at stage end"):

@@ -3,7 +3,7 @@
 1-3. :func:`.plan.plan`: cut, probe, partition by CKA, score, solve under the budget;
 4. :mod:`.screen`: train a shortlist briefly on 80% of the training split (or in each of
    ``screen_folds`` folds), keep a mix only if it beats the best single model that fits by more than
-   the validation noise;
+   the validation noise (a paired test of ``screen_evidence`` at ``screen_level``);
 5. train the kept assembly on the whole training split with the one loop (optionally stitches and
    head first, blocks frozen, for ``stitch_epochs``);
 6. fine-tune the best single zoo model within the same budget (LogME-best among those that fit) with
@@ -78,7 +78,8 @@ def compose(catalogue, dataset, config: ComposeConfig | None = None, *, out_dir:
     if cfg.screen > 1:
         pool = p.diverse + [s for s in p.solved.solutions if all(s.choice != d.choice for d in p.diverse)]
         best, screened = screen(p, shortlist(p, pool, cfg.budget, cfg.screen, cfg.seed), train_ds, train_cfg,
-                                cfg.screen_epochs or cfg.epochs, cfg.seed, cfg.screen_folds)
+                                cfg.screen_epochs or cfg.epochs, cfg.seed, cfg.screen_folds, cfg.screen_evidence,
+                                cfg.screen_level)
     result = ComposeResult(
         p.solved.status, p.solved.explain(),
         [{"stage": k, "model": c.model, "blocks": f"{c.blocks[0]}-{c.blocks[1] - 1}", "params": c.params,
