@@ -62,10 +62,9 @@ def record_cell(zoo: str, task: str, budget: float, seed: int, epochs: int, per_
 
     from zooforge.config import ComposeConfig
     from zooforge.reassembly.plan import plan
-    from zooforge.reassembly.screen import shortlist
+    from zooforge.reassembly.screen import shortlist, validation_rows
     from zooforge.tuning.loop import TrainConfig, outputs, predict, train
     from zooforge.tuning.methods import inputs_for
-    from zooforge.tuning.tune import VALIDATION_SPLIT
     from zooforge.zoo import load_dataset
 
     cfg = ComposeConfig(budget_gmacs=budget, stages=STAGES, epochs=epochs, seed=seed)
@@ -74,9 +73,7 @@ def record_cell(zoo: str, task: str, budget: float, seed: int, epochs: int, per_
     p = plan(zoo_catalogue(zoo), train_ds, budget, stages=STAGES, seed=seed, screen=cfg.screen)
     pool = p.diverse + [s for s in p.solved.solutions if all(s.choice != d.choice for d in p.diverse)]
     cands = shortlist(p, pool, cfg.budget, cfg.screen, seed)
-    rows = ([train_ds.split_indices(VALIDATION_SPLIT, seed + 1)] if folds <= 1
-            else train_ds.fold_indices(folds, seed + 1))
-    rows = [(torch.as_tensor(fit), torch.as_tensor(val)) for fit, val in rows]
+    rows = validation_rows(train_ds, folds, seed)                 # the screen's own split
     labels, y_test = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
     train_cfg = TrainConfig(epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed, progress=False)
     out = []
@@ -183,7 +180,6 @@ def report(cells: list[dict]) -> None:
     for r in rules:
         print(f"{_name(r):<18} " + " ".join(f"{100 * gains([c for c in cells if c[group] == k], r).mean():>+9.2f}"
                                             for k in keys))
-    chosen = {}
     for pool, label in ((levels, "the level, on the screen's 0/1 evidence"), (rules, "evidence and level")):
         print(f"\nleave one {group} out: {label} chosen on the other {group}s, scored on the held-out one")
         held, held_excluded = [], []
@@ -197,10 +193,10 @@ def report(cells: list[dict]) -> None:
         print(_line("  all held out", np.array(held)))
         print(_line("  best excluded", np.array(held_excluded)) + "   (the runs whose budget excludes the task's "
               "best model)")
-        chosen[label] = _choose(cells, pool)
-        print(f"  chosen on every {group}: {_name(chosen[label])}")
-        print(_line(f"    {_name(chosen[label])}", gains(cells, chosen[label])))
-        print(_line("    best excluded", gains(excluded, chosen[label])))
+        chosen = _choose(cells, pool)
+        print(f"  chosen on every {group}: {_name(chosen)}")
+        print(_line(f"    {_name(chosen)}", gains(cells, chosen)))
+        print(_line("    best excluded", gains(excluded, chosen)))
     print("\nwhat ships and why: zooforge.reassembly.screen (SCREEN_EVIDENCE, SCREEN_ALPHA)")
 
 

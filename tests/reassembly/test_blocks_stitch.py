@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from zooforge.config import Budget
+from zooforge.config import SCREEN_EVIDENCE_KINDS, Budget
 from zooforge.errors import ZooforgeError
 from zooforge.reassembly.blocks import cut
 from zooforge.reassembly.compose import compose
@@ -267,7 +267,7 @@ def test_the_screens_per_image_evidence_has_the_scoring_rules_values():
     and the floored log-probability, by hand; an unknown kind is refused by name."""
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])
     y = torch.tensor([0, 2])
-    ev = {k: sc.per_image_evidence(probs, y, k).tolist() for k in sc.EVIDENCE_KINDS}
+    ev = {k: sc.per_image_evidence(probs, y, k).tolist() for k in SCREEN_EVIDENCE_KINDS}
     assert ev["correct"] == [1.0, 0.0]
     assert ev["p_true"] == pytest.approx([0.7, 0.2])
     assert ev["brier"] == pytest.approx([-(0.3 ** 2 + 0.2 ** 2 + 0.1 ** 2), -(0.5 ** 2 + 0.3 ** 2 + 0.8 ** 2)])

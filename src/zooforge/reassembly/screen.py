@@ -41,15 +41,14 @@ from zooforge.tuning.tune import VALIDATION_SPLIT
 from zooforge.config import SCREEN_EVIDENCE_KINDS, Budget, ComposeConfig
 from zooforge.errors import ZooforgeError
 
-__all__ = ["EVIDENCE_KINDS", "SCREEN_ALPHA", "SCREEN_EVIDENCE", "Shortlisted", "assembly_logme", "check_folds", "keep",
-           "keep_margin", "per_image_evidence", "screen", "shortlist", "stage_logme"]
+__all__ = ["SCREEN_ALPHA", "SCREEN_EVIDENCE", "Shortlisted", "assembly_logme", "check_folds", "keep", "keep_margin",
+           "per_image_evidence", "screen", "shortlist", "stage_logme", "validation_rows"]
 
 # The screen's test, by default: its level and what it compares on each validation image
 # (:func:`per_image_evidence`), chosen together leave-one-zoo-out on six image zoos
 # (``python benchmarks/keep_rule.py``; ``ComposeConfig.screen_level`` and ``screen_evidence``).
 SCREEN_ALPHA = ComposeConfig.screen_level
 SCREEN_EVIDENCE = ComposeConfig.screen_evidence
-EVIDENCE_KINDS = SCREEN_EVIDENCE_KINDS
 
 
 def per_image_evidence(probs: torch.Tensor, labels: torch.Tensor, kind: str = SCREEN_EVIDENCE) -> torch.Tensor:
@@ -67,7 +66,7 @@ def per_image_evidence(probs: torch.Tensor, labels: torch.Tensor, kind: str = SC
         return true.clamp_min(1e-4).log()
     if kind == "brier":
         return -(probs - torch.nn.functional.one_hot(labels, probs.shape[1])).square().sum(1)
-    raise ValueError(f"the screen's evidence must be one of {EVIDENCE_KINDS}; got {kind!r}.")
+    raise ValueError(f"the screen's evidence must be one of {SCREEN_EVIDENCE_KINDS}; got {kind!r}.")
 
 
 class Shortlisted(NamedTuple):
@@ -127,6 +126,14 @@ def check_folds(folds: int, n: int) -> None:
                             f"validate on; the training split has {n}. Use fewer folds, or 1 for one 80/20 split.")
 
 
+def validation_rows(train_ds, folds: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The screen's (fit, validation) row indices of ``train_ds``: one 80/20 split (``folds`` <= 1)
+    or stratified ``folds``-fold cross-validation, seeded by ``seed`` + 1."""
+    rows = ([train_ds.split_indices(VALIDATION_SPLIT, seed + 1)] if folds <= 1
+            else train_ds.fold_indices(folds, seed + 1))
+    return [(torch.as_tensor(fit), torch.as_tensor(val)) for fit, val in rows]
+
+
 def screen(plan: Plan, candidates: list[Shortlisted], train_ds, cfg: TrainConfig, epochs: int,
            seed: int, folds: int = 1, evidence: str = SCREEN_EVIDENCE,
            alpha: float = SCREEN_ALPHA) -> tuple[Solution, list[dict]]:
@@ -142,9 +149,7 @@ def screen(plan: Plan, candidates: list[Shortlisted], train_ds, cfg: TrainConfig
     from zooforge.tuning.methods import inputs_for
 
     check_folds(folds, len(train_ds))
-    rows = ([train_ds.split_indices(VALIDATION_SPLIT, seed + 1)] if folds <= 1
-            else train_ds.fold_indices(folds, seed + 1))
-    rows = [(torch.as_tensor(fit), torch.as_tensor(val)) for fit, val in rows]
+    rows = validation_rows(train_ds, folds, seed)
     labels = torch.as_tensor(train_ds.labels)
     y_val = torch.cat([labels[val] for _, val in rows])
     short = TrainConfig(**{**cfg.__dict__, "epochs": epochs, "checkpoint_dir": None, "progress": False})
