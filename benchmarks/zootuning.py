@@ -95,11 +95,11 @@ def members_alone(group: str, target: str, seed: int, epochs: int, per_class: in
     s, lr = setting_of(group, target, epochs, per_class)
     _, train_ds, _ = split_dataset(s.data, s.split, seed)
     catalogue = catalogue_of(group)
-    members, scores = load_members(catalogue, [GROUPS[group][1]], 99, train_ds)
+    members, _ = load_members(catalogue, [GROUPS[group][1]], 99, train_ds, ordering="logme")
     cfg = TrainConfig(epochs=s.epochs, lr=lr, batch_size=s.batch_size, seed=seed, progress=False)
     acc = {b.id: tune(b.id, s.data, "full", catalogue=catalogue, loop=cfg, seed=seed, split=s.split).accuracy
            for b in members}
-    top = max(scores, key=scores.get)
+    top = members[0].id                              # the LogME-best
     return {"top member": acc[top], "best member": max(acc.values()), "members": acc, "top": top}
 
 
@@ -117,7 +117,7 @@ def variant(group: str, name: str, target: str, seed: int, epochs: int, per_clas
     cfg = TrainConfig(epochs=s.epochs * options.pop("epochs", 1), lr=lr, batch_size=s.batch_size, seed=seed,
                       progress=False)
     r = zootuning(catalogue_of(group), s.data, models=[GROUPS[group][1]], top_k=None, config=cfg, seed=seed,
-                  split=s.split, **options)
+                  split=s.split, ordering="logme", **options)
     return {"accuracy": r.accuracy, "collapsed": r.extra.get("collapsed_accuracy"), "seconds": r.seconds,
             "weights": [round(w, 3) for w in r.weights], "members": r.members}
 

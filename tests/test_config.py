@@ -78,7 +78,7 @@ COMMANDS = {"rank": (RankConfig, {"metric": "metrics", "model": "models", "order
             "select": (SelectConfig, {"budget": "fraction", "budget_seconds": "seconds", "metric": "metrics",
                                       "model": "models"}),
             "tune": (TuneConfig, {"target": "targets", "train_share": "split"}),
-            "aggregate": (AggregateConfig, {"model": "models"}),
+            "aggregate": (AggregateConfig, {"model": "models", "order": "ordering"}),
             "compose": (ComposeConfig, {"model": "models", "train_share": "split"})}
 
 

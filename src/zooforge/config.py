@@ -248,8 +248,10 @@ class AggregateConfig:
     """What ``aggregate`` (and ``zooforge aggregate``) takes besides the catalogue and the data."""
 
     method: str = setting("btuning", "|".join(AGGREGATION_METHODS))
-    top_k: int = setting(3, "models taken from the LogME ranking (Hub-Pathway: the candidates it routes among, "
-                            "two per input)")
+    top_k: int = setting(3, "models taken from the top of the ranking (Hub-Pathway: the candidates it routes "
+                            "among, two per input)")
+    ordering: str | None = setting(None, "what ranks the zoo: an ordering as rank's --order takes it (logme: "
+                                         "the papers'); default: the ordering rank recommends")
     models: tuple[str, ...] | None = setting(None, "explicit members (globs) instead of the ranking's top")
     epochs: int = setting(10, "training epochs")
     lr: float = setting(1e-3, "peak learning rate")

@@ -1,4 +1,5 @@
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from torch import nn
@@ -53,6 +54,34 @@ def test_aggregating_copies_of_one_model_is_that_model():
     agg = aggregate_models([net, net, net]).eval()
     x = torch.randn(5, 3, 8, 8)
     torch.testing.assert_close(agg(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_collapse_averages_the_gates_over_every_row_a_layer_gates():
+    """A MaxViT's attention layers run on windows, so they gate more rows than the batch has images:
+    the mean gates are still a distribution, and with gates that do not depend on the input (the gate
+    layers' weights at zero, only the lead) the collapsed network is the aggregate itself (before,
+    the mean counted each window as an image: gates summing to 6 and a collapsed MaxViT at chance)."""
+    from zooforge.selection.aggregate.zootuning import ZooTuned, source_head
+    from zooforge.tuning.methods import MethodConfig
+    from zooforge.zoo.backbone import Backbone
+    from zooforge.zoo.catalogue import CatalogueEntry
+
+    torch.manual_seed(0)
+    members = [Backbone.from_entry(CatalogueEntry(id=f"t/maxvit{i}", source="timm", name="test_maxvit",
+                                                  pretrained=False, input_size=(3, 32, 32),
+                                                  model_args={"img_size": 32})) for i in range(3)]
+    body = aggregate_models([m.model for m in members], source_head(members[0].model), lead=1.0)
+    model = ZooTuned(members[0].with_model(body), 4, MethodConfig("full")).eval()
+    x = torch.rand(6, 3, 32, 32)
+    gates = model.mean_gates(x, batch_size=4)
+    windowed = [n for n in gates if "attn_block" in n]
+    assert windowed and all(float(g.sum()) == pytest.approx(1.0, abs=1e-5) for g in gates.values())
+    plain = model.collapse(x, members[0].model)
+    single = ZooTuned(members[0].with_model(plain), 4, MethodConfig("full")).eval()
+    single.head.load_state_dict(model.head.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(single(x), model(x), rtol=1e-4, atol=1e-4)
+    assert all(layer.tally is None for _, layer in model.aggregated_layers())     # recording is off again
 
 
 def test_the_reference_gates_and_reset_statistics_are_what_they_say():
@@ -133,7 +162,7 @@ def test_zootuning_of_one_expert_or_copies_of_it_is_plain_fine_tuning(copies):
 def test_btuning_runs_and_its_weights_sum_to_one(tmp_path):
     r = btuning("demo", DATA, top_k=2, config=CFG)
     assert len(r.members) == 2 and sum(r.weights) == pytest.approx(1.0)
-    assert r.extra["student"] == max(r.extra["logme"], key=r.extra["logme"].get)
+    assert r.extra["student"] == r.members[0]                     # the top of the ordering, not LogME's pick
     assert 0.0 <= r.accuracy <= 1.0 and r.trainable_params > 0
     save_result(r, tmp_path)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "result.json").is_file()
@@ -158,19 +187,39 @@ def test_zootuning_gate_lr_moves_only_the_gates_faster():
         zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG, gate_lr=0.0)
 
 
-def test_zootuning_gives_its_lead_to_the_logme_best_of_the_named_models():
+@pytest.mark.parametrize("ordering", [None, "logme"])
+def test_zootuning_gives_its_lead_to_the_top_ranked_of_the_named_models(ordering):
     """The gates' lead went to whichever model the catalogue lists first when the members were named
     (``--model demo/effnet-*``): on demo shapes that is effnet-shapes (0.70 fine-tuned alone) and not the
-    LogME-best effnet-glyphs (0.90), and Zoo-Tuning followed the weaker one (0.74)."""
+    LogME-best effnet-glyphs (0.90), and Zoo-Tuning followed the weaker one (0.74). It goes to the
+    first of the named models as ``rank`` orders them (by default its recommended ordering)."""
     from zooforge.selection.aggregate._common import split_dataset
     from zooforge.selection.rank import rank
 
     _, train_ds, _ = split_dataset(DATA)
-    table = rank("demo", train_ds, metrics=["logme"], bootstrap=0, models=["demo/effnet-*"])
-    best = table.sort("logme", descending=True)["model"][0]
-    r = zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG)
-    assert len(r.members) == 3 and r.members[0] == best
+    table = rank("demo", train_ds, metrics=None if ordering is None else [ordering], ordering=ordering, bootstrap=0,
+                 models=["demo/effnet-*"])
+    r = zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG, ordering=ordering)
+    assert len(r.members) == 3 and r.members[0] == table["model"][0]
     assert r.weights[0] == max(r.weights)
+
+
+def test_members_come_in_the_order_rank_recommends_unless_another_is_asked():
+    """Every aggregator takes its members from ``load_members``: by default the top of the table
+    ``zooforge rank`` prints (its recommended ordering over the default estimators), with ``ordering``
+    another one (``logme``: the papers'); a name that is no estimator fails before any training."""
+    from zooforge.selection.aggregate._common import load_members, split_dataset
+    from zooforge.selection.rank import rank
+
+    _, train_ds, _ = split_dataset(DATA)
+    recommended = rank("demo", train_ds, bootstrap=0).filter(pl.col("error").is_null())["model"].to_list()
+    members, values = load_members("demo", None, 3, train_ds, load=False)
+    assert [m.id for m in members] == recommended[:3] and list(values) == recommended[:3]
+    by_logme = rank("demo", train_ds, metrics=["logme"], bootstrap=0).sort("logme", descending=True)["model"]
+    members, _ = load_members("demo", None, 3, train_ds, ordering="logme", load=False)
+    assert [m.id for m in members] == by_logme.to_list()[:3]
+    with pytest.raises(ValueError, match="unknown estimator 'nonsense'"):
+        load_members("demo", None, 3, train_ds, ordering="nonsense", load=False)
 
 
 def test_zootuning_refuses_mixed_architectures():
@@ -304,7 +353,7 @@ def test_btuning_targets_and_regulariser_follow_the_reference_script():
     targets = sum(p * feats[m.id].astype(np.float64) @ ref[m.id][1].T for p, m in zip(pi, members))
     np.testing.assert_allclose(plan["targets"].numpy(), targets, rtol=1e-4, atol=1e-5)
     student = plan["student"].id
-    assert student == members[int(np.argmax(scores))].id
+    assert student == members[0].id and int(np.argmax(scores)) == 0    # the first member: given in LogME's order
 
     class Probe(nn.Module):            # a "task" whose features are the cached ones and a fixed head
         def __init__(self):
@@ -347,6 +396,24 @@ def test_aggregate_cli_passes_strength_to_btuning_only():
     assert word.exit_code != 0 and "number or 'auto'" in word.output
     bad = runner.invoke(app, ["aggregate", "demo", DATA, "--method", "hubpathway", "--strength", "1"])
     assert bad.exit_code != 0 and "only apply to --method btuning" in bad.output
+
+
+def test_aggregate_cli_shows_zootunings_collapsed_network(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    out = CliRunner().invoke(app, ["aggregate", "demo", DATA, "--method", "zootuning", "--model", "demo/effnet-*",
+                                   "--epochs", "1", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert sum(saved["weights"]) == pytest.approx(1.0, abs=1e-4)
+    assert "collapsed into one plain network" in out.output
+    assert f"held-out accuracy {saved['extra']['collapsed_accuracy']:.4f}" in out.output
+    bad = CliRunner().invoke(app, ["aggregate", "demo", DATA, "--method", "zootuning", "--order", "nonsense"])
+    assert bad.exit_code != 0 and "nonsense" in bad.output
 
 
 def test_btuning_auto_strength_picks_the_best_validated_value_and_matches_a_run_with_it():

@@ -73,6 +73,7 @@ def aggregate(
     method: Annotated[str, option(AggregateConfig, "method")] = AggregateConfig.method,
     top_k: Annotated[int, option(AggregateConfig, "top_k")] = AggregateConfig.top_k,
     model: Annotated[Optional[list[str]], option(AggregateConfig, "models", "--model")] = None,
+    order: Annotated[Optional[str], option(AggregateConfig, "ordering", "--order")] = None,
     epochs: Annotated[int, option(AggregateConfig, "epochs")] = AggregateConfig.epochs,
     lr: Annotated[float, option(AggregateConfig, "lr")] = AggregateConfig.lr,
     batch_size: Annotated[int, option(AggregateConfig, "batch_size")] = AggregateConfig.batch_size,
@@ -89,7 +90,7 @@ def aggregate(
     set_threads()
     try:
         check_device(device)
-        config = AggregateConfig(method=method, top_k=top_k, models=model or None, epochs=epochs, lr=lr,
+        config = AggregateConfig(method=method, top_k=top_k, models=model or None, ordering=order, epochs=epochs, lr=lr,
                                  batch_size=batch_size, seed=seed, strength=strength, temperature=temperature,
                                  device=device, progress=True)
         r = aggregate_models(catalogue, data, config)
@@ -107,6 +108,10 @@ def aggregate(
             + f"; chose λ={r.extra['strength']:g}")
     console.print(f"held-out accuracy [bold]{r.accuracy:.4f}[/], trainable {r.trainable_params:,} of "
                   f"{r.total_params:,} params, {r.gmacs:.4g} GMACs per input at inference, {r.seconds:.1f} s")
+    if "collapsed_accuracy" in r.extra:
+        console.print(f"collapsed into one plain network (the gates fixed at their mean over the training split): "
+                      f"held-out accuracy {r.extra['collapsed_accuracy']:.4f}, {r.extra['collapsed_params']:,} params, "
+                      f"{r.extra['collapsed_gmacs']:.4g} GMACs per input")
     if out:
         console.print(f"wrote {save_result(r, out)}")
 

@@ -25,7 +25,8 @@ __all__ = ["AggregateResult", "METHODS", "aggregate", "btuning", "ensemble", "hu
 def aggregate(catalogue, dataset, config: AggregateConfig | None = None, *, cache_dir=None,
               **options) -> AggregateResult:
     """Aggregate zoo models on ``dataset`` by ``config.method`` (keyword ``options`` set or override
-    the config's fields). ``top_k`` is how many models the LogME ranking gives: B-Tuning's teachers,
+    the config's fields). ``top_k`` is how many models the ranking gives (``config.ordering``: by
+    default the order ``zooforge rank`` recommends): B-Tuning's teachers,
     Zoo-Tuning's experts, or the candidates Hub-Pathway routes among (two per input, at least two
     candidates; the ensemble's members); explicit ``models`` replace the ranking."""
     from zooforge.tuning.loop import TrainConfig
@@ -34,7 +35,7 @@ def aggregate(catalogue, dataset, config: AggregateConfig | None = None, *, cach
     loop = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
                        progress=cfg.progress)
     common = {"models": list(cfg.models) if cfg.models else None, "config": loop, "seed": cfg.seed,
-              "progress": cfg.progress}
+              "ordering": cfg.ordering, "progress": cfg.progress}
     if cfg.method == "hubpathway":
         return hubpathway(catalogue, dataset, candidates=None if cfg.models else max(cfg.top_k, 2), top_k=2, **common)
     if cfg.method == "zootuning":

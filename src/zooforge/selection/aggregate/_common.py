@@ -35,13 +35,17 @@ class AggregateResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
-def load_members(catalogue, models=None, top_k: int | None = None, dataset=None, *, cache_dir=None,
+def load_members(catalogue, models=None, top_k: int | None = None, dataset=None, *, ordering=None, cache_dir=None,
                  progress: bool = False, keep_all: bool = False, load: bool = True):
-    """Backbones for ``models`` (ids or globs) or, with ``top_k``, the top-k of ``catalogue`` by LogME
-    (features extracted through the cache at ``cache_dir``, where a caller that reuses them will look).
-    ``keep_all``: every model that ``models`` names, in LogME order (one that cannot be scored is an
-    error, not left out). ``load=False``: their catalogue entries instead, for a caller that loads
-    each model itself."""
+    """Backbones for ``models`` (ids or globs) or, with ``top_k``, the top-k of ``catalogue`` as ``rank``
+    orders them on ``dataset``: by default the ordering ``zooforge rank`` recommends (the shipped
+    default over the default estimators); ``ordering`` (an Ordering or its name, e.g. ``"logme"``, the
+    papers' choice) another. Features go through the cache at ``cache_dir``, where a caller that reuses
+    them will look. ``keep_all``: every model that ``models`` names, in that order (one that cannot be
+    scored is an error, not left out). ``load=False``: their catalogue entries instead, for a caller
+    that loads each model itself. Returns (members, each one's value under the ordering: lower is
+    better)."""
+    from zooforge.selection.ordering import Ordering
     from zooforge.selection.rank import rank
     from zooforge.zoo import filter_entries, load_catalogue
     from zooforge.zoo.backbone import Backbone
@@ -56,16 +60,23 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"`top_k` must be at least 1; got {top_k}.")
-        table = rank(entries, dataset, metrics=["logme"], bootstrap=0, cache_dir=cache_dir, progress=progress)
-        table = table.filter(table["error"].is_null() & table["logme"].is_not_null()).sort("logme", descending=True)
+        if isinstance(ordering, str):
+            ordering = Ordering.parse(ordering)
+        table = rank(entries, dataset, metrics=None if ordering is None else list(ordering.metrics), ordering=ordering,
+                     bootstrap=0, cache_dir=cache_dir, progress=progress)
+        name = table["ordering"][0]
+        # sorted by the ordering; a model it cannot place (failed, or no score it uses) is left out, as
+        # rank never recommends one
+        table = table.filter(table["error"].is_null() & table["order_value"].is_not_nan())
         if table.height == 0:
-            raise ZooforgeError("no model could be scored with LogME; see `zooforge rank` for the errors.")
+            raise ZooforgeError(f"no model could be scored by the estimators of the ordering {name}; see "
+                                "`zooforge rank` for the errors.")
         keep = table["model"].to_list()[:top_k]
         if keep_all and len(keep) < len(entries):
             lost = [e.id for e in entries if e.id not in keep]
-            raise ZooforgeError(f"{lost} could not be scored with LogME on this data, so they cannot be ordered; "
-                                "see `zooforge rank` for the errors, or leave them out.")
-        scores = dict(zip(table["model"].to_list(), table["logme"].to_list()))
+            raise ZooforgeError(f"{lost} could not be scored on this data by the estimators of the ordering {name}, "
+                                "so they cannot be ordered; see `zooforge rank` for the errors, or leave them out.")
+        scores = dict(zip(keep, table["order_value"].to_list()[:top_k]))
         by_id = {e.id: e for e in entries}
         entries = [by_id[m] for m in keep]
     return ([Backbone.from_entry(e) for e in entries] if load else entries), scores

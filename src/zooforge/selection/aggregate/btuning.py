@@ -1,7 +1,8 @@
 """B-Tuning: Bayesian tuning of one model with the knowledge of several (You et al., JMLR 2022,
 "Ranking and Tuning Pre-trained Models: A New Paradigm for Exploiting Model Hubs", Sec. 5).
 
-1. Rank the hub with LogME; keep the top K teachers. Their weights are π_k ∝ exp(LogME_k / t)
+1. Rank the hub (the paper: with LogME; here by default as ``zooforge rank`` orders it, ``ordering``
+   for another); keep the top K teachers. Their weights are π_k ∝ exp(LogME_k / t)
    (t = 0.1 in the reference ``b_tuning.py``), a posterior over "which model explains the data".
 2. Each teacher's LogME fit gives posterior-mean weights m_k (C × D_k); its posterior predictive
    on sample x is f_k(x) m_kᵀ. The teachers' mixture Σ_k π_k f_k(x) m_kᵀ is the soft target.
@@ -83,8 +84,9 @@ STRENGTH_GRID = (0.0, 1.0, 10.0, 100.0)
 def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: float = 0.1,
             strength: float | str = "auto", strength_grid=STRENGTH_GRID, method: str = "full",
             config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, cache_dir=None,
-            progress: bool = False) -> AggregateResult:
-    """B-Tuning of the top-ranked model with the top-``top_k`` teachers (see the module docstring).
+            ordering=None, progress: bool = False) -> AggregateResult:
+    """B-Tuning of the top-ranked model with the top-``top_k`` teachers (see the module docstring);
+    ``ordering`` ranks the zoo (``load_members``: by default the order ``zooforge rank`` recommends).
 
     ``strength="auto"`` chooses λ from ``strength_grid`` by validation: the whole procedure (LogME
     fits, teacher weights, student, training with the same config) is run on 80% of the training
@@ -98,7 +100,8 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
     if not isinstance(strength, str) and strength < 0:
         raise ValueError(f"`strength` must be >= 0; got {strength}.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
-    members, _ = load_members(catalogue, models, top_k, train_ds, cache_dir=cache_dir, progress=progress)
+    members, _ = load_members(catalogue, models, top_k, train_ds, ordering=ordering, cache_dir=cache_dir,
+                              progress=progress)
     cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
     with Timer() as timer:
         feats = {b.id: extract(b, train_ds, cache_dir=cache_dir, progress=progress).features for b in members}
@@ -139,15 +142,14 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
 
 
 def _plan(members, feats, labels, rows, temperature) -> dict:
-    """LogME fits of every member on the training ``rows``: their scores, π, the student (the best),
-    its weights m_s, and the teachers' mixture Σ π_k f_k m_kᵀ on every training row."""
+    """LogME fits of every member on the training ``rows``: their scores, π, the student (the first
+    member: the top-ranked), its weights m_s, and the teachers' mixture Σ π_k f_k m_kᵀ on every training row."""
     fits = [logme_fit(feats[b.id][rows], labels[rows]) for b in members]
     scores = [f.score for f in fits]
     pi = teacher_weights(scores, temperature)
     mix = torch.as_tensor(sum(p * (feats[b.id] @ f.weights.T) for p, b, f in zip(pi, members, fits)),
                           dtype=torch.float32)
-    best = int(np.argmax(scores))
-    return {"logme": scores, "pi": pi, "student": members[best], "weights": fits[best].weights, "targets": mix}
+    return {"logme": scores, "pi": pi, "student": members[0], "weights": fits[0].weights, "targets": mix}
 
 
 def _fit_student(plan, strength, method, num_classes, x, targets, labels, cfg, seed, trial=False):

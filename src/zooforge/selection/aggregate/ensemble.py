@@ -1,6 +1,6 @@
 """Logit averaging: the baseline an aggregator has to beat.
 
-The top-``top_k`` models by LogME (or ``models``), each fine-tuned alone through :func:`~zooforge.
+The top-``top_k`` models as ``rank`` orders them (or ``models``), each fine-tuned alone through :func:`~zooforge.
 tuning.tune.tune` (the one loop, the same epochs, ``lr="auto"`` to validate each one's learning rate
 inside the training split), and their logits averaged on the held-out split. With ``top_k=1`` it is
 the single best model fine-tuned on its own. It costs k trainings and k times one model's inference:
@@ -21,15 +21,15 @@ __all__ = ["ensemble"]
 
 def ensemble(catalogue, dataset, *, top_k: int = 3, models=None, method: str = "full", lr: float | str | None = None,
              lr_grid=None, config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, cache_dir=None,
-             progress: bool = False) -> AggregateResult:
+             ordering=None, progress: bool = False) -> AggregateResult:
     """Fine-tune each of the top-``top_k`` (or ``models``) alone with ``method`` and average their logits.
     ``lr``: a peak rate, ``"auto"`` (validated per member, over ``lr_grid``: default the method's
-    ``LR_GRID``), or None for ``config.lr``."""
+    ``LR_GRID``), or None for ``config.lr``. ``ordering``: what ranks the zoo (``load_members``)."""
     from zooforge.tuning.tune import tune
 
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
-    members, _ = load_members(catalogue, models, top_k if not models else None, train_ds, cache_dir=cache_dir,
-                              progress=progress, load=False)          # tune loads each one itself
+    members, _ = load_members(catalogue, models, top_k if not models else None, train_ds, ordering=ordering,
+                              cache_dir=cache_dir, progress=progress, load=False)          # tune loads each one itself
     cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
     y_te = torch.as_tensor(test_ds.labels)
     logits, runs, gmacs = [], [], 0.0

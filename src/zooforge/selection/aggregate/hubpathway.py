@@ -202,12 +202,13 @@ def shared_tokens(members, dataset) -> torch.Tensor:
 
 def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: int | None = 4,
                method: str = "full", balance: float = 0.01, exploit: float = EXPLOIT,
-               config: TrainConfig | None = None, split: float = 0.8, seed: int = 0,
+               config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, ordering=None,
                progress: bool = False) -> AggregateResult:
-    """Hub-Pathway over ``models`` (ids/globs) or the LogME top-``candidates``, routing to ``top_k``;
-    ``exploit`` weighs the per-member term (module docstring)."""
+    """Hub-Pathway over ``models`` (ids/globs) or the top-``candidates`` as ``ordering`` ranks the zoo
+    (``load_members``), routing to ``top_k``; ``exploit`` weighs the per-member term (module docstring)."""
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
-    members, _ = load_members(catalogue, models, candidates if not models else None, train_ds, progress=progress)
+    members, _ = load_members(catalogue, models, candidates if not models else None, train_ds, ordering=ordering,
+                              progress=progress)
     if len(members) < 2:
         raise ZooforgeError(f"Hub-Pathway routes among at least 2 models; got {[m.id for m in members]}.")
     with Timer() as timer:

@@ -23,6 +23,8 @@ The gates are the only part that starts from scratch; ``gate_lr`` (default ``GAT
 them at that multiple of the kernels' rate (``lr_scale`` on their parameters, read by the training
 loop's optimiser); at the kernels' own rate they barely leave their start in a short fine-tune.
 Per-sample kernels run as one grouped convolution (batch as groups, as CondConv does), not K convs.
+A layer gates each row it is given: an image, or each window where the network runs it on windows
+(a MaxViT's attention), so ``ZooTuned.mean_gates`` averages over every row a layer gated.
 Normalisation layers take the average of the models' parameters (weighted by the same prior as
 the gates), BatchNorm running statistics included. The reference ``backbone.py`` resets the running
 statistics instead (``norm_stats="reset"``); either way they are re-estimated on the target data
@@ -87,6 +89,9 @@ class AggregatedLayer(nn.Module):
             self.gate[2].bias[0] = lead          # prior preference for the first (top-ranked) model
         self.align = nn.Parameter(torch.eye(out_dim).repeat(self.k, 1, 1)) if align else None
         self.last_gates: torch.Tensor | None = None
+        # (sum of the gates, rows gated) while ZooTuned.mean_gates records: a layer may gate more rows
+        # than the batch has images (a MaxViT's attention runs on every window) or run twice a pass
+        self.tally: list | None = None
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
         summary = x.mean(dim=(2, 3)) if self.kind == "conv" else (x.mean(dim=1) if x.dim() == 3 else x)
@@ -95,6 +100,9 @@ class AggregatedLayer(nn.Module):
         logits = self.gate(summary)
         g = torch.softmax(logits, dim=-1) if self.gate_kind == "softmax" else torch.sigmoid(logits)
         self.last_gates = g.detach()
+        if self.tally is not None:
+            self.tally[0] = self.tally[0] + self.last_gates.sum(0)
+            self.tally[1] += len(g)
         return g
 
     def kernels(self) -> torch.Tensor:
@@ -207,15 +215,21 @@ class ZooTuned(TaskModel):
 
     @torch.no_grad()
     def mean_gates(self, x: torch.Tensor, batch_size: int = 128) -> dict[str, torch.Tensor]:
+        """Each aggregated layer's gates averaged over every row it gated on ``x`` (an image, or each
+        window of one where the layer runs on windows), in eval mode."""
         was = self.training
         self.eval()
-        sums: dict[str, torch.Tensor] = {}
-        for i in range(0, len(x), batch_size):
-            self(x[i:i + batch_size])
-            for n, layer in self.aggregated_layers():
-                sums[n] = sums.get(n, 0) + layer.last_gates.sum(0)
-        self.train(was)
-        return {n: s / len(x) for n, s in sums.items()}
+        layers = self.aggregated_layers()
+        for _, layer in layers:
+            layer.tally = [0, 0]
+        try:
+            for i in range(0, len(x), batch_size):
+                self(x[i:i + batch_size])
+            return {n: layer.tally[0] / layer.tally[1] for n, layer in layers}
+        finally:
+            for _, layer in layers:
+                layer.tally = None
+            self.train(was)
 
     @torch.no_grad()
     def collapse(self, x: torch.Tensor, template: nn.Module) -> nn.Module:
@@ -237,17 +251,19 @@ class ZooTuned(TaskModel):
 
 def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: bool = False, lead: float = 3.0,
               gate: str = "softmax", norm_stats: str = "average", gate_lr: float = GATE_LR,
-              config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, progress: bool = False,
-              collapse: bool = True) -> AggregateResult:
-    """Zoo-Tuning of ``models`` (ids/globs) or the LogME top-``top_k`` of one architecture (``gate``,
+              config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, ordering=None,
+              progress: bool = False, collapse: bool = True) -> AggregateResult:
+    """Zoo-Tuning of ``models`` (ids/globs) or the top-``top_k`` of one architecture as ``ordering`` ranks
+    the zoo (``load_members``: by default the order ``zooforge rank`` recommends; ``gate``,
     ``norm_stats``, ``align``, ``lead``: the module docstring). ``gate_lr``: the gates' learning rate
     as a multiple of the kernels' (they start from scratch; the kernels from trained models)."""
     if gate_lr <= 0:
         raise ValueError(f"`gate_lr` must be > 0; got {gate_lr}.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # ranked even when the members are named: the gates' lead (and the norms' prior) go to the first,
-    # which must be the LogME-best of them, not whichever the catalogue lists first
-    members, _ = load_members(catalogue, models, top_k, train_ds, progress=progress, keep_all=bool(models))
+    # which must be the top-ranked of them, not whichever the catalogue lists first
+    members, _ = load_members(catalogue, models, top_k, train_ds, ordering=ordering, progress=progress,
+                              keep_all=bool(models))
     if len(members) < 2:
         raise ZooforgeError("Zoo-Tuning aggregates at least 2 models; got "
                             f"{[m.id for m in members]}.")
