@@ -22,7 +22,8 @@ out, 6 epochs, batch 16, rates 3e-5 and 1e-4; the held-out part is only scored):
 
 "Top" is by the ordering ``zooforge rank`` recommends (the shipped default), as every aggregator
 ranks the zoo by default; ``--ordering logme`` ranks by LogME alone, the papers' choice and every
-row stored before 2026-12-08 (rows are kept per ordering; ``--report`` shows the ``--ordering`` asked).
+row stored without an ``ordering`` field (rows are kept per ordering; ``--report`` shows the
+``--ordering`` asked).
 
 The aggregators train at the learning rate that validation chose for the single model on the same
 target and seed (they fine-tune the same kind of networks; validating each aggregator's own rate
@@ -50,7 +51,7 @@ points against -4.99 for 0, so 0.3 is the default (rows stored before it: ``hubp
 groups of the demo, timm2 and text zoos, where 1x to 10x moved the lead over the top member from
 -0.0 to +1.0 on images and -5.6 to -3.7 on text: the gates, new and from scratch, hardly leave their
 start in these short fine-tunes). How a rate would replace it, written before any run at another
-rate (2026-12-08): the rates 10, 30 and 100, on timm3 to timm6 and text (4 targets x 2 seeds each);
+rate (2026-12-07): the rates 10, 30 and 100, on timm3 to timm6 and text (4 targets x 2 seeds each);
 the rate with the best mean difference from the single model on the other four zoos (ties: the
 smaller) is scored on the fifth, in every rotation. The default becomes the rate chosen on all five
 only if those held-out differences average more than 10's on the same zoos; otherwise it stays 10.
@@ -259,18 +260,16 @@ def leave_one_zoo_out(at: dict, cells: list[tuple], family: str, what: str) -> N
 
     print(f"\n{family}: {what} chosen leave one zoo out among " + ", ".join(
         f"{_setting_value(family, v):g}" for v in variants) + f" ({len(cells)} cells with every setting)")
-    held: dict[str, list[float]] = {v: [] for v in variants}
+    chosen: list[float] = []          # the held-out differences of the setting each rotation chose, per cell
     for zoo in zoos:
         train, test = [c for c in cells if c[0] != zoo], [c for c in cells if c[0] == zoo]
         best = max(variants, key=lambda v: (round(diff(v, train), 6), -_setting_value(family, v)))
-        held["chosen"] = held.get("chosen", []) + [diff(best, test)] * len(test)
-        for v in variants:
-            held[v] += [diff(v, test)] * len(test)
+        chosen += [diff(best, test)] * len(test)
         print(f"  held out {zoo:<6} chosen on the others: {_setting_value(family, best):g} "
               f"({diff(best, train):+.3f} there), held out {diff(best, test):+.3f}")
     every = max(variants, key=lambda v: (round(diff(v, cells), 6), -_setting_value(family, v)))
-    print(f"  held-out mean of the chosen: {np.mean(held['chosen']):+.3f}; of each setting kept fixed: " + ", ".join(
-        f"{_setting_value(family, v):g} {np.mean(held[v]):+.3f}" for v in variants)
+    print(f"  held-out mean of the chosen: {np.mean(chosen):+.3f}; of each setting kept fixed: " + ", ".join(
+        f"{_setting_value(family, v):g} {diff(v, cells):+.3f}" for v in variants)
         + f"; chosen on every zoo: {_setting_value(family, every):g}")
 
 
