@@ -136,25 +136,34 @@ def zootuning_members(catalogue, data: str, split: float, seed: int, ordering=No
     for e in entries:
         by_arch.setdefault(arch_of[e.id], []).append(e.id)
     _, train_ds, _ = split_dataset(data, split, seed)
-    ranked, _ = load_members(catalogue, None, len(entries), train_ds, ordering=ordering, load=False)
+    ranked = load_members(catalogue, None, len(entries), train_ds, ordering=ordering, load=False)
     for entry in ranked:
         if len(by_arch[arch_of[entry.id]]) >= 3:
             return by_arch[arch_of[entry.id]]
     raise SystemExit(f"no architecture has 3 models in {catalogue}")
 
 
-def hub_row(exploit: float) -> str:
-    """The Hub-Pathway row's name: ``hubpathway`` at the default per-member weight, else with its weight."""
+# The rows that can run at another setting than their method's default: the option each one varies
+# (Hub-Pathway's per-member weight, --hub-exploit; Zoo-Tuning's gate rate, --zoo-gate-lr).
+VARIED = {"hubpathway": "exploit", "zootuning": "gate_lr"}
+
+
+def default_setting(family: str) -> float:
     from zooforge.selection.aggregate.hubpathway import EXPLOIT
-
-    return "hubpathway" if exploit == EXPLOIT else f"hubpathway exploit={exploit:g}"
-
-
-def zoo_row(gate_lr: float) -> str:
-    """The Zoo-Tuning row's name: ``zootuning`` at the default gate rate, else with its rate."""
     from zooforge.selection.aggregate.zootuning import GATE_LR
 
-    return "zootuning" if gate_lr == GATE_LR else f"zootuning gate_lr={gate_lr:g}"
+    return {"hubpathway": EXPLOIT, "zootuning": GATE_LR}[family]
+
+
+def setting_row(family: str, value: float) -> str:
+    """The row's name: ``family`` at its method's default setting, else with the setting
+    (``hubpathway exploit=1``, ``zootuning gate_lr=30``)."""
+    return family if value == default_setting(family) else f"{family} {VARIED[family]}={value:g}"
+
+
+def setting_value(family: str, row: str) -> float:
+    """The setting a row of ``family`` ran at: :func:`setting_row` read back."""
+    return default_setting(family) if row == family else float(row.rpartition("=")[2])
 
 
 def run_row(row: str, catalogue, s: Setting, seed: int, lr: float, exploit: float | None = None,
@@ -230,18 +239,8 @@ def report(rows: dict, epochs: int, per_class: int, ordering: str = "default") -
             cost = np.median([a["gmacs"] / s["gmacs"] for a, s in pairs])
             print(f"{row:<11} {len(pairs):>5} {np.mean([a['accuracy'] for a, _ in pairs]):>8.3f} "
                   f"{diffs.mean():>+13.3f} {int((diffs >= 0).sum()):>4} of {len(pairs):<2} {cost:>13.2f}x")
-    for family, default in (("hubpathway", "exploit"), ("zootuning", "gate_lr")):
-        leave_one_zoo_out(at, cells, family, default)
-
-
-def _setting_value(family: str, row: str) -> float:
-    """The weight or rate a row of ``family`` ran at (the bare name: the method's default)."""
-    if row != family:
-        return float(row.rpartition("=")[2])
-    from zooforge.selection.aggregate.hubpathway import EXPLOIT
-    from zooforge.selection.aggregate.zootuning import GATE_LR
-
-    return {"hubpathway": EXPLOIT, "zootuning": GATE_LR}[family]
+    for family, what in VARIED.items():
+        leave_one_zoo_out(at, cells, family, what)
 
 
 def leave_one_zoo_out(at: dict, cells: list[tuple], family: str, what: str) -> None:
@@ -249,7 +248,7 @@ def leave_one_zoo_out(at: dict, cells: list[tuple], family: str, what: str) -> N
     held out, the setting with the best mean difference from the single model on the other zoos (ties:
     the smaller), scored on the held-out zoo; only settings run on every cell compete."""
     variants = sorted({k[3] for k in at if k[3] == family or k[3].startswith(family + " ")},
-                      key=lambda row: _setting_value(family, row))
+                      key=lambda row: setting_value(family, row))
     cells = [c for c in cells if c + ("single",) in at and all(c + (v,) in at for v in variants)]
     zoos = sorted({c[0] for c in cells})
     if len(variants) < 2 or len(zoos) < 2:
@@ -259,18 +258,18 @@ def leave_one_zoo_out(at: dict, cells: list[tuple], family: str, what: str) -> N
         return float(np.mean([at[c + (v,)]["accuracy"] - at[c + ("single",)]["accuracy"] for c in chosen]))
 
     print(f"\n{family}: {what} chosen leave one zoo out among " + ", ".join(
-        f"{_setting_value(family, v):g}" for v in variants) + f" ({len(cells)} cells with every setting)")
+        f"{setting_value(family, v):g}" for v in variants) + f" ({len(cells)} cells with every setting)")
     chosen: list[float] = []          # the held-out differences of the setting each rotation chose, per cell
     for zoo in zoos:
         train, test = [c for c in cells if c[0] != zoo], [c for c in cells if c[0] == zoo]
-        best = max(variants, key=lambda v: (round(diff(v, train), 6), -_setting_value(family, v)))
+        best = max(variants, key=lambda v: (round(diff(v, train), 6), -setting_value(family, v)))
         chosen += [diff(best, test)] * len(test)
-        print(f"  held out {zoo:<6} chosen on the others: {_setting_value(family, best):g} "
+        print(f"  held out {zoo:<6} chosen on the others: {setting_value(family, best):g} "
               f"({diff(best, train):+.3f} there), held out {diff(best, test):+.3f}")
-    every = max(variants, key=lambda v: (round(diff(v, cells), 6), -_setting_value(family, v)))
+    every = max(variants, key=lambda v: (round(diff(v, cells), 6), -setting_value(family, v)))
     print(f"  held-out mean of the chosen: {np.mean(chosen):+.3f}; of each setting kept fixed: " + ", ".join(
-        f"{_setting_value(family, v):g} {diff(v, cells):+.3f}" for v in variants)
-        + f"; chosen on every zoo: {_setting_value(family, every):g}")
+        f"{setting_value(family, v):g} {diff(v, cells):+.3f}" for v in variants)
+        + f"; chosen on every zoo: {setting_value(family, every):g}")
 
 
 def main() -> None:
@@ -300,9 +299,8 @@ def main() -> None:
                 s = setting(zoo, target, args.epochs, args.per_class)
                 for seed in args.seed or [0, 1]:
                     for asked in args.row or ROWS:
-                        row = (hub_row(args.hub_exploit) if asked == "hubpathway" and args.hub_exploit is not None
-                               else zoo_row(args.zoo_gate_lr) if asked == "zootuning" and args.zoo_gate_lr is not None
-                               else asked)
+                        value = {"hubpathway": args.hub_exploit, "zootuning": args.zoo_gate_lr}.get(asked)
+                        row = asked if value is None else setting_row(asked, value)
                         key = (zoo, target, seed, row, s.epochs, s.per_class, args.ordering)
                         if key in rows:
                             continue

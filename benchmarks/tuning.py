@@ -59,7 +59,7 @@ def aggregation_table(targets, epochs, per_class):
         data = f"demo:{task}?n={per_class}"
         cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=64, seed=0, progress=False)
         _, train_ds, _ = split_dataset(data)
-        top, _ = load_members("demo", None, 1, train_ds)
+        top = load_members("demo", None, 1, train_ds)
         single = tune(top[0].id, data, "full", catalogue="demo", loop=cfg)
         print(f"{task:<10} {'single top-1 (' + top[0].id.split('/')[1] + ')':<22} {single.accuracy:>6.3f} "
               f"{single.trainable_params:>10,} {single.total_params:>10,} {single.seconds:>6.1f}")

@@ -95,7 +95,7 @@ def members_alone(group: str, target: str, seed: int, epochs: int, per_class: in
     s, lr = setting_of(group, target, epochs, per_class)
     _, train_ds, _ = split_dataset(s.data, s.split, seed)
     catalogue = catalogue_of(group)
-    members, _ = load_members(catalogue, [GROUPS[group][1]], 99, train_ds, ordering="logme")
+    members = load_members(catalogue, [GROUPS[group][1]], 99, train_ds, ordering="logme")
     cfg = TrainConfig(epochs=s.epochs, lr=lr, batch_size=s.batch_size, seed=seed, progress=False)
     acc = {b.id: tune(b.id, s.data, "full", catalogue=catalogue, loop=cfg, seed=seed, split=s.split).accuracy
            for b in members}

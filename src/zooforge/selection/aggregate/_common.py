@@ -43,8 +43,7 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
     papers' choice) another. Features go through the cache at ``cache_dir``, where a caller that reuses
     them will look. ``keep_all``: every model that ``models`` names, in that order (one that cannot be
     scored is an error, not left out). ``load=False``: their catalogue entries instead, for a caller
-    that loads each model itself. Returns (members, each one's value under the ordering: lower is
-    better)."""
+    that loads each model itself."""
     from zooforge.selection.ordering import Ordering
     from zooforge.selection.rank import rank
     from zooforge.zoo import filter_entries, load_catalogue
@@ -54,7 +53,6 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
     entries = filter_entries(entries, list(models) if models else None)
     if not entries:
         raise ZooforgeError("no catalogue models to aggregate" + (f" match {list(models)}" if models else "") + ".")
-    scores: dict[str, float] = {}
     if keep_all:
         top_k = len(entries)
     if top_k is not None:
@@ -76,10 +74,9 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
             lost = [e.id for e in entries if e.id not in keep]
             raise ZooforgeError(f"{lost} could not be scored on this data by the estimators of the ordering {name}, "
                                 "so they cannot be ordered; see `zooforge rank` for the errors, or leave them out.")
-        scores = dict(zip(keep, table["order_value"].to_list()[:top_k]))
         by_id = {e.id: e for e in entries}
         entries = [by_id[m] for m in keep]
-    return ([Backbone.from_entry(e) for e in entries] if load else entries), scores
+    return [Backbone.from_entry(e) for e in entries] if load else entries
 
 
 def split_dataset(dataset, fraction: float = 0.8, seed: int = 0):

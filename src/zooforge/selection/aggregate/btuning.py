@@ -100,8 +100,8 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
     if not isinstance(strength, str) and strength < 0:
         raise ValueError(f"`strength` must be >= 0; got {strength}.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
-    members, _ = load_members(catalogue, models, top_k, train_ds, ordering=ordering, cache_dir=cache_dir,
-                              progress=progress)
+    members = load_members(catalogue, models, top_k, train_ds, ordering=ordering, cache_dir=cache_dir,
+                           progress=progress)
     cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
     with Timer() as timer:
         feats = {b.id: extract(b, train_ds, cache_dir=cache_dir, progress=progress).features for b in members}

@@ -28,8 +28,8 @@ def ensemble(catalogue, dataset, *, top_k: int = 3, models=None, method: str = "
     from zooforge.tuning.tune import tune
 
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
-    members, _ = load_members(catalogue, models, top_k if not models else None, train_ds, ordering=ordering,
-                              cache_dir=cache_dir, progress=progress, load=False)          # tune loads each one itself
+    members = load_members(catalogue, models, top_k if not models else None, train_ds, ordering=ordering,
+                           cache_dir=cache_dir, progress=progress, load=False)          # tune loads each one itself
     cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
     y_te = torch.as_tensor(test_ds.labels)
     logits, runs, gmacs = [], [], 0.0

@@ -207,8 +207,8 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
     """Hub-Pathway over ``models`` (ids/globs) or the top-``candidates`` as ``ordering`` ranks the zoo
     (``load_members``), routing to ``top_k``; ``exploit`` weighs the per-member term (module docstring)."""
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
-    members, _ = load_members(catalogue, models, candidates if not models else None, train_ds, ordering=ordering,
-                              progress=progress)
+    members = load_members(catalogue, models, candidates if not models else None, train_ds, ordering=ordering,
+                           progress=progress)
     if len(members) < 2:
         raise ZooforgeError(f"Hub-Pathway routes among at least 2 models; got {[m.id for m in members]}.")
     with Timer() as timer:

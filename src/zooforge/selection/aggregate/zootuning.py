@@ -262,8 +262,8 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # ranked even when the members are named: the gates' lead (and the norms' prior) go to the first,
     # which must be the top-ranked of them, not whichever the catalogue lists first
-    members, _ = load_members(catalogue, models, top_k, train_ds, ordering=ordering, progress=progress,
-                              keep_all=bool(models))
+    members = load_members(catalogue, models, top_k, train_ds, ordering=ordering, progress=progress,
+                           keep_all=bool(models))
     if len(members) < 2:
         raise ZooforgeError("Zoo-Tuning aggregates at least 2 models; got "
                             f"{[m.id for m in members]}.")
