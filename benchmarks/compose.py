@@ -85,14 +85,31 @@ def zoo_catalogue(zoo: str):
     return selection.catalogue_path(zoo, selection.WORK)
 
 
+def best_excluded(zoo: str, task: str, budget: float) -> bool | None:
+    """Whether ``budget`` leaves out the target's best model by fine-tune truth (benchmarks/selection.py's
+    stored truth, benchmarks/selection_data.json; None where it has none): the runs the issue's target
+    for DeRy is stated on."""
+    import json
+    from pathlib import Path
+
+    stored = json.loads(Path(__file__).with_name("selection_data.json").read_text())["zoos"]
+    targets = stored.get(zoo, {}).get("targets", {})
+    target = targets.get(task) or targets.get(f"{task}@20")
+    if not target:
+        return None
+    best = max(target["truth"], key=target["truth"].get)
+    return target["models"][best]["gmacs"] > budget
+
+
 def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[float], compat: str = "cka",
-                  folds: int = ComposeConfig.screen_folds, zoo: str = "demo") -> None:
+                  folds: int = ComposeConfig.screen_folds, zoo: str = "demo", ordering: str | None = None) -> None:
     catalogue = zoo_catalogue(zoo)
     where = "80% of the training split" if folds <= 1 else f"each of {folds} folds of the training split"
     judged = "the other 20%" if folds <= 1 else "every training image, out of fold"
     print(f"\nDeRy vs the best single model within the same GMACs budget: {per_class} images/class (80/20 split), "
           f"{epochs} epochs for both, 3 stages, {compat} transitions. Screen: the 3 pool assemblies with the best "
-          f"assembly LogME + the LogME-best single model, {epochs} epochs on {where}; a mix is kept "
+          f"assembly LogME + the best single model that fits as {ordering or 'rank recommends'} orders them, "
+          f"{epochs} epochs on {where}; a mix is kept "
           f"only if a paired test of {ComposeConfig.screen_evidence} at level {ComposeConfig.screen_level:g} over the "
           f"mixes compared says it beats the single model on {judged}. "
           f"Zoo {zoo}, GMACs: {ZOOS[zoo][1]}")
@@ -104,7 +121,7 @@ def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[f
             for seed in (0, 1):
                 t0 = time.perf_counter()
                 r = compose(catalogue, f"demo:{task}?n={per_class}", budget_gmacs=budget, stages=3, epochs=epochs,
-                            seed=seed, compat=compat, screen_folds=folds)
+                            seed=seed, compat=compat, screen_folds=folds, ordering=ordering)
                 names = " + ".join(f"{s['model'].split('/')[1]}[{s['blocks']}]" for s in r.stages)
                 b = r.baseline
                 d = r.accuracy - b["accuracy"]
@@ -127,6 +144,10 @@ def accuracy_part(epochs: int, per_class: int, tasks: list[str], budgets: list[f
           f"assembly ahead in {sum(x > 0 for d in diffs.values() for x in d)}, level in "
           f"{sum(x == 0 for d in diffs.values() for x in d)}, behind in {sum(x < 0 for d in diffs.values() for x in d)} "
           f"of {sum(len(d) for d in diffs.values())} runs")
+    excluded = [x for (task, budget), d in diffs.items() if best_excluded(zoo, task, budget) for x in d]
+    if excluded:
+        print(f"runs whose budget leaves out the target's best model (fine-tune truth): assembly >= single in "
+              f"{sum(x >= 0 for x in excluded)}, ahead in {sum(x > 0 for x in excluded)} of {len(excluded)}")
 
 
 if __name__ == "__main__":
@@ -141,9 +162,10 @@ if __name__ == "__main__":
     ap.add_argument("--no-solver", action="store_true", help="skip the timing part")
     ap.add_argument("--screen-folds", type=int, default=ComposeConfig.screen_folds,
                     help="the screen's cross-validation folds (1: one 80/20 split) [default: compose's]")
+    ap.add_argument("--order", help="what names the single model (compose's --order) [default: rank's recommended]")
     a = ap.parse_args()
     if not a.no_solver:
         solver_part()
     if not a.solver:
         budgets = [float(b) for b in (a.budgets or ZOOS[a.zoo][0]).split(",")]
-        accuracy_part(a.epochs, a.per_class, a.tasks.split(","), budgets, a.compat, a.screen_folds, a.zoo)
+        accuracy_part(a.epochs, a.per_class, a.tasks.split(","), budgets, a.compat, a.screen_folds, a.zoo, a.order)

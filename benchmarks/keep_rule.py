@@ -61,6 +61,7 @@ def record_cell(zoo: str, task: str, budget: float, seed: int, epochs: int, per_
     from compose import zoo_catalogue                 # benchmarks/compose.py: the zoos and their catalogues
 
     from zooforge.config import ComposeConfig
+    from zooforge.reassembly.compose import ranked_singles
     from zooforge.reassembly.plan import plan
     from zooforge.reassembly.screen import shortlist, validation_rows
     from zooforge.tuning.loop import TrainConfig, outputs, predict, train
@@ -72,7 +73,7 @@ def record_cell(zoo: str, task: str, budget: float, seed: int, epochs: int, per_
     train_ds, test_ds = ds.split(cfg.split, seed)
     p = plan(zoo_catalogue(zoo), train_ds, budget, stages=STAGES, seed=seed, screen=cfg.screen)
     pool = p.diverse + [s for s in p.solved.solutions if all(s.choice != d.choice for d in p.diverse)]
-    cands = shortlist(p, pool, cfg.budget, cfg.screen, seed)
+    cands = shortlist(p, pool, cfg.budget, cfg.screen, seed, ranked_singles(p, cfg.budget))
     rows = validation_rows(train_ds, folds, seed)                 # the screen's own split
     labels, y_test = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
     train_cfg = TrainConfig(epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed, progress=False)

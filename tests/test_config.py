@@ -79,7 +79,7 @@ COMMANDS = {"rank": (RankConfig, {"metric": "metrics", "model": "models", "order
                                       "model": "models"}),
             "tune": (TuneConfig, {"target": "targets", "train_share": "split"}),
             "aggregate": (AggregateConfig, {"model": "models", "order": "ordering"}),
-            "compose": (ComposeConfig, {"model": "models", "train_share": "split"})}
+            "compose": (ComposeConfig, {"model": "models", "train_share": "split", "order": "ordering"})}
 
 
 def _options(command: str) -> dict:

@@ -307,6 +307,9 @@ class ComposeConfig:
     compat: str = setting("cka", "transition score: cka (CKA of the cut points) or stitch (R² of the least-squares "
                                  "stitch)")
     baseline: bool = setting(True, "also fine-tune the best single model within budget")
+    ordering: str | None = setting(None, "what names the best single model within budget (the baseline, and the "
+                                         "screen's single model): an ordering as rank's --order takes it (logme: "
+                                         "the papers'); default: the ordering rank recommends")
     device: str | None = setting(None, "cuda, mps or cpu (default: best available)")
     progress: bool = setting(False, "progress bars while training")
 

@@ -11,7 +11,7 @@ from torch import nn
 from zooforge.config import SCREEN_EVIDENCE_KINDS, Budget
 from zooforge.errors import ZooforgeError
 from zooforge.reassembly.blocks import cut
-from zooforge.reassembly.compose import compose
+from zooforge.reassembly.compose import compose, ranked_singles
 from zooforge.reassembly.stitch import Assembly, Stitch, init_stitch, load_assembly
 from zooforge.zoo import load_catalogue, load_dataset
 from zooforge.zoo.backbone import Backbone
@@ -242,7 +242,8 @@ def test_probe_blocks_pools_every_image_and_keeps_maps_of_the_first_only():
 
 def test_screen_shortlist_orders_by_assembly_logme_and_keeps_the_single_model():
     cm, p = _plan(screen=3)
-    shortlist = sc.shortlist(p, p.diverse + p.solved.solutions, Budget(0.002), size=3)
+    shortlist = sc.shortlist(p, p.diverse + p.solved.solutions, Budget(0.002), size=3,
+                             singles=ranked_singles(p, Budget(0.002)))
     assert len(shortlist) <= 3
     *mixed, single = shortlist
     single = single.solution
@@ -260,6 +261,36 @@ def test_screen_shortlist_orders_by_assembly_logme_and_keeps_the_single_model():
         fresh = p.assemble(sol).model
         for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
             assert torch.equal(a, b), name
+
+
+def test_the_shortlists_single_model_is_the_first_of_the_given_order_that_fits():
+    cm, p = _plan(screen=2)
+    budget = Budget(0.002)
+    singles = ranked_singles(p, budget)
+    assert sorted(singles) == ["demo/byobnet-counting", "demo/convnext-shapes"]    # resnet-colour: 0.0041 GMACs
+    pool = p.diverse + p.solved.solutions
+    for order, first in ((singles, singles[0]), (singles[::-1], singles[1]),
+                         (["demo/resnet-colour"] + singles[::-1], singles[1])):     # over budget: passed over
+        *_, last = sc.shortlist(p, pool, budget, size=2, singles=order)
+        assert {c.model for c in last.solution.candidates} == {first}, order
+
+
+def test_the_single_model_compose_must_beat_is_the_one_rank_recommends():
+    """The screen's single model and the baseline are the first of the models that fit the budget in
+    the order rank gives them on the training split (by default the ordering rank recommends; with
+    ``ordering="logme"`` LogME's): on demo counting the two orders disagree on which comes first."""
+    from zooforge.selection.rank import ranked_ids
+
+    models = ["demo/byobnet-counting", "demo/convnext-counting", "demo/resnet-colour"]   # the resnet does not fit
+    train_ds, _ = load_dataset("demo:counting?n=16").split(0.8, 0)
+    fitting = [e for e in load_catalogue("demo") if e.id in models[:2]]
+    recommended, by_logme = ranked_ids(fitting, train_ds)[0], ranked_ids(fitting, train_ds, "logme")[0]
+    assert recommended != by_logme                      # the case that tells the two apart
+    for ordering, first in ((None, recommended), ("logme", by_logme)):
+        r = compose("demo", "demo:counting?n=16", budget_gmacs=0.002, stages=3, epochs=1, screen=2, screen_epochs=1,
+                    probe=32, models=models, ordering=ordering)
+        assert r.baseline["model"] == first, ordering
+        assert set(r.screened[-1]["models"]) == {first}, ordering
 
 
 def test_the_screens_per_image_evidence_has_the_scoring_rules_values():
@@ -288,7 +319,7 @@ def test_screening_tries_the_best_single_model_and_keeps_by_the_margin_rule():
     assert 2 <= len(r.screened) <= 3
     assert all(np.isfinite(s["assembly_logme"]) for s in r.screened)
     singles = [s for s in r.screened if len(set(s["models"])) == 1]
-    assert singles, "the LogME-best single model within budget must be screened"
+    assert singles, "the best single model within budget must be screened"
     assert all(s["gmacs"] <= 0.002 for s in r.screened)
     kept = [s for s in r.screened if s["kept"]]
     assert len(kept) == 1 and [row["model"] for row in r.stages] == kept[0]["models"]
@@ -308,7 +339,8 @@ def test_a_cross_validated_screen_validates_every_training_image_once_from_the_s
 
     cm, p = _plan(screen=2)
     train_ds = load_dataset("demo:shapes?n=10")
-    shortlist = sc.shortlist(p, p.diverse + p.solved.solutions, Budget(0.002), size=2)
+    shortlist = sc.shortlist(p, p.diverse + p.solved.solutions, Budget(0.002), size=2,
+                             singles=ranked_singles(p, Budget(0.002)))
     untrained = [copy.deepcopy(s.model) for s in shortlist]
     cfg = TrainConfig(epochs=1, batch_size=16, seed=0, progress=False)
     kept, records = sc.screen(p, shortlist, train_ds, cfg, 1, 0, folds=3)
@@ -351,6 +383,20 @@ def test_compose_cli_prints_the_screen_and_both_accuracies():
     assert "leads the single model on minus the Brier score" in " ".join(result.output.split())   # the test's evidence
     assert "−Brier" in result.output
     assert "held-out accuracy" in result.output and "assembly − single" in result.output
+
+
+def test_compose_refuses_an_unknown_order_before_cutting_any_model(monkeypatch):
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    def never(*args, **kwargs):
+        raise AssertionError("the models were cut and probed before the order was checked")
+
+    monkeypatch.setattr(importlib.import_module("zooforge.reassembly.compose"), "plan", never)
+    result = CliRunner().invoke(app, ["compose", "demo", "demo:shapes?n=12", "--budget-gmacs", "0.002",
+                                      "--order", "logmee"])
+    assert result.exit_code == 1 and "unknown estimator 'logmee'" in result.output, result.output
 
 
 def test_screen_keeps_a_mix_only_when_it_beats_the_single_model_beyond_the_paired_noise():
@@ -398,7 +444,7 @@ def test_the_keep_margin_grows_with_the_mixes_compared_and_holds_its_level_under
 def test_compose_takes_hf_vision_models_and_reports_the_models_it_leaves_out(tiny_vit_folder, tiny_bert_folder):
     # Issue #20: a Hugging Face ViT selected for compose was left out without a word; it is cut now,
     # and a model that cannot be cut (a text encoder) is named with the reason.
-    from zooforge.reassembly.compose import compose
+    from zooforge.reassembly.compose import compose, ranked_singles
     from zooforge.zoo import CatalogueEntry, load_catalogue
 
     demo = [e for e in load_catalogue("demo") if e.id in ("demo/convnext-shapes", "demo/byobnet-counting")]

@@ -147,6 +147,7 @@ def compose(
     probe: Annotated[int, option(ComposeConfig, "probe")] = ComposeConfig.probe,
     seed: Annotated[int, option(ComposeConfig, "seed")] = ComposeConfig.seed,
     baseline: Annotated[bool, option(ComposeConfig, "baseline")] = ComposeConfig.baseline,
+    order: Annotated[Optional[str], option(ComposeConfig, "ordering", "--order")] = None,
     train_share: Annotated[float, option(ComposeConfig, "split", "--train-share")] = ComposeConfig.split,
     device: DeviceOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="write assembly.safetensors, recipe.json, result.json")] = None,
@@ -162,7 +163,7 @@ def compose(
                                screen=screen, screen_epochs=screen_epochs, screen_folds=screen_folds,
                                screen_evidence=screen_evidence, screen_level=screen_level, compat=compat,
                                compat_weight=compat_weight, max_blocks=max_blocks, probe=probe, seed=seed,
-                               baseline=baseline, split=train_share, device=device)
+                               baseline=baseline, ordering=order, split=train_share, device=device)
         with console.status("cutting blocks, partitioning, solving, stitching and training ..."):
             r = compose_model(catalogue, data, config, out_dir=out)
     except (ZooforgeError, ValueError) as exc:

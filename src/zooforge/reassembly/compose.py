@@ -6,8 +6,10 @@
    the validation noise (a paired test of ``screen_evidence`` at ``screen_level``);
 5. train the kept assembly on the whole training split with the one loop (optionally stitches and
    head first, blocks frozen, for ``stitch_epochs``);
-6. fine-tune the best single zoo model within the same budget (LogME-best among those that fit) with
-   the same loop and epochs, and report both on the held-out split.
+6. fine-tune the best single zoo model within the same budget (the first of those that fit as ``rank``
+   orders them on the training split: by default the ordering ``zooforge rank`` recommends) with the
+   same loop and epochs, and report both on the held-out split. The screen's single model is the
+   same one (the first of that order that could be cut into stages).
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from torch import nn
 
 from zooforge.config import ComposeConfig, build_config
 from zooforge.errors import ZooforgeError
-from zooforge.metrics.logme import logme
 from zooforge.reassembly.plan import Plan, classes_only, plan
 from zooforge.reassembly.screen import check_folds, screen, shortlist
 from zooforge.reassembly.stitch import Assembly, save_assembly
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.zoo.cache import atomic_write_bytes
 
-__all__ = ["ComposeConfig", "ComposeResult", "compose"]
+__all__ = ["ComposeConfig", "ComposeResult", "compose", "ranked_singles"]
+
 
 @dataclass
 class ComposeResult:
@@ -59,6 +61,7 @@ def compose(catalogue, dataset, config: ComposeConfig | None = None, *, out_dir:
     ``options`` set or override its fields: ``compose("demo", "demo:glyphs", budget_gmacs=0.002)``).
     Budgets are GMACs and millions of parameters. ``out_dir`` receives the assembly, its recipe and
     ``result.json``."""
+    from zooforge.selection.rank import checked_ordering
     from zooforge.tuning.methods import inputs_for
     from zooforge.zoo import load_dataset
 
@@ -68,6 +71,8 @@ def compose(catalogue, dataset, config: ComposeConfig | None = None, *, out_dir:
     train_ds, test_ds = ds.split(cfg.split, cfg.seed)
     if cfg.screen > 1:
         check_folds(cfg.screen_folds, len(train_ds))          # before cutting and probing every model
+    if cfg.screen > 1 or cfg.baseline:
+        checked_ordering(cfg.ordering)                          # likewise: it names the single model at the end
     p = plan(catalogue, train_ds, cfg.budget_gmacs, cfg.budget_params, stages=cfg.stages, models=cfg.models,
              max_blocks=cfg.max_blocks, probe=cfg.probe, top_k=cfg.top_k, compat_weight=cfg.compat_weight,
              compat=cfg.compat, seed=cfg.seed, screen=cfg.screen)
@@ -75,9 +80,10 @@ def compose(catalogue, dataset, config: ComposeConfig | None = None, *, out_dir:
         raise ZooforgeError(f"cannot compose within the budget: {p.solved.explain()}.")
     train_cfg = _train_config(cfg)
     best, screened = p.solved.solutions[0], []
+    singles = ranked_singles(p, cfg.budget, ordering=cfg.ordering) if cfg.screen > 1 or cfg.baseline else []
     if cfg.screen > 1:
         pool = p.diverse + [s for s in p.solved.solutions if all(s.choice != d.choice for d in p.diverse)]
-        best, screened = screen(p, shortlist(p, pool, cfg.budget, cfg.screen, cfg.seed), train_ds, train_cfg,
+        best, screened = screen(p, shortlist(p, pool, cfg.budget, cfg.screen, cfg.seed, singles), train_ds, train_cfg,
                                 cfg.screen_epochs or cfg.epochs, cfg.seed, cfg.screen_folds, cfg.screen_evidence,
                                 cfg.screen_level)
     result = ComposeResult(
@@ -96,8 +102,8 @@ def compose(catalogue, dataset, config: ComposeConfig | None = None, *, out_dir:
     _fit(result.model, inputs_for(first, train_ds), torch.as_tensor(train_ds.labels), train_cfg, cfg.stitch_epochs)
     result.accuracy = evaluate_accuracy(result.model, inputs_for(first, test_ds), torch.as_tensor(test_ds.labels))
     result.seconds["train"] = time.perf_counter() - t0
-    if cfg.baseline:
-        result.baseline = _baseline(p, train_ds, test_ds, cfg)
+    if cfg.baseline and singles:
+        result.baseline = _baseline(p, singles[0], train_ds, test_ds, cfg)
     if out_dir is not None:
         save_assembly(result.model.cpu(), result.recipe, out_dir)
         atomic_write_bytes(Path(out_dir) / "result.json", json.dumps(result.record(), indent=2, default=float).encode())
@@ -123,33 +129,33 @@ def _fit(model: nn.Module, x_tr, y_tr, cfg: TrainConfig, frozen_first: int):
     return history + r.history
 
 
-def _baseline(p: Plan, train_ds, test_ds, cfg: ComposeConfig) -> dict | None:
-    """The LogME-best single model whose full cost (with a new head) fits the budget, fine-tuned with
-    the assembly's loop and epochs (its stitch epochs included)."""
-    from zooforge.tuning.methods import build, inputs_for
+def ranked_singles(p: Plan, budget, ordering=None, *, cache_dir=None) -> list[str]:
+    """The ids of the plan's models whose whole network with a new head for the plan's classes fits
+    ``budget``, best first, as ``rank`` orders them on the plan's dataset (compose: the training split):
+    by default the ordering ``zooforge rank`` recommends, ``ordering`` another (``"logme"``: LogME on
+    the whole split). One that cannot be scored is left out, as ``rank`` never recommends it."""
+    from zooforge.selection.rank import ranked_ids
     from zooforge.zoo.backbone import Backbone
 
-    c = train_ds.num_classes
+    c = p.dataset.num_classes
     fits = []
     for mid, entry in p.entries.items():
         b = p.backbones.get(mid) or Backbone.from_entry(entry)
-        params = b.num_params + b.feature_dim * c + c
-        if cfg.budget.fits(b.gmacs, params):
-            fits.append((mid, b, b.gmacs))
-    if not fits:
-        return None
-    scored = []
-    for mid, b, gm in fits:
-        x = p.probe.inputs(b)
-        with torch.no_grad():
-            feats = torch.cat([b.forward({k: v[i:i + 128] for k, v in x.items()})["features"]
-                               for i in range(0, len(p.probe), 128)])
-        scored.append((logme(feats.numpy(), p.probe.labels), mid, b, gm))
-    scored.sort(key=lambda t: -t[0])
-    _, mid, b, gm = scored[0]
+        if budget.fits(b.gmacs, b.num_params + b.feature_dim * c + c):
+            fits.append(entry)
+    return ranked_ids(fits, p.dataset, ordering, cache_dir=cache_dir) if fits else []
+
+
+def _baseline(p: Plan, model: str, train_ds, test_ds, cfg: ComposeConfig) -> dict:
+    """``model`` (the first of :func:`ranked_singles`) fine-tuned whole, with a new head, by the
+    assembly's loop and epochs (its stitch epochs included)."""
+    from zooforge.tuning.methods import build, inputs_for
+    from zooforge.zoo.backbone import Backbone
+
+    b = p.backbones.get(model) or Backbone.from_entry(p.entries[model])
     torch.manual_seed(cfg.seed)
-    task = build(b, c, "full")          # cut() copied what it took, so b's weights are still pristine
+    task = build(b, train_ds.num_classes, "full")    # cut() copied what it took, so b's weights are still pristine
     train(task, inputs_for(task.backbone, train_ds), torch.as_tensor(train_ds.labels),
           _train_config(cfg, epochs=cfg.epochs + cfg.stitch_epochs))
-    return {"model": mid, "params": task.total_params, "gmacs": gm,
+    return {"model": model, "params": task.total_params, "gmacs": b.gmacs,
             "accuracy": evaluate_accuracy(task, inputs_for(task.backbone, test_ds), torch.as_tensor(test_ds.labels))}

@@ -3,14 +3,14 @@
 The shortlist: the solver's best assembly for each of the SCREEN_POOL x ``screen`` best final blocks
 and its plain top-k (a structurally diverse pool; the plain top-k mostly differs in early stages),
 each built with least-squares stitches and ordered by its *assembly LogME* (:func:`assembly_logme`),
-plus the LogME-best single model within budget (an assembly of one model: its blocks chained end to
-end give the model's own features). The screen trains each on 80% of the training split and keeps
-the best mix only if it beats the single model on the other 20% by more than the noise of picking
-the best of several (:func:`keep`: a one-sided paired test at level ``alpha`` with a Bonferroni
-correction over the mixes compared); otherwise the single model. What the test compares on each
-validation image is ``evidence`` (:func:`per_image_evidence`): by default minus the Brier score of
-the candidate's class probabilities, which tells two candidates apart on the images both get right,
-or both wrong, where 0/1 correctness sees no difference. With ``folds`` = k the split is k-fold
+plus the best single model within budget as ``rank`` orders them (an assembly of one model: its
+blocks chained end to end give the model's own features). The screen trains each on 80% of the
+training split and keeps the best mix only if it beats the single model on the other 20% by more
+than the noise of picking the best of several (:func:`keep`: a one-sided paired test at level
+``alpha`` with a Bonferroni correction over the mixes compared); otherwise the single model. What
+the test compares on each validation image is ``evidence`` (:func:`per_image_evidence`): by default
+minus the Brier score of the candidate's class probabilities, which tells two candidates apart on
+the images both get right, or both wrong, where 0/1 correctness sees no difference. With ``folds`` = k the split is k-fold
 cross-validation instead: k trainings per candidate, and the test sees every training image once
 (out-of-fold evidence, pooled; the folds' fits overlap, so the pooled test is the usual slightly
 optimistic one of cross-validated comparisons).
@@ -26,7 +26,7 @@ measures the result.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -96,13 +96,15 @@ def stage_logme(plan: Plan, solution: Solution, model: Assembly | None = None) -
     return [logme(f.double().numpy(), plan.probe.labels) for f in pooled]
 
 
-def shortlist(plan: Plan, solutions: list[Solution], budget: Budget, size: int, seed: int = 0) -> list[Shortlisted]:
+def shortlist(plan: Plan, solutions: list[Solution], budget: Budget, size: int, seed: int = 0,
+              singles: Sequence[str] = ()) -> list[Shortlisted]:
     """What the screen trains: the ``size`` best of ``solutions`` by :func:`assembly_logme`, with the
-    LogME-best single model that fits ``budget`` (its last stage's score is LogME on the model's own
-    features) always among them, last. Each assembly is built once, after ``torch.manual_seed(seed)``;
-    only the shortlisted ones are kept in memory."""
-    fits = [s for s in map(plan.single_model, plan.backbones) if budget.fits(s.gmacs, s.params)]
-    single = max(fits, key=lambda s: s.candidates[-1].score) if fits else None
+    best single model last: the first of ``singles`` (model ids, best first:
+    :func:`zooforge.reassembly.compose.ranked_singles`) that was cut into the plan's stages and fits
+    ``budget``. Each assembly is built once, after ``torch.manual_seed(seed)``; only the shortlisted
+    ones are kept in memory."""
+    fits = (plan.single_model(m) for m in singles if m in plan.backbones)
+    single = next((s for s in fits if budget.fits(s.gmacs, s.params)), None)
 
     def built(sol: Solution) -> Shortlisted:
         torch.manual_seed(seed)

@@ -27,8 +27,8 @@ from zooforge.metrics import get_estimator
 from zooforge.selection.intervals import Resamples, resamples
 from zooforge.selection.scoring import score_featureset
 
-__all__ = ["rank", "score_model", "score_featureset", "DEFAULT_METRICS", "default_metrics", "pareto_front", "resolve_ordering",
-           "read_table", "write_table"]
+__all__ = ["rank", "ranked_ids", "checked_ordering", "score_model", "score_featureset", "DEFAULT_METRICS", "default_metrics", "pareto_front",
+           "resolve_ordering", "read_table", "write_table"]
 
 # The default set: the default ordering's estimators first (zooforge.selection.ordering), then the
 # other label-based estimators that work from features or a source head, shown beside them.
@@ -127,6 +127,36 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, config: RankC
         "skipped_files": pl.Int64,
         "dataset": pl.Utf8, "dataset_fingerprint": pl.Utf8})
     return finish_table(table, metrics, samples, shared is not None, cfg.budget_gmacs, cfg.budget_params, ordering, ds.task)
+
+
+def checked_ordering(ordering):
+    """``ordering`` (None, an Ordering or its name) as an Ordering, every estimator it names known:
+    for a command to call before its first costly step, so that a typo fails at once."""
+    from zooforge.selection.ordering import Ordering
+
+    if isinstance(ordering, str):
+        ordering = Ordering.parse(ordering)
+    for name in ordering.metrics if ordering is not None else ():
+        get_estimator(name)
+    return ordering
+
+
+def ranked_ids(entries, dataset, ordering=None, *, cache_dir=None, progress: bool = False) -> list[str]:
+    """The ids of catalogue ``entries`` best first, as ``rank`` orders them on ``dataset``: by default the
+    ordering ``zooforge rank`` recommends (the shipped default over the default estimators);
+    ``ordering`` (an Ordering or its name, e.g. ``"logme"``, the papers' choice) another. What the
+    commands that act on the ranking (aggregate, compose's single-model baseline) read. A model the
+    ordering cannot place (it failed, or has no score the ordering uses) is left out, as ``rank``
+    never recommends one; none placed is an error."""
+    ordering = checked_ordering(ordering)
+    table = rank(entries, dataset, metrics=None if ordering is None else list(ordering.metrics), ordering=ordering,
+                 bootstrap=0, cache_dir=cache_dir, progress=progress)
+    name = table["ordering"][0]
+    table = table.filter(table["error"].is_null() & table["order_value"].is_not_nan())
+    if table.height == 0:
+        raise ZooforgeError(f"no model could be scored by the estimators of the ordering {name}; see "
+                            "`zooforge rank` for the errors.")
+    return table["model"].to_list()
 
 
 def finish_table(table: pl.DataFrame, metrics, samples, with_bootstrap: bool, budget_gmacs, budget_params,

@@ -44,8 +44,7 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
     them will look. ``keep_all``: every model that ``models`` names, in that order (one that cannot be
     scored is an error, not left out). ``load=False``: their catalogue entries instead, for a caller
     that loads each model itself."""
-    from zooforge.selection.ordering import Ordering
-    from zooforge.selection.rank import rank
+    from zooforge.selection.rank import ranked_ids
     from zooforge.zoo import filter_entries, load_catalogue
     from zooforge.zoo.backbone import Backbone
 
@@ -58,22 +57,13 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"`top_k` must be at least 1; got {top_k}.")
-        if isinstance(ordering, str):
-            ordering = Ordering.parse(ordering)
-        table = rank(entries, dataset, metrics=None if ordering is None else list(ordering.metrics), ordering=ordering,
-                     bootstrap=0, cache_dir=cache_dir, progress=progress)
-        name = table["ordering"][0]
-        # sorted by the ordering; a model it cannot place (failed, or no score it uses) is left out, as
-        # rank never recommends one
-        table = table.filter(table["error"].is_null() & table["order_value"].is_not_nan())
-        if table.height == 0:
-            raise ZooforgeError(f"no model could be scored by the estimators of the ordering {name}; see "
-                                "`zooforge rank` for the errors.")
-        keep = table["model"].to_list()[:top_k]
+        keep = ranked_ids(entries, dataset, ordering, cache_dir=cache_dir, progress=progress)[:top_k]
         if keep_all and len(keep) < len(entries):
             lost = [e.id for e in entries if e.id not in keep]
-            raise ZooforgeError(f"{lost} could not be scored on this data by the estimators of the ordering {name}, "
-                                "so they cannot be ordered; see `zooforge rank` for the errors, or leave them out.")
+            said = f"the ordering {ordering if isinstance(ordering, str) else ordering.name}" if ordering else \
+                "the ordering `zooforge rank` recommends"
+            raise ZooforgeError(f"{lost} could not be scored on this data by the estimators of {said}, so they cannot "
+                                "be ordered; see `zooforge rank` for the errors, or leave them out.")
         by_id = {e.id: e for e in entries}
         entries = [by_id[m] for m in keep]
     return [Backbone.from_entry(e) for e in entries] if load else entries
