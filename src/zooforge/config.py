@@ -27,7 +27,11 @@ __all__ = ["AggregateConfig", "Budget", "ComposeConfig", "RankConfig", "SCREEN_E
 TUNING_METHODS = ("linear", "full", "bitfit", "adapter", "adaptformer", "lora", "ia3")
 AGGREGATION_METHODS = ("btuning", "zootuning", "hubpathway", "ensemble")
 COMPAT_KINDS = ("cka", "stitch")
-SCREEN_EVIDENCE_KINDS = ("brier", "correct", "p_true", "loglik")     # zooforge.reassembly.screen.per_image_evidence
+# What DeRy's screen can compare per validation image (zooforge.reassembly.screen.per_image_evidence):
+# name -> (what it is, as the CLI's screening table says it; that table's column header).
+SCREEN_EVIDENCE_KINDS = {"brier": ("minus the Brier score", "val −Brier"), "correct": ("0/1 correctness", "val 0/1"),
+                         "p_true": ("the true class's probability", "val p(true)"),
+                         "loglik": ("the true class's log-probability", "val log p(true)")}
 config = dataclass(frozen=True, kw_only=True)
 
 
@@ -296,8 +300,8 @@ class ComposeConfig:
     screen_epochs: int | None = setting(None, "epochs of each screening run [default: --epochs]")
     screen_folds: int = setting(1, "validate the screen by k-fold cross-validation (k trainings per assembly, "
                                    "every training image validates once); 1: one 80/20 split")
-    screen_evidence: str = setting("brier", "what the screen's test compares per validation image: brier (minus "
-                                            "the Brier score), correct (0/1), p_true or loglik")
+    screen_evidence: str = setting("brier", "what the screen's test compares per validation image: " + ", ".join(
+        f"{name} ({said})" for name, (said, _) in SCREEN_EVIDENCE_KINDS.items()))
     screen_level: float = setting(0.5, "level of the screen's one-sided test, Bonferroni-corrected over the mixes "
                                        "(smaller: keep the single model more often)")
     max_blocks: int | None = setting(8, "most blocks a model is cut into")

@@ -12,7 +12,7 @@ from zooforge.cli.common import (
     DATA_HELP, DeviceOpt, SplitOpt, TaskOpt, Threads, app,
     check_device, console, fail, option, set_threads,
 )
-from zooforge.config import AggregateConfig, ComposeConfig, SelectConfig, TuneConfig
+from zooforge.config import SCREEN_EVIDENCE_KINDS, AggregateConfig, ComposeConfig, SelectConfig, TuneConfig
 from zooforge.errors import ZooforgeError
 from zooforge.formatting import format_value
 
@@ -116,13 +116,6 @@ def aggregate(
         console.print(f"wrote {save_result(r, out)}")
 
 
-# How the screening table names the evidence its test compared (ComposeConfig.screen_evidence): in
-# its title, and its column's header.
-EVIDENCE_SAID = {"brier": ("minus the Brier score", "val −Brier"), "correct": ("0/1 correctness", "val 0/1"),
-                 "p_true": ("the true class's probability", "val p(true)"),
-                 "loglik": ("the true class's log-probability", "val log p(true)")}
-
-
 @app.command()
 def compose(
     catalogue: Annotated[str, typer.Argument(help="catalogue TOML file or built-in name (demo)")],
@@ -173,12 +166,12 @@ def compose(
     console.print(f"solver: {r.explanation}; within-stage CKA {r.within_stage_similarity:.3f}")
     if r.screened:
         where = "on 80% of the training split" if screen_folds <= 1 else f"in each of {screen_folds} folds"
+        said, header = SCREEN_EVIDENCE_KINDS[screen_evidence]
         t = Table(title=f"screening ({screen_epochs or epochs} epochs each {where}; the best mix "
-                        f"is kept only if it leads the single model on {EVIDENCE_SAID[screen_evidence][0]} by more "
+                        f"is kept only if it leads the single model on {said} by more "
                         f"than the margin of a paired test at level {screen_level:g} over the mixes compared)",
                   header_style="bold")
-        for col in ("assembly", "GMACs", "solver objective", "assembly LogME", "val accuracy",
-                    EVIDENCE_SAID[screen_evidence][1], "kept"):
+        for col in ("assembly", "GMACs", "solver objective", "assembly LogME", "val accuracy", header, "kept"):
             t.add_column(col, justify="left" if col == "assembly" else "right")
         for row in r.screened:
             t.add_row(" + ".join(f"{m}[{a}-{b - 1}]" for m, (a, b) in zip(row["models"], row["blocks"])),

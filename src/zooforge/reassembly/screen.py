@@ -10,10 +10,10 @@ than the noise of picking the best of several (:func:`keep`: a one-sided paired 
 ``alpha`` with a Bonferroni correction over the mixes compared); otherwise the single model. What
 the test compares on each validation image is ``evidence`` (:func:`per_image_evidence`): by default
 minus the Brier score of the candidate's class probabilities, which tells two candidates apart on
-the images both get right, or both wrong, where 0/1 correctness sees no difference. With ``folds`` = k the split is k-fold
-cross-validation instead: k trainings per candidate, and the test sees every training image once
-(out-of-fold evidence, pooled; the folds' fits overlap, so the pooled test is the usual slightly
-optimistic one of cross-validated comparisons).
+the images both get right, or both wrong, where 0/1 correctness sees no difference. With
+``folds`` = k the split is k-fold cross-validation instead: k trainings per candidate, and the test
+sees every training image once (out-of-fold evidence, pooled; the folds' fits overlap, so the pooled
+test is the usual slightly optimistic one of cross-validated comparisons).
 
 The defaults, ``SCREEN_EVIDENCE`` = "brier" at ``SCREEN_ALPHA`` = 0.5, were chosen leave-one-zoo-out
 by ``python benchmarks/keep_rule.py`` on six image zoos (96 compose runs, every candidate also trained
@@ -66,7 +66,7 @@ def per_image_evidence(probs: torch.Tensor, labels: torch.Tensor, kind: str = SC
         return true.clamp_min(1e-4).log()
     if kind == "brier":
         return -(probs - torch.nn.functional.one_hot(labels, probs.shape[1])).square().sum(1)
-    raise ValueError(f"the screen's evidence must be one of {SCREEN_EVIDENCE_KINDS}; got {kind!r}.")
+    raise ValueError(f"the screen's evidence must be one of {tuple(SCREEN_EVIDENCE_KINDS)}; got {kind!r}.")
 
 
 class Shortlisted(NamedTuple):

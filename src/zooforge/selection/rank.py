@@ -27,8 +27,8 @@ from zooforge.metrics import get_estimator
 from zooforge.selection.intervals import Resamples, resamples
 from zooforge.selection.scoring import score_featureset
 
-__all__ = ["rank", "ranked_ids", "checked_ordering", "score_model", "score_featureset", "DEFAULT_METRICS", "default_metrics", "pareto_front",
-           "resolve_ordering", "read_table", "write_table"]
+__all__ = ["rank", "ranked_ids", "checked_ordering", "score_model", "score_featureset", "DEFAULT_METRICS",
+           "default_metrics", "pareto_front", "resolve_ordering", "read_table", "write_table"]
 
 # The default set: the default ordering's estimators first (zooforge.selection.ordering), then the
 # other label-based estimators that work from features or a source head, shown beside them.
