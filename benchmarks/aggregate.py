@@ -17,6 +17,10 @@ out, 6 epochs, batch 16, rates 3e-5 and 1e-4; the held-out part is only scored):
   from 0, 1, 10 and the reference's 100: the default);
 * ``zootuning``: Zoo-Tuning over every model of the top-ranked architecture that has at least 3
   models in the zoo (the paper's setting: one architecture, several sources);
+* ``zootuning-3``: Zoo-Tuning as ``zooforge aggregate --method zootuning`` runs it by default: the
+  top-ranked model and the next 2 of its architecture (fewer where it has fewer; where it is alone of
+  its kind, the highest-ranked model that is not, with a warning: ``extra.passed_over``). Added
+  2026-12-07 with that default and run once on every zoo; nothing is chosen on it;
 * ``hubpathway``: Hub-Pathway over the top-4, routing each input to 2, each member also trained on
   the inputs routed to it (the per-member term at its default weight).
 
@@ -76,7 +80,7 @@ HERE = Path(__file__).parent
 WORK = HERE / ".aggregate"
 TARGETS = ("shapes", "counting", "glyphs", "orientation")      # the demo targets that do not saturate
 TEXT_TARGETS = ("negation", "relation", "topics@10", "intent")  # the selection benchmark's text targets
-ROWS = ("single", "ensemble-3", "btuning-3", "zootuning", "hubpathway")
+ROWS = ("single", "ensemble-3", "btuning-3", "zootuning", "zootuning-3", "hubpathway")
 AGGREGATORS = ROWS[2:]
 
 
@@ -115,32 +119,17 @@ def catalogue_of(zoo: str):
     return str(selection.catalogue_path(zoo, selection.WORK))
 
 
-def architecture(model: torch.nn.Module) -> tuple:
-    """Zoo-Tuning's notion of one architecture (zooforge.selection.aggregate.zootuning.architecture:
-    layer kinds and tensor shapes, the source classifier left out), as a key."""
-    from zooforge.selection.aggregate.zootuning import architecture as layout, source_head
-
-    shapes, kinds = layout(model, source_head(model))
-    return tuple(sorted((k, tuple(v)) for k, v in shapes.items())), tuple(sorted(kinds.items()))
-
-
 def zootuning_members(catalogue, data: str, split: float, seed: int, ordering=None) -> list[str]:
-    """Every model of the top-ranked architecture among those with at least 3 models in the zoo."""
+    """Every model of the top-ranked architecture among those with at least 3 models in the zoo
+    (``architecture_group``: the top of the table Zoo-Tuning itself reads, min_models=3)."""
     from zooforge.selection.aggregate._common import load_members, split_dataset
+    from zooforge.selection.aggregate.architecture import architecture_group
     from zooforge.zoo import load_catalogue
-    from zooforge.zoo.backbone import Backbone
 
     entries = load_catalogue(catalogue)
-    arch_of = {e.id: architecture(Backbone.from_entry(e).model) for e in entries}
-    by_arch: dict[tuple, list[str]] = {}
-    for e in entries:
-        by_arch.setdefault(arch_of[e.id], []).append(e.id)
     _, train_ds, _ = split_dataset(data, split, seed)
-    ranked = load_members(catalogue, None, len(entries), train_ds, ordering=ordering, load=False)
-    for entry in ranked:
-        if len(by_arch[arch_of[entry.id]]) >= 3:
-            return by_arch[arch_of[entry.id]]
-    raise SystemExit(f"no architecture has 3 models in {catalogue}")
+    ranked = load_members(entries, None, len(entries), train_ds, ordering=ordering, load=False)
+    return [e.id for e in architecture_group(ranked, None, min_models=3)[0]]
 
 
 # The rows that can run at another setting than their method's default: the option each one varies
@@ -180,6 +169,8 @@ def run_row(row: str, catalogue, s: Setting, seed: int, lr: float, exploit: floa
         r = ensemble(catalogue, data, top_k=3, lr="auto", lr_grid=s.lr_grid, **common)
     elif row == "btuning-3":
         r = btuning(catalogue, data, top_k=3, **common)
+    elif row == "zootuning-3":
+        r = zootuning(catalogue, data, top_k=3, **common)
     elif row == "zootuning":
         r = zootuning(catalogue, data, models=zootuning_members(catalogue, data, s.split, seed, ordering), top_k=None,
                       **common, **({} if gate_lr is None else {"gate_lr": gate_lr}))
@@ -189,7 +180,8 @@ def run_row(row: str, catalogue, s: Setting, seed: int, lr: float, exploit: floa
     return {"accuracy": r.accuracy, "params": r.total_params, "gmacs": r.gmacs, "seconds": r.seconds,
             "members": r.members, "weights": [round(float(w), 4) for w in r.weights],
             "lr": lr, "extra": {k: v for k, v in r.extra.items() if k in (
-                "lr", "member_accuracy", "collapsed_accuracy", "collapsed_gmacs", "strength", "student", "gate_lr")}}
+                "lr", "member_accuracy", "collapsed_accuracy", "collapsed_gmacs", "strength", "student", "gate_lr",
+                "passed_over")}}
 
 
 def load_rows(path: Path) -> dict[tuple, dict]:

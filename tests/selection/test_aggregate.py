@@ -61,7 +61,8 @@ def test_collapse_averages_the_gates_over_every_row_a_layer_gates():
     the mean gates are still a distribution, and with gates that do not depend on the input (the gate
     layers' weights at zero, only the lead) the collapsed network is the aggregate itself (before,
     the mean counted each window as an image: gates summing to 6 and a collapsed MaxViT at chance)."""
-    from zooforge.selection.aggregate.zootuning import ZooTuned, source_head
+    from zooforge.selection.aggregate.architecture import source_head
+    from zooforge.selection.aggregate.zootuning import ZooTuned
     from zooforge.tuning.methods import MethodConfig
     from zooforge.zoo.backbone import Backbone
     from zooforge.zoo.catalogue import CatalogueEntry
@@ -222,6 +223,54 @@ def test_members_come_in_the_order_rank_recommends_unless_another_is_asked():
         load_members("demo", None, 3, train_ds, ordering="nonsense", load=False)
 
 
+def test_architecture_group_is_the_highest_ranked_model_with_enough_of_its_architecture():
+    from zooforge.selection.aggregate.architecture import architecture_group
+    from zooforge.zoo import load_catalogue
+
+    by_id = {e.id: e for e in load_catalogue("demo")}
+    ranked = [by_id[f"demo/{m}"] for m in ("byobnet-counting", "convnext-shapes", "effnet-shapes", "effnet-glyphs",
+                                            "convnext-counting", "effnet-textures", "mambaout-colour")]
+    ids = lambda group: [e.id for e in group]                                       # noqa: E731
+    group, over = architecture_group(ranked, 2)              # the ByobNet and the MambaOut are alone of their kind
+    assert ids(group) == ["demo/convnext-shapes", "demo/convnext-counting"] and over == ["demo/byobnet-counting"]
+    group, over = architecture_group(ranked, None, min_models=3)      # two ConvNeXts are too few: the EfficientNets
+    assert ids(group) == ["demo/effnet-shapes", "demo/effnet-glyphs", "demo/effnet-textures"]
+    assert over == ["demo/byobnet-counting", "demo/convnext-shapes"]
+    group, over = architecture_group(ranked[1:], 3)           # in ranked order, cut at the size asked for
+    assert ids(group) == ["demo/convnext-shapes", "demo/convnext-counting"] and over == []
+    with pytest.raises(ZooforgeError, match="none of the 2 ranked models has 1 other of its architecture"):
+        architecture_group([ranked[0], ranked[-1]])
+
+
+def test_zootuning_warns_when_its_group_is_not_the_top_ranked_models_architecture(tmp_path):
+    """Without named members Zoo-Tuning takes the top-ranked model's architecture; where the top-ranked
+    model is alone of its kind (the ByobNet leads demo counting) the group is the next architecture,
+    which the library warns about and the CLI says, naming the model passed over."""
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+    from zooforge.selection.aggregate._common import split_dataset
+    from zooforge.selection.aggregate.architecture import GroupWarning, architecture_group
+    from zooforge.selection.rank import ranked_ids
+    from zooforge.zoo import load_catalogue
+
+    data = "demo:counting?n=16"
+    _, train_ds, _ = split_dataset(data)
+    by_id = {e.id: e for e in load_catalogue("demo")}
+    ranked = ranked_ids(list(by_id.values()), train_ds)
+    assert ranked[0] == "demo/byobnet-counting"                     # the case: the top model has no sibling
+    group, over = architecture_group([by_id[m] for m in ranked], 2)
+    assert over and over[0] == ranked[0]
+    with pytest.warns(GroupWarning, match="top-ranked model demo/byobnet-counting has no other of its architecture"):
+        r = zootuning("demo", data, top_k=2, config=CFG)
+    assert r.members == [e.id for e in group] and r.extra["passed_over"] == over
+    out = CliRunner().invoke(app, ["aggregate", "demo", data, "--method", "zootuning", "--top-k", "2", "--epochs", "1"])
+    assert out.exit_code == 0, out.output
+    said = " ".join(out.output.split())
+    assert f"the top-ranked model {ranked[0]} has no other of its architecture" in said
+    assert f"led by {group[0].id}, ranked {len(over) + 1}" in said and "GroupWarning" not in said
+
+
 def test_zootuning_refuses_mixed_architectures():
     with pytest.raises(ZooforgeError, match="one architecture"):
         zootuning("demo", DATA, models=["demo/vit-glyphs", "demo/resnet-colour"], config=CFG)
@@ -232,13 +281,13 @@ def test_zootuning_refuses_models_whose_tensors_match_but_whose_layers_do_not():
     # their kernels and norms would make a network neither was trained as
     import timm
 
-    from zooforge.selection.aggregate.zootuning import _check_same_architecture
+    from zooforge.selection.aggregate.architecture import check_same_architecture
 
     gn, ln = timm.create_model("test_efficientnet_gn"), timm.create_model("test_efficientnet_ln")
     assert {k: v.shape for k, v in gn.state_dict().items()} == {k: v.shape for k, v in ln.state_dict().items()}
-    _check_same_architecture([gn, timm.create_model("test_efficientnet_gn")], ["a", "b"], set())
+    check_same_architecture([gn, timm.create_model("test_efficientnet_gn")], ["a", "b"], set())
     with pytest.raises(ZooforgeError, match=r"'gn' and 'ln' differ at .*GroupNorm.* vs .*LayerNorm"):
-        _check_same_architecture([gn, ln], ["gn", "ln"], set())
+        check_same_architecture([gn, ln], ["gn", "ln"], set())
 
 
 def test_hubpathway_heterogeneous_routing_sums_to_one():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -86,6 +87,7 @@ def aggregate(
     """Combine several zoo models (B-Tuning, Zoo-Tuning, Hub-Pathway; or the baseline they are judged against,
     an ensemble of the top-k each fine-tuned alone); print accuracy and cost."""
     from zooforge.selection.aggregate import aggregate as aggregate_models, save_result
+    from zooforge.selection.aggregate.architecture import GroupWarning, group_warning
 
     set_threads()
     try:
@@ -93,9 +95,13 @@ def aggregate(
         config = AggregateConfig(method=method, top_k=top_k, models=model or None, ordering=order, epochs=epochs, lr=lr,
                                  batch_size=batch_size, seed=seed, strength=strength, temperature=temperature,
                                  device=device, progress=True)
-        r = aggregate_models(catalogue, data, config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GroupWarning)          # said below, in the result's words
+            r = aggregate_models(catalogue, data, config)
     except (ZooforgeError, ValueError) as exc:
         fail(exc)
+    if r.extra.get("passed_over"):
+        console.print(f"[yellow]{group_warning(r.extra['passed_over'], r.members[0])}[/]", soft_wrap=True)
     t = Table(title=f"{method} on {data}", header_style="bold")
     t.add_column("member")
     t.add_column("weight", justify="right")

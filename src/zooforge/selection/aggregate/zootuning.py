@@ -41,6 +41,7 @@ aggregate distilled by weight folding into a single deployable model.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,8 @@ from torch import nn
 
 from zooforge.errors import ZooforgeError
 from zooforge.selection.aggregate._common import AggregateResult, Timer, inference_gmacs, load_members, split_dataset
+from zooforge.selection.aggregate.architecture import (GroupWarning, architecture_group, check_same_architecture,
+                                                       group_warning, source_head)
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import MethodConfig, TaskModel, inputs_for
 
@@ -143,38 +146,6 @@ class AggregatedLayer(nn.Module):
         return y
 
 
-def source_head(model: nn.Module) -> set[str]:
-    """The module names of a timm model's source classifier: its size is the source task's, so it is
-    neither aggregated nor compared."""
-    classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
-    return set(classifier if isinstance(classifier, (list, tuple)) else [classifier] if classifier else [])
-
-
-def architecture(model: nn.Module, skip: set[str] = frozenset()) -> tuple[dict, dict]:
-    """(each tensor's shape, each layer's kind) by name, ``skip``'s modules left out: what models must
-    share to be aggregated (equal shapes are not enough: a GroupNorm and a LayerNorm hold the same tensors)."""
-    def kept(name: str) -> bool:
-        return not any(name == s or name.startswith(s + ".") for s in skip)
-
-    return ({k: v.shape for k, v in model.state_dict().items() if kept(k)},
-            {k: type(v).__name__ for k, v in model.named_modules() if kept(k)})
-
-
-def _check_same_architecture(models: list[nn.Module], ids: list[str], skip: set[str]) -> None:
-    ref, ref_kinds = architecture(models[0], skip)
-    for m, mid in zip(models[1:], ids[1:]):
-        other, other_kinds = architecture(m, skip)
-        if other != ref:
-            diff = sorted(set(ref) ^ set(other)) or [k for k in ref if ref[k] != other[k]]
-        elif other_kinds != ref_kinds:
-            diff = [f"{k} ({ref_kinds.get(k)} vs {other_kinds.get(k)})" for k in sorted(set(ref_kinds) | set(other_kinds))
-                    if ref_kinds.get(k) != other_kinds.get(k)]
-        else:
-            continue
-        raise ZooforgeError(f"Zoo-Tuning needs models of one architecture: {ids[0]!r} and {mid!r} differ "
-                            f"at {diff[:3]}; use Hub-Pathway for heterogeneous models.")
-
-
 def aggregate_models(models: list[nn.Module], skip: set[str] = frozenset(), *, align: bool = False,
                      hidden: int = 16, lead: float = 3.0, gate: str = "softmax", norm_stats: str = "average") -> nn.Module:
     """A copy of ``models[0]`` whose conv/linear layers aggregate all ``models`` (see module doc).
@@ -253,22 +224,36 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
               gate: str = "softmax", norm_stats: str = "average", gate_lr: float = GATE_LR,
               config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, ordering=None,
               progress: bool = False, collapse: bool = True) -> AggregateResult:
-    """Zoo-Tuning of ``models`` (ids/globs) or the top-``top_k`` of one architecture as ``ordering`` ranks
-    the zoo (``load_members``: by default the order ``zooforge rank`` recommends; ``gate``,
-    ``norm_stats``, ``align``, ``lead``: the module docstring). ``gate_lr``: the gates' learning rate
+    """Zoo-Tuning of ``models`` (ids/globs) or, by default, of the top-ranked model and the next
+    ``top_k`` - 1 of its architecture as ``ordering`` ranks the zoo (``load_members``: by default the
+    order ``zooforge rank`` recommends; :func:`architecture_group`). Where the top-ranked model has no
+    other of its architecture, the group is the highest-ranked one that has, with a
+    :class:`GroupWarning` and the models ranked above it in ``extra["passed_over"]``. ``gate``,
+    ``norm_stats``, ``align``, ``lead``: the module docstring. ``gate_lr``: the gates' learning rate
     as a multiple of the kernels' (they start from scratch; the kernels from trained models)."""
+    from zooforge.zoo import load_catalogue
+    from zooforge.zoo.backbone import Backbone
+
     if gate_lr <= 0:
         raise ValueError(f"`gate_lr` must be > 0; got {gate_lr}.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # ranked even when the members are named: the gates' lead (and the norms' prior) go to the first,
     # which must be the top-ranked of them, not whichever the catalogue lists first
-    members = load_members(catalogue, models, top_k, train_ds, ordering=ordering, progress=progress,
-                           keep_all=bool(models))
+    passed_over = []
+    if models:
+        members = load_members(catalogue, models, None, train_ds, ordering=ordering, progress=progress, keep_all=True)
+    else:
+        entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue)
+        ranked = load_members(entries, None, len(entries), train_ds, ordering=ordering, progress=progress, load=False)
+        group, passed_over = architecture_group(ranked, top_k)
+        members = [Backbone.from_entry(e) for e in group]
+        if passed_over:
+            warnings.warn(group_warning(passed_over, members[0].id), GroupWarning, stacklevel=2)
     if len(members) < 2:
         raise ZooforgeError("Zoo-Tuning aggregates at least 2 models; got "
                             f"{[m.id for m in members]}.")
     skip = source_head(members[0].model)
-    _check_same_architecture([m.model for m in members], [m.id for m in members], skip)
+    check_same_architecture([m.model for m in members], [m.id for m in members], skip)
     with Timer() as timer:
         torch.manual_seed(seed)            # gates, alignment and head inits: reproducible whatever ran before
         body = aggregate_models([m.model for m in members], skip, align=align, lead=lead, gate=gate,
@@ -287,7 +272,7 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
         gates = model.mean_gates(x_tr)
         weights = torch.stack(list(gates.values())).mean(0).tolist()
         extra = {"align": align, "lead": lead, "gate": gate, "norm_stats": norm_stats, "gate_lr": gate_lr,
-                 "layers": len(gates)}
+                 "layers": len(gates), "passed_over": passed_over}
         if collapse:
             plain = model.collapse(x_tr, members[0].model)
             single = TaskModel(members[0].with_model(plain),
