@@ -22,7 +22,8 @@ out, 6 epochs, batch 16, rates 3e-5 and 1e-4; the held-out part is only scored):
   its kind, the highest-ranked model that is not, with a warning: ``extra.passed_over``). Added
   2026-12-07 with that default and run once on every zoo; nothing is chosen on it;
 * ``hubpathway``: Hub-Pathway over the top-4, routing each input to 2, each member also trained on
-  the inputs routed to it (the per-member term at its default weight).
+  the inputs routed to it (the per-member term at its default weight), the generator starting with
+  its default lead for the top-ranked member.
 
 "Top" is by the ordering ``zooforge rank`` recommends (the shipped default), as every aggregator
 ranks the zoo by default; ``--ordering logme`` ranks by LogME alone, the papers' choice and every
@@ -48,7 +49,21 @@ timm6 and text (4 targets x 2 seeds each); the weight with the best mean differe
 model on the other four zoos (ties: the smaller) is scored on the fifth, in every rotation. The
 default becomes the weight chosen on all five only if those held-out differences average more than
 the held-out differences of 0; otherwise it stays 0. Outcome: 0.3 in every rotation, held out -4.57
-points against -4.99 for 0, so 0.3 is the default (rows stored before it: ``hubpathway exploit=0``).
+points against -4.99 for 0, so 0.3 is the default (rows stored before it: ``hubpathway exploit=0
+lead=0``; the rotation is printed among the rows at lead 0).
+
+``--hub-lead L`` starts Hub-Pathway's generator with L added to the top-ranked member's logit (stored
+as the row ``hubpathway lead=L`` unless L is the default, 0: the paper's generator, which starts with
+no preference, and load balancing then spreads the inputs so that each of the 4 members trains on
+about half of them, the top one included). How the default would change, written before any run with
+a lead (2026-12-07): the leads 0 and 3, on timm3 to timm6 and text (4 targets x 2 seeds each, the
+members ranked by the recommended ordering); the lead with the best mean difference from the single
+model on the other four zoos (ties: the smaller) is scored on the fifth, in every rotation. The
+default becomes the lead chosen on all five only if those held-out differences average more than
+0's on the same zoos; otherwise it stays 0. Outcome: 3 in every rotation, held out +0.6 points
+against -4.3 for 0, so 3 is the default; run afterwards on demo and timm2 (not used in the choice):
++1.2 against -2.4. Rows stored before it are named with ``lead=0`` (``hubpathway lead=0``,
+``hubpathway exploit=0 lead=0``, ``hubpathway exploit=1 lead=0``).
 
 ``--zoo-gate-lr R`` runs Zoo-Tuning with its gates at R times the kernels' rate, stored as the row
 ``zootuning gate_lr=R`` unless R is the default (``GATE_LR``, 10, chosen on benchmarks/zootuning.py's
@@ -132,31 +147,52 @@ def zootuning_members(catalogue, data: str, split: float, seed: int, ordering=No
     return [e.id for e in architecture_group(ranked, None, min_models=3)[0]]
 
 
-# The rows that can run at another setting than their method's default: the option each one varies
-# (Hub-Pathway's per-member weight, --hub-exploit; Zoo-Tuning's gate rate, --zoo-gate-lr).
-VARIED = {"hubpathway": "exploit", "zootuning": "gate_lr"}
+# The rows that can run at another setting than their method's default: (row family, the option it
+# varies) -> the command-line flag (Hub-Pathway's per-member weight and its generator's lead for the top
+# member; Zoo-Tuning's gate rate). A row varies one option at a time.
+VARIED = {("hubpathway", "exploit"): "--hub-exploit", ("hubpathway", "lead"): "--hub-lead",
+          ("zootuning", "gate_lr"): "--zoo-gate-lr"}
 
 
-def default_setting(family: str) -> float:
-    from zooforge.selection.aggregate.hubpathway import EXPLOIT
+def default_setting(family: str, what: str) -> float:
+    from zooforge.selection.aggregate.hubpathway import EXPLOIT, LEAD
     from zooforge.selection.aggregate.zootuning import GATE_LR
 
-    return {"hubpathway": EXPLOIT, "zootuning": GATE_LR}[family]
+    return {("hubpathway", "exploit"): EXPLOIT, ("hubpathway", "lead"): LEAD, ("zootuning", "gate_lr"): GATE_LR}[
+        (family, what)]
 
 
-def setting_row(family: str, value: float) -> str:
+def row_settings(family: str, row: str) -> dict[str, float]:
+    """The settings a row of ``family`` names (``hubpathway exploit=1 lead=0``: {exploit: 1, lead: 0});
+    those it does not name ran at their defaults."""
+    return {k: float(v) for k, _, v in (t.partition("=") for t in row[len(family):].split())}
+
+
+def setting_row(family: str, what: str, value: float) -> str:
     """The row's name: ``family`` at its method's default setting, else with the setting
-    (``hubpathway exploit=1``, ``zootuning gate_lr=30``)."""
-    return family if value == default_setting(family) else f"{family} {VARIED[family]}={value:g}"
+    (``hubpathway exploit=1``, ``hubpathway lead=0``, ``zootuning gate_lr=30``)."""
+    return family if value == default_setting(family, what) else f"{family} {what}={value:g}"
 
 
-def setting_value(family: str, row: str) -> float:
-    """The setting a row of ``family`` ran at: :func:`setting_row` read back."""
-    return default_setting(family) if row == family else float(row.rpartition("=")[2])
+def setting_value(family: str, what: str, row: str) -> float:
+    """The setting of ``what`` a row of ``family`` ran at: :func:`setting_row` read back."""
+    return row_settings(family, row).get(what, default_setting(family, what))
 
 
-def run_row(row: str, catalogue, s: Setting, seed: int, lr: float, exploit: float | None = None,
-            gate_lr: float | None = None, ordering: str | None = None) -> dict:
+def families_of_variants(family: str, what: str, names) -> dict[tuple, list[str]]:
+    """The rows among ``names`` of ``family`` grouped by their settings other than ``what`` (rows differing
+    only in ``what``): each group is one choice of ``what``, the others held where that group ran them."""
+    groups: dict[tuple, list[str]] = {}
+    for row in names:
+        if row == family or row.startswith(family + " "):
+            others = tuple(sorted((k, v) for k, v in row_settings(family, row).items() if k != what))
+            groups.setdefault(others, []).append(row)
+    return groups
+
+
+def run_row(row: str, catalogue, s: Setting, seed: int, lr: float, varied: dict | None = None,
+            ordering: str | None = None) -> dict:
+    """One row of one cell; ``varied``: the option of ``VARIED`` set for this row's family, {name: value}."""
     from zooforge.selection.aggregate import btuning, ensemble, hubpathway, zootuning
     from zooforge.tuning.loop import TrainConfig
 
@@ -173,15 +209,14 @@ def run_row(row: str, catalogue, s: Setting, seed: int, lr: float, exploit: floa
         r = zootuning(catalogue, data, top_k=3, **common)
     elif row == "zootuning":
         r = zootuning(catalogue, data, models=zootuning_members(catalogue, data, s.split, seed, ordering), top_k=None,
-                      **common, **({} if gate_lr is None else {"gate_lr": gate_lr}))
+                      **common, **(varied or {}))
     else:
-        r = hubpathway(catalogue, data, candidates=4, top_k=2, **common,
-                       **({} if exploit is None else {"exploit": exploit}))
+        r = hubpathway(catalogue, data, candidates=4, top_k=2, **common, **(varied or {}))
     return {"accuracy": r.accuracy, "params": r.total_params, "gmacs": r.gmacs, "seconds": r.seconds,
             "members": r.members, "weights": [round(float(w), 4) for w in r.weights],
             "lr": lr, "extra": {k: v for k, v in r.extra.items() if k in (
                 "lr", "member_accuracy", "collapsed_accuracy", "collapsed_gmacs", "strength", "student", "gate_lr",
-                "passed_over")}}
+                "passed_over", "exploit", "lead")}}
 
 
 def load_rows(path: Path) -> dict[tuple, dict]:
@@ -231,16 +266,18 @@ def report(rows: dict, epochs: int, per_class: int, ordering: str = "default") -
             cost = np.median([a["gmacs"] / s["gmacs"] for a, s in pairs])
             print(f"{row:<11} {len(pairs):>5} {np.mean([a['accuracy'] for a, _ in pairs]):>8.3f} "
                   f"{diffs.mean():>+13.3f} {int((diffs >= 0).sum()):>4} of {len(pairs):<2} {cost:>13.2f}x")
-    for family, what in VARIED.items():
-        leave_one_zoo_out(at, cells, family, what)
+    for family, what in VARIED:
+        for others, variants in families_of_variants(family, what, {k[3] for k in at}).items():
+            leave_one_zoo_out(at, cells, family, what, variants, others)
 
 
-def leave_one_zoo_out(at: dict, cells: list[tuple], family: str, what: str) -> None:
-    """The choice rule of the module docstring for ``family``'s rows at several settings: on each zoo
-    held out, the setting with the best mean difference from the single model on the other zoos (ties:
-    the smaller), scored on the held-out zoo; only settings run on every cell compete."""
-    variants = sorted({k[3] for k in at if k[3] == family or k[3].startswith(family + " ")},
-                      key=lambda row: setting_value(family, row))
+def leave_one_zoo_out(at: dict, cells: list[tuple], family: str, what: str, variants: list[str],
+                      others: tuple = ()) -> None:
+    """The choice rule of the module docstring for ``family``'s rows ``variants``, which differ only in
+    ``what`` (``others``: the settings they share, where not the defaults): on each zoo held out, the
+    setting with the best mean difference from the single model on the other zoos (ties: the smaller),
+    scored on the held-out zoo; only settings run on every cell compete."""
+    variants = sorted(variants, key=lambda row: setting_value(family, what, row))
     cells = [c for c in cells if c + ("single",) in at and all(c + (v,) in at for v in variants)]
     zoos = sorted({c[0] for c in cells})
     if len(variants) < 2 or len(zoos) < 2:
@@ -249,19 +286,20 @@ def leave_one_zoo_out(at: dict, cells: list[tuple], family: str, what: str) -> N
     def diff(v, chosen):
         return float(np.mean([at[c + (v,)]["accuracy"] - at[c + ("single",)]["accuracy"] for c in chosen]))
 
-    print(f"\n{family}: {what} chosen leave one zoo out among " + ", ".join(
-        f"{setting_value(family, v):g}" for v in variants) + f" ({len(cells)} cells with every setting)")
+    held = "".join(f", {k}={v:g}" for k, v in others)
+    print(f"\n{family}{held}: {what} chosen leave one zoo out among " + ", ".join(
+        f"{setting_value(family, what, v):g}" for v in variants) + f" ({len(cells)} cells with every setting)")
     chosen: list[float] = []          # the held-out differences of the setting each rotation chose, per cell
     for zoo in zoos:
         train, test = [c for c in cells if c[0] != zoo], [c for c in cells if c[0] == zoo]
-        best = max(variants, key=lambda v: (round(diff(v, train), 6), -setting_value(family, v)))
+        best = max(variants, key=lambda v: (round(diff(v, train), 6), -setting_value(family, what, v)))
         chosen += [diff(best, test)] * len(test)
-        print(f"  held out {zoo:<6} chosen on the others: {setting_value(family, best):g} "
+        print(f"  held out {zoo:<6} chosen on the others: {setting_value(family, what, best):g} "
               f"({diff(best, train):+.3f} there), held out {diff(best, test):+.3f}")
-    every = max(variants, key=lambda v: (round(diff(v, cells), 6), -setting_value(family, v)))
+    every = max(variants, key=lambda v: (round(diff(v, cells), 6), -setting_value(family, what, v)))
     print(f"  held-out mean of the chosen: {np.mean(chosen):+.3f}; of each setting kept fixed: " + ", ".join(
-        f"{setting_value(family, v):g} {diff(v, cells):+.3f}" for v in variants)
-        + f"; chosen on every zoo: {setting_value(family, every):g}")
+        f"{setting_value(family, what, v):g} {diff(v, cells):+.3f}" for v in variants)
+        + f"; chosen on every zoo: {setting_value(family, what, every):g}")
 
 
 def main() -> None:
@@ -276,6 +314,8 @@ def main() -> None:
                     "EXPLOIT]; another weight is stored as its own row")
     ap.add_argument("--zoo-gate-lr", type=float, help="Zoo-Tuning's gate rate as a multiple of the kernels' "
                     "[default: zootuning's GATE_LR]; another rate is stored as its own row")
+    ap.add_argument("--hub-lead", type=float, help="Hub-Pathway's starting logit for the top-ranked member "
+                    "[default: hubpathway's LEAD]; another lead is stored as its own row")
     ap.add_argument("--ordering", default="default", help="what ranks the zoo for every row: default (the "
                     "ordering zooforge rank recommends) or an ordering's name, e.g. logme [default: default]")
     ap.add_argument("--report", action="store_true", help="print the tables from the stored rows only")
@@ -284,6 +324,7 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     store = WORK / "rows.jsonl"
     rows = load_rows(store)
+    given = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in VARIED.items()}
     if not args.report:
         for zoo in args.zoo or ["demo"]:
             catalogue = catalogue_of(zoo)
@@ -291,8 +332,11 @@ def main() -> None:
                 s = setting(zoo, target, args.epochs, args.per_class)
                 for seed in args.seed or [0, 1]:
                     for asked in args.row or ROWS:
-                        value = {"hubpathway": args.hub_exploit, "zootuning": args.zoo_gate_lr}.get(asked)
-                        row = asked if value is None else setting_row(asked, value)
+                        varied = {what: value for (family, what), value in given.items()
+                                  if family == asked and value is not None}
+                        if len(varied) > 1:
+                            raise SystemExit(f"a row varies one option at a time; {asked} got {sorted(varied)}")
+                        row = setting_row(asked, *next(iter(varied.items()))) if varied else asked
                         key = (zoo, target, seed, row, s.epochs, s.per_class, args.ordering)
                         if key in rows:
                             continue
@@ -301,7 +345,7 @@ def main() -> None:
                             raise SystemExit(f"{zoo} {target} seed {seed}: run the single row first (its "
                                              "validated rate is the one the others train at)")
                         lr = single["extra"]["lr"][0] if single else 1e-3   # single: validated, not this
-                        r = run_row(asked, catalogue, s, seed, lr, args.hub_exploit, args.zoo_gate_lr,
+                        r = run_row(asked, catalogue, s, seed, lr, varied,
                                     None if args.ordering == "default" else args.ordering)
                         record = dict(zip(("zoo", "target", "seed", "row", "epochs", "per_class", "ordering"), key)) | r
                         with store.open("a") as f:

@@ -302,6 +302,24 @@ def test_hubpathway_heterogeneous_routing_sums_to_one():
     assert model(x).shape == (6, 4)
 
 
+def test_hubpathways_lead_goes_to_the_top_ranked_of_the_named_members():
+    """``lead`` is added to the generator's starting logit of the first member, which is the top-ranked of
+    the named members as ``rank`` orders them, not the first named; with a lead that large every input
+    is still routed to it after training."""
+    from zooforge.selection.aggregate._common import split_dataset
+    from zooforge.selection.rank import ranked_ids
+    from zooforge.zoo import load_catalogue
+
+    ids = ["demo/vit-glyphs", "demo/resnet-colour", "demo/effnet-shapes"]
+    _, train_ds, _ = split_dataset(DATA)
+    ranked = ranked_ids([e for e in load_catalogue("demo") if e.id in ids], train_ds)
+    named = ranked[::-1]                                   # named worst first
+    r = hubpathway("demo", DATA, models=named, top_k=2, lead=20.0, config=CFG)
+    assert r.members == ranked and r.extra["lead"] == 20.0
+    w = r.model.eval().routing(torch.rand(8, 3, 32, 32))
+    assert (w[:, 0] > 0).all() and (w[:, 0] > w.max(-1).values - 1e-6).all()
+
+
 def test_hubpathway_inference_costs_only_the_members_it_routes_to():
     from zooforge.zoo import load_catalogue
     from zooforge.zoo.backbone import Backbone
@@ -591,7 +609,8 @@ def test_hubpathway_routes_text_members_that_share_a_tokenizer(tmp_path):
 def test_hubpathway_refuses_text_members_that_tokenise_differently(tmp_path):
     data = "demo:negation?n=8"
     entries = _tiny_berts(tmp_path, data, seeds=(0, 1), vocab_order="reversed")
-    with pytest.raises(ZooforgeError, match="'hf/bert0' and 'hf/bert1' tokenise this data differently"):
+    # named members are ranked (the generator's lead goes to the first), so either may come first
+    with pytest.raises(ZooforgeError, match="'hf/bert(0|1)' and 'hf/bert(1|0)' tokenise this data differently"):
         hubpathway(entries, data, models=[e.id for e in entries], config=CFG)
 
 

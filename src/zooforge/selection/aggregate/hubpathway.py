@@ -15,7 +15,9 @@ over the batch's routed (input, member) pairs), so that a member is a good predi
 not only as a routing-weighted share of the sum; without it a member whose weight is small on an
 input learns little from it. Both terms are left in ``aux_loss`` for the training loop (the second
 needs the labels: a callable the loop gives the batch's targets). The whole pathway (generator,
-models, heads) trains end to end with the one loop.
+models, heads) trains end to end with the one loop. The generator starts preferring the top-ranked
+member (``lead`` added to its logit; the paper's starts with no preference, ``lead=0``): that member
+then takes nearly every input, as it would fine-tuned alone, and the second route explores the others.
 
 The models keep their own preprocessing: the shared input is the image in [0, 1] and each member
 resizes it to its own input size and normalises with its own mean and std. Text members share one
@@ -38,13 +40,19 @@ from zooforge.selection.aggregate._common import (AggregateResult, Timer, infere
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
 from zooforge.tuning.methods import TaskModel, build
 
-__all__ = ["EXPLOIT", "hubpathway", "HubPathway", "PathwayGenerator", "TokenGenerator", "cv_squared",
+__all__ = ["EXPLOIT", "LEAD", "hubpathway", "HubPathway", "PathwayGenerator", "TokenGenerator", "cv_squared",
            "running_statistics"]
 
 # Weight of the per-member (exploitation) term against the routed sum's loss (0 turns it off): chosen
 # from 0, 0.3 and 1 leave-one-zoo-out on five zoos (``python benchmarks/aggregate.py --hub-exploit``,
 # its docstring): 0.3 in every rotation; held out -4.6 points against the single model, -5.0 without.
 EXPLOIT = 0.3
+# The generator's starting preference for the top-ranked member, a logit added to it (0: every member
+# alike, as in the paper: the generator starts from scratch, load balancing spreads the inputs, and each
+# of 4 members trains on about half of them, the top one included). Chosen from 0 and 3 leave-one-zoo-out
+# on five zoos (``python benchmarks/aggregate.py --hub-lead``, its docstring): 3 in every rotation; held
+# out +0.6 points against the single model, -4.3 with 0.
+LEAD = 3.0
 
 
 def cv_squared(x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +135,7 @@ def running_statistics(module: nn.Module):
 
 class HubPathway(nn.Module):
     def __init__(self, tasks: list[TaskModel], top_k: int = 2, balance: float = 0.01, noise: bool = True,
-                 generator: nn.Module | None = None, exploit: float = EXPLOIT):
+                 generator: nn.Module | None = None, exploit: float = EXPLOIT, lead: float = LEAD):
         super().__init__()
         if not 1 <= top_k <= len(tasks):
             raise ValueError(f"`top_k` must be in [1, {len(tasks)}]; got {top_k}.")
@@ -135,6 +143,9 @@ class HubPathway(nn.Module):
             raise ValueError(f"`exploit` must be >= 0 (0: no per-member term); got {exploit}.")
         self.members = nn.ModuleList(_Member(t) for t in tasks)
         self.generator = generator if generator is not None else PathwayGenerator(len(tasks))
+        if lead:
+            with torch.no_grad():                 # the first member (the top-ranked) starts preferred
+                self.generator.logits.bias[0] += lead
         self.top_k, self.balance, self.noise, self.exploit = top_k, balance, noise, exploit
         self.aux_loss = None
         self.last_routing: torch.Tensor | None = None
@@ -201,14 +212,16 @@ def shared_tokens(members, dataset) -> torch.Tensor:
 
 
 def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: int | None = 4,
-               method: str = "full", balance: float = 0.01, exploit: float = EXPLOIT,
+               method: str = "full", balance: float = 0.01, exploit: float = EXPLOIT, lead: float = LEAD,
                config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, ordering=None,
                progress: bool = False) -> AggregateResult:
     """Hub-Pathway over ``models`` (ids/globs) or the top-``candidates`` as ``ordering`` ranks the zoo
-    (``load_members``), routing to ``top_k``; ``exploit`` weighs the per-member term (module docstring)."""
+    (``load_members``), routing to ``top_k``; ``exploit`` weighs the per-member term (module docstring);
+    ``lead`` is added to the generator's starting logit of the first (top-ranked) member."""
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
-    members = load_members(catalogue, models, candidates if not models else None, train_ds, ordering=ordering,
-                           progress=progress)
+    # named members are ranked too: the lead goes to the first, which must be the top-ranked of them
+    members = load_members(catalogue, models, candidates, train_ds, ordering=ordering, progress=progress,
+                           keep_all=bool(models))
     if len(members) < 2:
         raise ZooforgeError(f"Hub-Pathway routes among at least 2 models; got {[m.id for m in members]}.")
     with Timer() as timer:
@@ -223,7 +236,7 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
             x_tr, x_te = raw_images(train_ds, size), raw_images(test_ds, size)
             generator = None
         model = HubPathway(tasks, top_k=min(top_k, len(tasks)), balance=balance, generator=generator,
-                           exploit=exploit)
+                           exploit=exploit, lead=lead)
         y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
         cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
         result = train(model, x_tr, y_tr, cfg)
@@ -234,5 +247,6 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return AggregateResult("hubpathway", [m.id for m in members], usage.tolist(), accuracy, trainable,
                            sum(p.numel() for p in model.parameters()), timer.seconds, result.history,
-                           {"top_k": model.top_k, "balance": balance, "exploit": exploit, "method": method}, model,
+                           {"top_k": model.top_k, "balance": balance, "exploit": exploit, "lead": lead, "method": method},
+                           model,
                            inference_gmacs(model, x_te))
