@@ -320,6 +320,24 @@ def test_hubpathways_lead_goes_to_the_top_ranked_of_the_named_members():
     assert (w[:, 0] > 0).all() and (w[:, 0] > w.max(-1).values - 1e-6).all()
 
 
+def test_hubpathway_refuses_a_lead_its_generator_cannot_take():
+    from zooforge.selection.aggregate.hubpathway import HubPathway
+    from zooforge.tuning.methods import build
+    from zooforge.zoo import load_catalogue
+    from zooforge.zoo.backbone import Backbone
+
+    entries = {e.id: e for e in load_catalogue("demo")}
+    tasks = [build(Backbone.from_entry(entries[m]), 4, "linear") for m in ("demo/vit-glyphs", "demo/resnet-colour")]
+
+    class Uniform(nn.Module):                 # a generator with no `logits` layer to put the lead in
+        def forward(self, x):
+            return torch.zeros(len(x), 2), torch.ones(len(x), 2)
+
+    with pytest.raises(ValueError, match="a `lead` needs a generator whose `logits`"):
+        HubPathway(tasks, generator=Uniform(), lead=3.0)
+    assert HubPathway(tasks, generator=Uniform(), lead=0.0).routing(torch.rand(3, 3, 32, 32)).shape == (3, 2)
+
+
 def test_hubpathway_inference_costs_only_the_members_it_routes_to():
     from zooforge.zoo import load_catalogue
     from zooforge.zoo.backbone import Backbone

@@ -144,8 +144,12 @@ class HubPathway(nn.Module):
         self.members = nn.ModuleList(_Member(t) for t in tasks)
         self.generator = generator if generator is not None else PathwayGenerator(len(tasks))
         if lead:
+            head = getattr(self.generator, "logits", None)
+            if not isinstance(head, nn.Linear):
+                raise ValueError("a `lead` needs a generator whose `logits` is the nn.Linear giving the members' "
+                                 "logits; pass lead=0 with this generator.")
             with torch.no_grad():                 # the first member (the top-ranked) starts preferred
-                self.generator.logits.bias[0] += lead
+                head.bias[0] += lead
         self.top_k, self.balance, self.noise, self.exploit = top_k, balance, noise, exploit
         self.aux_loss = None
         self.last_routing: torch.Tensor | None = None
@@ -247,6 +251,5 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return AggregateResult("hubpathway", [m.id for m in members], usage.tolist(), accuracy, trainable,
                            sum(p.numel() for p in model.parameters()), timer.seconds, result.history,
-                           {"top_k": model.top_k, "balance": balance, "exploit": exploit, "lead": lead, "method": method},
-                           model,
-                           inference_gmacs(model, x_te))
+                           {"top_k": model.top_k, "balance": balance, "exploit": exploit, "lead": lead,
+                            "method": method}, model, inference_gmacs(model, x_te))
