@@ -289,7 +289,7 @@ def test_the_single_model_compose_must_beat_is_the_one_rank_recommends():
     for ordering, first in ((None, recommended), ("logme", by_logme)):
         r = compose("demo", "demo:counting?n=16", budget_gmacs=0.002, stages=3, epochs=1, screen=2, screen_epochs=1,
                     probe=32, models=models, ordering=ordering)
-        assert r.baseline["model"] == first, ordering
+        assert r.baseline["model"] == first and r.baseline["ordering"] == ordering, ordering
         assert set(r.screened[-1]["models"]) == {first}, ordering
 
 
@@ -383,6 +383,7 @@ def test_compose_cli_prints_the_screen_and_both_accuracies():
     assert "leads the single model on minus the Brier score" in " ".join(result.output.split())   # the test's evidence
     assert "−Brier" in result.output
     assert "held-out accuracy" in result.output and "assembly − single" in result.output
+    assert "the first that fits in the order rank recommends" in " ".join(result.output.split())
 
 
 def test_compose_refuses_an_unknown_order_before_cutting_any_model(monkeypatch):

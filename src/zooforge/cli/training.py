@@ -195,9 +195,11 @@ def compose(
                   f"held-out accuracy [bold]{r.accuracy:.4f}[/]")
     if r.baseline:
         b = r.baseline
-        console.print(f"best single model within budget: {b['model']}, {b['params'] / 1e6:.4g} M params, "
-                      f"{b['gmacs']:.4g} GMACs, held-out accuracy [bold]{b['accuracy']:.4f}[/] "
-                      f"(assembly − single: {r.accuracy - b['accuracy']:+.4f})")
+        named = f"the ordering {b['ordering']}" if b.get("ordering") else "the order rank recommends"
+        console.print(f"best single model within budget (the first that fits in {named}): {b['model']}, "
+                      f"{b['params'] / 1e6:.4g} M params, {b['gmacs']:.4g} GMACs, held-out accuracy "
+                      f"[bold]{b['accuracy']:.4f}[/] (assembly − single: {r.accuracy - b['accuracy']:+.4f})",
+                      soft_wrap=True)
     elif baseline:
         console.print("[yellow]no single zoo model fits the budget[/]")
     if out:

@@ -41,7 +41,8 @@ class ComposeResult:
     params: int
     gmacs: float
     accuracy: float | None = None
-    baseline: dict | None = None             # best single model within budget: id, params, gmacs, accuracy
+    baseline: dict | None = None             # best single model within budget: id, params, gmacs, accuracy and
+                                             # the ordering that named it (None: the one rank recommends)
     alternatives: list[dict] = field(default_factory=list)
     within_stage_similarity: float | None = None
     stitch_r2: list[float] = field(default_factory=list)
@@ -157,5 +158,5 @@ def _baseline(p: Plan, model: str, train_ds, test_ds, cfg: ComposeConfig) -> dic
     task = build(b, train_ds.num_classes, "full")    # cut() copied what it took, so b's weights are still pristine
     train(task, inputs_for(task.backbone, train_ds), torch.as_tensor(train_ds.labels),
           _train_config(cfg, epochs=cfg.epochs + cfg.stitch_epochs))
-    return {"model": model, "params": task.total_params, "gmacs": b.gmacs,
+    return {"model": model, "params": task.total_params, "gmacs": b.gmacs, "ordering": cfg.ordering,
             "accuracy": evaluate_accuracy(task, inputs_for(task.backbone, test_ds), torch.as_tensor(test_ds.labels))}
