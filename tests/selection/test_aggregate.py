@@ -186,6 +186,10 @@ def test_zootuning_gate_lr_moves_only_the_gates_faster():
     assert moved[1] > 3 * moved[0] and fast.extra["gate_lr"] == 30.0
     with pytest.raises(ValueError, match="gate_lr"):
         zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG, gate_lr=0.0)
+    with pytest.raises(ValueError, match="`gate_lr` must be a finite number"):
+        zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG, gate_lr=float("nan"))
+    with pytest.raises(ValueError, match="`lead` must be a finite number"):
+        zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG, lead=float("nan"))
 
 
 @pytest.mark.parametrize("ordering", [None, "logme"])
@@ -335,6 +339,8 @@ def test_hubpathway_refuses_a_lead_its_generator_cannot_take():
 
     with pytest.raises(ValueError, match="a `lead` needs a generator whose `logits`"):
         HubPathway(tasks, generator=Uniform(), lead=3.0)
+    with pytest.raises(ValueError, match="`lead` must be a finite number"):
+        HubPathway(tasks, lead=float("nan"))
     assert HubPathway(tasks, generator=Uniform(), lead=0.0).routing(torch.rand(3, 3, 32, 32)).shape == (3, 2)
 
 

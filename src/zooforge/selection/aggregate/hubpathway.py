@@ -28,6 +28,7 @@ learned token embeddings (padding left out). The paper routes images only; this 
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -141,6 +142,8 @@ class HubPathway(nn.Module):
             raise ValueError(f"`top_k` must be in [1, {len(tasks)}]; got {top_k}.")
         if not exploit >= 0:
             raise ValueError(f"`exploit` must be >= 0 (0: no per-member term); got {exploit}.")
+        if not math.isfinite(lead):
+            raise ValueError(f"`lead` must be a finite number (0: no preference for the top member); got {lead}.")
         self.members = nn.ModuleList(_Member(t) for t in tasks)
         self.generator = generator if generator is not None else PathwayGenerator(len(tasks))
         if lead:

@@ -234,8 +234,10 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
     from zooforge.zoo import load_catalogue
     from zooforge.zoo.backbone import Backbone
 
-    if gate_lr <= 0:
-        raise ValueError(f"`gate_lr` must be > 0; got {gate_lr}.")
+    if not 0 < gate_lr < float("inf"):
+        raise ValueError(f"`gate_lr` must be a finite number > 0; got {gate_lr}.")
+    if not abs(lead) < float("inf"):
+        raise ValueError(f"`lead` must be a finite number (0: start from the plain average); got {lead}.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # ranked even when the members are named: the gates' lead (and the norms' prior) go to the first,
     # which must be the top-ranked of them, not whichever the catalogue lists first
