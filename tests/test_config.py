@@ -139,6 +139,8 @@ def test_every_config_field_is_an_option_of_its_command(command):
     (AggregateConfig, {"method": "zootuning", "temperature": 0.1},
      r"`temperature` \(--temperature\) only apply to --method btuning"),
     (AggregateConfig, {"strength": "strong"}, r"`strength` \(--strength\) must be a number or 'auto'"),
+    (AggregateConfig, {"lr": float("nan")}, r"`lr` \(--lr\) must be a positive number; got nan"),
+    (ComposeConfig, {"budget_gmacs": 1, "lr": float("inf")}, r"`lr` \(--lr\) must be a positive number; got inf"),
     (SelectConfig, {"method": "prefix"}, r"`method` \(--method\) must be one of"),
     (SelectConfig, {"lr": "auto"}, r"`lr` \(--lr\) of select's trials is a number"),
     (SelectConfig, {"min_entrants": 3, "max_entrants": 2}, r"`max_entrants` \(--max-entrants\) must be at least 3"),

@@ -278,6 +278,7 @@ class AggregateConfig:
             raise ZooforgeError(f"{' and '.join(map(_named, only))} only apply to --method btuning (`method` "
                                 f"'btuning'); got {self.method!r}.")
         _at_least(self, top_k=1, epochs=1, batch_size=1)
+        _positive(self, "lr", none_means=None)
 
 
 @config
@@ -326,6 +327,7 @@ class ComposeConfig:
         _at_least(self, stages=1, epochs=1, stitch_epochs=0, batch_size=1, probe=2, top_k=1, screen_epochs=1,
                   screen_folds=1)
         _training_share(self)
+        _positive(self, "lr", none_means=None)
         _one_of(self, "compat", COMPAT_KINDS)
         _one_of(self, "screen_evidence", SCREEN_EVIDENCE_KINDS)
         if not (isinstance(self.screen_level, (int, float)) and 0 < self.screen_level <= 0.5):

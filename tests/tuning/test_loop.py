@@ -209,3 +209,15 @@ def test_bad_config_is_named():
     with pytest.raises(ValueError, match="no trainable parameters"):
         m = _model().requires_grad_(False)
         train(m, *_data(), TrainConfig(epochs=1, progress=False))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": float("nan")}, r"`lr` must be a finite number > 0; got nan"),     # NaN <= 0 is false: it used to pass
+    ({"lr": float("inf")}, r"`lr` must be a finite number > 0; got inf"),
+    ({"lr": 0.0}, r"`lr` must be a finite number > 0; got 0.0"),
+    ({"weight_decay": float("nan")}, r"`weight_decay` must be a finite number >= 0; got nan"),
+    ({"label_smoothing": 1.0}, r"`label_smoothing` must be in \[0, 1\); got 1.0"),
+])
+def test_train_config_refuses_rates_that_would_train_to_nan(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)

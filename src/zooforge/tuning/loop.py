@@ -64,8 +64,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}.")
-        if self.lr <= 0:
-            raise ValueError(f"`lr` must be positive; got {self.lr}.")
+        if not 0 < self.lr < float("inf"):           # written so that NaN fails too
+            raise ValueError(f"`lr` must be a finite number > 0; got {self.lr}.")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"`weight_decay` must be a finite number >= 0; got {self.weight_decay}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"`label_smoothing` must be in [0, 1); got {self.label_smoothing}.")
         if not 0 <= self.warmup_frac < 1:
             raise ValueError(f"`warmup_frac` must be in [0, 1); got {self.warmup_frac}.")
         if not 0 <= self.min_lr_ratio <= 1:
