@@ -194,8 +194,9 @@ class SelectConfig:
             raise ZooforgeError("give a budget: `fraction` (--budget) and/or `seconds` (--budget-seconds).")
         if self.fraction is not None and not 0 < self.fraction <= 1:
             raise ZooforgeError(f"`fraction` (--budget) must be in (0, 1]; got {self.fraction}.")
-        if self.seconds is not None and self.seconds <= 0:
-            raise ZooforgeError(f"`seconds` (--budget-seconds) must be positive; got {self.seconds}.")
+        if self.seconds is not None and not (isinstance(self.seconds, (int, float)) and 0 < self.seconds < math.inf):
+            raise ZooforgeError(f"`seconds` (--budget-seconds) must be a positive number (or None: a budget by "
+                                f"`fraction` alone); got {self.seconds!r}.")
         _one_of(self, "method", TUNING_METHODS)
         _at_least(self, full_epochs=1, min_entrants=1, max_entrants=self.min_entrants, batch_size=1, bootstrap=0)
         _budget(self)
@@ -328,6 +329,9 @@ class ComposeConfig:
                   screen_folds=1)
         _training_share(self)
         _positive(self, "lr", none_means=None)
+        if not (isinstance(self.compat_weight, (int, float)) and 0 <= self.compat_weight < float("inf")):
+            raise ZooforgeError(f"{_named('compat_weight')} must be a finite number >= 0 (0: ignore the transitions); "
+                                f"got {self.compat_weight!r}.")
         _one_of(self, "compat", COMPAT_KINDS)
         _one_of(self, "screen_evidence", SCREEN_EVIDENCE_KINDS)
         if not (isinstance(self.screen_level, (int, float)) and 0 < self.screen_level <= 0.5):
