@@ -4,8 +4,10 @@ on zoos it was not tuned on.
     python benchmarks/keep_rule.py --zoo demo --zoo timm2 ... [--task glyphs ...] [--seed 0 --seed 1]
                                    [--epochs 10] [--per-class 150] [--folds 1] [--report]
 
-The screen (``zooforge.reassembly.screen``) trains each shortlisted assembly and the LogME-best single
-model that fits the budget on 80% of the training split and compares them on the other 20%: the best
+The screen (``zooforge.reassembly.screen``) trains each shortlisted assembly and the best single model
+that fits the budget (the LogME-best in the stored recordings, made before 2026-12-07's change; the
+first in rank's recommended order in a recording made now, as compose screens it) on 80% of the
+training split and compares them on the other 20%: the best
 of m mixes is kept only if it beats the single model by more than a margin, in standard errors of
 the paired difference. The best of m noisy differences is biased upwards, so the margin grows with
 m: a one-sided test of level alpha over m comparisons (Bonferroni) needs z > z_(1 - alpha / m).
