@@ -285,7 +285,7 @@ def test_the_single_model_compose_must_beat_is_the_one_rank_recommends():
     train_ds, _ = load_dataset("demo:counting?n=16").split(0.8, 0)
     fitting = [e for e in load_catalogue("demo") if e.id in models[:2]]
     recommended, by_logme = ranked_ids(fitting, train_ds)[0], ranked_ids(fitting, train_ds, "logme")[0]
-    assert recommended != by_logme                      # the case that tells the two apart
+    assert recommended != by_logme, "the case needs the two orders to disagree; pick another target"
     for ordering, first in ((None, recommended), ("logme", by_logme)):
         r = compose("demo", "demo:counting?n=16", budget_gmacs=0.002, stages=3, epochs=1, screen=2, screen_epochs=1,
                     probe=32, models=models, ordering=ordering)

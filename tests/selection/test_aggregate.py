@@ -262,7 +262,7 @@ def test_zootuning_warns_when_its_group_is_not_the_top_ranked_models_architectur
     _, train_ds, _ = split_dataset(data)
     by_id = {e.id: e for e in load_catalogue("demo")}
     ranked = ranked_ids(list(by_id.values()), train_ds)
-    assert ranked[0] == "demo/byobnet-counting"                     # the case: the top model has no sibling
+    assert ranked[0] == "demo/byobnet-counting", "the case needs a top model without a sibling"
     group, over = architecture_group([by_id[m] for m in ranked], 2)
     assert over and over[0] == ranked[0]
     with pytest.warns(GroupWarning, match="top-ranked model demo/byobnet-counting has no other of its architecture"):
