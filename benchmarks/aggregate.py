@@ -2,7 +2,10 @@
 
     python benchmarks/aggregate.py [--zoo demo --zoo timm2 --zoo timm4 --zoo text] [--target shapes ...]
                                    [--seed 0 --seed 1] [--epochs 5] [--per-class 60] [--ordering logme]
-                                   [--report]
+                                   [--report [--group timm3,timm4,timm5,timm6 ...]]
+
+``--report`` prints the stored rows of the zoos given with ``--zoo`` (all, if none), and ``--group``
+adds a summary over those zoos.
 
 Rows, per (zoo, target, seed), all at the same number of training epochs, on the same split
 (image zoos: ``--per-class`` images a class, 80% train, 20% held out; the text zoo: its truth
@@ -230,12 +233,17 @@ def load_rows(path: Path) -> dict[tuple, dict]:
     return rows
 
 
-def report(rows: dict, epochs: int, per_class: int, ordering: str = "default") -> None:
+def report(rows: dict, epochs: int, per_class: int, ordering: str = "default", groups: list[str] = (),
+           only: list[str] | None = None) -> None:
+    """The stored rows' tables (of the zoos ``only`` names, if given): every cell, then per zoo, over all
+    zoos and over each of ``groups`` (comma-separated zoos) the mean difference from the single model
+    with its standard error, and, for rows that passed over the top-ranked model (Zoo-Tuning's default
+    group), those cells apart."""
     def wanted(k):
         s = setting(k[0], k[1], epochs, per_class)
         return (k[4], k[5], k[6]) == (s.epochs, s.per_class, ordering)
 
-    chosen = [r for k, r in rows.items() if wanted(k)]
+    chosen = [r for k, r in rows.items() if wanted(k) and (not only or k[0] in only)]
     cells = sorted({(r["zoo"], r["target"], r["seed"]) for r in chosen})
     names = list(ROWS) + sorted({r["row"] for r in chosen} - set(ROWS))     # Hub-Pathway at other weights too
     at = {(r["zoo"], r["target"], r["seed"], r["row"]): r for r in chosen}
@@ -253,19 +261,32 @@ def report(rows: dict, epochs: int, per_class: int, ordering: str = "default") -
             members = ", ".join(m.split("/")[-1] for m in r["members"])
             print(f"{zoo:<6} {target:<12} {seed:>4} {row:<11} {r['accuracy']:>6.3f} {diff} {r['params']:>9,} "
                   f"{r['gmacs']:>8.4f} {r['seconds']:>6.1f}  {members}")
-    print(f"\n{'row':<11} {'cells':>5} {'mean acc':>8} {'mean - single':>13} {'>= single':>9} {'GMACs x single':>14}")
+    print(f"\n{'row':<11} {'cells':>5} {'mean acc':>8} {'mean - single':>13} {'(SE)':>7} {'>= single':>9} "
+          f"{'GMACs x single':>14}")
     zoos_run = sorted({c[0] for c in cells})
-    for zoos in [(z,) for z in zoos_run] + ([tuple(zoos_run)] if len(zoos_run) > 1 else []):
+    sets = [(z,) for z in zoos_run] + ([tuple(zoos_run)] if len(zoos_run) > 1 else [])
+    sets += [tuple(g.split(",")) for g in groups]
+
+    def summary(label: str, chosen: list[tuple]) -> None:
+        pairs = [(at[c], at[c[:3] + ("single",)]) for c in chosen]
+        diffs = np.array([a["accuracy"] - s["accuracy"] for a, s in pairs])
+        se = diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+        cost = np.median([a["gmacs"] / s["gmacs"] for a, s in pairs])
+        print(f"{label:<11} {len(pairs):>5} {np.mean([a['accuracy'] for a, _ in pairs]):>8.3f} "
+              f"{diffs.mean():>+13.3f} {se:>7.3f} {int((diffs >= 0).sum()):>4} of {len(pairs):<2} {cost:>13.2f}x")
+
+    for zoos in sets:
         print(" + ".join(zoos))
         for row in names:
-            pairs = [(at[c + (row,)], at[c + ("single",)]) for c in cells
-                     if c[0] in zoos and c + (row,) in at and c + ("single",) in at]
-            if not pairs:
-                continue
-            diffs = np.array([a["accuracy"] - s["accuracy"] for a, s in pairs])
-            cost = np.median([a["gmacs"] / s["gmacs"] for a, s in pairs])
-            print(f"{row:<11} {len(pairs):>5} {np.mean([a['accuracy'] for a, _ in pairs]):>8.3f} "
-                  f"{diffs.mean():>+13.3f} {int((diffs >= 0).sum()):>4} of {len(pairs):<2} {cost:>13.2f}x")
+            chosen = [c + (row,) for c in cells if c[0] in zoos and c + (row,) in at and c + ("single",) in at]
+            if chosen:
+                summary(row, chosen)
+    for row in names:                 # Zoo-Tuning's default group where the top-ranked model was alone of its kind
+        over = [c + (row,) for c in cells if at.get(c + (row,), {}).get("extra", {}).get("passed_over")
+                and c + ("single",) in at]
+        if over:
+            print(f"{row}, the cells where it passed over the top-ranked model:")
+            summary(row, over)
     for family, what in VARIED:
         for others, variants in families_of_variants(family, what, {k[3] for k in at}).items():
             leave_one_zoo_out(at, cells, family, what, variants, others)
@@ -319,6 +340,8 @@ def main() -> None:
     ap.add_argument("--ordering", default="default", help="what ranks the zoo for every row: default (the "
                     "ordering zooforge rank recommends) or an ordering's name, e.g. logme [default: default]")
     ap.add_argument("--report", action="store_true", help="print the tables from the stored rows only")
+    ap.add_argument("--group", action="append", default=[], help="also summarise over these zoos, comma-separated "
+                    "(e.g. timm3,timm4,timm5,timm6)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     WORK.mkdir(exist_ok=True)
@@ -353,7 +376,7 @@ def main() -> None:
                         rows[key] = record
                         print(f"{zoo} {target} seed {seed} {row}: {r['accuracy']:.3f} ({r['seconds']:.0f} s)",
                               flush=True)
-    report(rows, args.epochs, args.per_class, args.ordering)
+    report(rows, args.epochs, args.per_class, args.ordering, args.group, args.zoo)
 
 
 if __name__ == "__main__":
