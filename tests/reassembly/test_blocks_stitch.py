@@ -293,6 +293,40 @@ def test_the_single_model_compose_must_beat_is_the_one_rank_recommends():
         assert set(r.screened[-1]["models"]) == {first}, ordering
 
 
+def test_a_fitting_model_rank_cannot_score_is_said_not_silently_passed_over(monkeypatch):
+    """A model that fits the budget whole but fails in ``rank`` cannot be the single model; compose says
+    which and why (``unranked``, and a line of the CLI) instead of comparing with the next one
+    silently, and when none can be ranked it still composes, with no single model to compare."""
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    rank_module = importlib.import_module("zooforge.selection.rank")
+    real = rank_module.score_model
+
+    def failing(backbone, *args, **kwargs):
+        if backbone.id in broken:
+            raise RuntimeError("out of memory on this model")
+        return real(backbone, *args, **kwargs)
+
+    monkeypatch.setattr(rank_module, "score_model", failing)
+    models = ["demo/byobnet-counting", "demo/convnext-counting", "demo/resnet-colour"]   # the resnet does not fit
+    kw = dict(budget_gmacs=0.002, stages=3, epochs=1, screen=2, screen_epochs=1, probe=32, models=models)
+    broken = {"demo/convnext-counting"}
+    r = compose("demo", "demo:counting?n=16", **kw)
+    assert list(r.unranked) == ["demo/convnext-counting"] and "out of memory" in r.unranked["demo/convnext-counting"]
+    assert r.baseline["model"] == "demo/byobnet-counting"
+    broken = {"demo/convnext-counting", "demo/byobnet-counting"}
+    r = compose("demo", "demo:counting?n=16", **kw)
+    assert sorted(r.unranked) == sorted(broken) and r.baseline is None and r.accuracy is not None
+    out = CliRunner().invoke(app, ["compose", "demo", "demo:counting?n=16", "--budget-gmacs", "0.002", "--stages", "3",
+                                   "--epochs", "1", "--screen", "1", "--probe", "32"] + [f"--model={m}" for m in models])
+    assert out.exit_code == 0, out.output
+    said = " ".join(out.output.split())
+    assert "demo/byobnet-counting fits the budget whole but could not be ranked" in said
+    assert "no single zoo model that fits the budget could be ranked" in said
+
+
 def test_the_screens_per_image_evidence_has_the_scoring_rules_values():
     """Two images, three classes: 0/1 correctness, the true class's probability, minus the Brier score
     and the floored log-probability, by hand; an unknown kind is refused by name."""

@@ -169,6 +169,9 @@ def compose(
         fail(exc)
     for model_id, why in r.left_out.items():          # never silently: a model the user listed may be among them
         console.print(f"[yellow]{model_id} left out of the assembly:[/] {why}", soft_wrap=True)
+    for model_id, why in r.unranked.items():
+        console.print(f"[yellow]{model_id} fits the budget whole but could not be ranked, so it is not the single "
+                      f"model compared with:[/] {why}", soft_wrap=True)
     console.print(f"solver: {r.explanation}; within-stage CKA {r.within_stage_similarity:.3f}")
     if r.screened:
         where = "on 80% of the training split" if screen_folds <= 1 else f"in each of {screen_folds} folds"
@@ -201,7 +204,8 @@ def compose(
                       f"[bold]{b['accuracy']:.4f}[/] (assembly − single: {r.accuracy - b['accuracy']:+.4f})",
                       soft_wrap=True)
     elif baseline:
-        console.print("[yellow]no single zoo model fits the budget[/]")
+        console.print("[yellow]no single zoo model that fits the budget could be ranked[/]" if r.unranked
+                      else "[yellow]no single zoo model fits the budget[/]")
     if out:
         console.print(f"wrote {out}/assembly.safetensors, recipe.json and result.json")
 

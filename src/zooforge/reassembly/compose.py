@@ -49,6 +49,8 @@ class ComposeResult:
     screened: list[dict] = field(default_factory=list)   # candidates tried briefly, with val accuracy
     seconds: dict = field(default_factory=dict)
     left_out: dict = field(default_factory=dict)           # model id -> why it could not take part
+    unranked: dict = field(default_factory=dict)           # model id -> why rank could not place it (it fits the
+                                                           # budget whole but cannot be the single model)
     model: Assembly | None = field(default=None, repr=False)
     recipe: dict | None = field(default=None, repr=False)
 
@@ -81,7 +83,9 @@ def compose(catalogue, dataset, config: ComposeConfig | None = None, *, out_dir:
         raise ZooforgeError(f"cannot compose within the budget: {p.solved.explain()}.")
     train_cfg = _train_config(cfg)
     best, screened = p.solved.solutions[0], []
-    singles = ranked_singles(p, cfg.budget, ordering=cfg.ordering) if cfg.screen > 1 or cfg.baseline else []
+    unranked: dict[str, str] = {}
+    singles = (ranked_singles(p, cfg.budget, ordering=cfg.ordering, unplaced=unranked)
+               if cfg.screen > 1 or cfg.baseline else [])
     if cfg.screen > 1:
         pool = p.diverse + [s for s in p.solved.solutions if all(s.choice != d.choice for d in p.diverse)]
         best, screened = screen(p, shortlist(p, pool, cfg.budget, cfg.screen, cfg.seed, singles), train_ds, train_cfg,
@@ -95,7 +99,7 @@ def compose(catalogue, dataset, config: ComposeConfig | None = None, *, out_dir:
         alternatives=[{"models": [c.model for c in s.candidates], "objective": s.objective, "params": s.params,
                        "gmacs": s.gmacs} for s in p.solved.solutions],
         within_stage_similarity=p.partition.similarity, seconds=dict(p.seconds), screened=screened,
-        left_out=dict(p.left_out))
+        left_out=dict(p.left_out), unranked=unranked)
     torch.manual_seed(cfg.seed)
     result.model, result.stitch_r2, result.recipe = p.assemble(best)
     first = p.backbones[best.candidates[0].model]
@@ -130,11 +134,12 @@ def _fit(model: nn.Module, x_tr, y_tr, cfg: TrainConfig, frozen_first: int):
     return history + r.history
 
 
-def ranked_singles(p: Plan, budget, ordering=None, *, cache_dir=None) -> list[str]:
+def ranked_singles(p: Plan, budget, ordering=None, *, cache_dir=None, unplaced: dict | None = None) -> list[str]:
     """The ids of the plan's models whose whole network with a new head for the plan's classes fits
     ``budget``, best first, as ``rank`` orders them on the plan's dataset (compose: the training split):
     by default the ordering ``zooforge rank`` recommends, ``ordering`` another (``"logme"``: LogME on
-    the whole split). One that cannot be scored is left out, as ``rank`` never recommends it."""
+    the whole split). One that cannot be scored is left out, as ``rank`` never recommends it, and
+    goes into ``unplaced`` (id -> why) when a dict is given."""
     from zooforge.selection.rank import ranked_ids
     from zooforge.zoo.backbone import Backbone
 
@@ -144,7 +149,15 @@ def ranked_singles(p: Plan, budget, ordering=None, *, cache_dir=None) -> list[st
         b = p.backbones.get(mid) or Backbone.from_entry(entry)
         if budget.fits(b.gmacs, b.num_params + b.feature_dim * c + c):
             fits.append(entry)
-    return ranked_ids(fits, p.dataset, ordering, cache_dir=cache_dir) if fits else []
+    if not fits:
+        return []
+    unplaced = {} if unplaced is None else unplaced
+    try:
+        return ranked_ids(fits, p.dataset, ordering, cache_dir=cache_dir, unplaced=unplaced)
+    except ZooforgeError:
+        if len(unplaced) == len(fits):      # none could be ranked: said in ``unplaced``, and there is no single model
+            return []
+        raise
 
 
 def _baseline(p: Plan, model: str, train_ds, test_ds, cfg: ComposeConfig) -> dict:

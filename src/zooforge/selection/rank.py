@@ -141,18 +141,25 @@ def checked_ordering(ordering):
     return ordering
 
 
-def ranked_ids(entries, dataset, ordering=None, *, cache_dir=None, progress: bool = False) -> list[str]:
+def ranked_ids(entries, dataset, ordering=None, *, cache_dir=None, progress: bool = False,
+               unplaced: dict | None = None) -> list[str]:
     """The ids of catalogue ``entries`` best first, as ``rank`` orders them on ``dataset``: by default the
     ordering ``zooforge rank`` recommends (the shipped default over the default estimators);
     ``ordering`` (an Ordering or its name, e.g. ``"logme"``, the papers' choice) another. What the
     commands that act on the ranking (aggregate, compose's single-model baseline) read. A model the
     ordering cannot place (it failed, or has no score the ordering uses) is left out, as ``rank``
-    never recommends one; none placed is an error."""
+    never recommends one, and goes into ``unplaced`` (id -> why) when a dict is given; none placed is
+    an error."""
     ordering = checked_ordering(ordering)
     table = rank(entries, dataset, metrics=None if ordering is None else list(ordering.metrics), ordering=ordering,
                  bootstrap=0, cache_dir=cache_dir, progress=progress)
     name = table["ordering"][0]
-    table = table.filter(table["error"].is_null() & table["order_value"].is_not_nan())
+    placed = table["error"].is_null() & table["order_value"].is_not_nan()
+    if unplaced is not None:
+        for row in table.filter(~placed).iter_rows(named=True):
+            unplaced[row["model"]] = row["error"] or (f"none of the scores the ordering {name} uses"
+                                                      + (f" ({row['skipped']})" if row["skipped"] else ""))
+    table = table.filter(placed)
     if table.height == 0:
         raise ZooforgeError(f"no model could be scored by the estimators of the ordering {name}; see "
                             "`zooforge rank` for the errors.")
