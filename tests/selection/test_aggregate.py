@@ -661,3 +661,37 @@ def test_zootuning_of_copies_of_a_text_encoder_is_plain_fine_tuning(tmp_path):
 
     reference = fine_tuned(plain)
     assert float((fine_tuned(zoo) - reference).abs().max()) < 1e-3 * float(reference.abs().max())
+
+
+def test_a_model_rank_cannot_score_is_said_and_named_ones_are_refused(monkeypatch):
+    """Ranked by ``rank``, a model that fails there is not a candidate: the aggregators say which and why
+    (``extra["unranked"]``, and a line of the CLI) instead of leaving it out silently; a named member
+    that fails is refused, since the user asked for it (B-Tuning kept the others without a word)."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+    from zooforge.selection.aggregate._common import split_dataset
+    from zooforge.selection.rank import ranked_ids
+    from zooforge.zoo import load_catalogue
+
+    _, train_ds, _ = split_dataset(DATA)
+    top = ranked_ids(load_catalogue("demo"), train_ds)[0]
+    rank_module = importlib.import_module("zooforge.selection.rank")
+    real = rank_module.score_model
+
+    def failing(backbone, *args, **kwargs):
+        if backbone.id == top:
+            raise RuntimeError("out of memory on this model")
+        return real(backbone, *args, **kwargs)
+
+    monkeypatch.setattr(rank_module, "score_model", failing)
+    r = ensemble("demo", DATA, top_k=1, config=CFG)
+    assert top not in r.members and "out of memory" in r.extra["unranked"][top]
+    out = CliRunner().invoke(app, ["aggregate", "demo", DATA, "--method", "ensemble", "--top-k", "1", "--epochs", "1"])
+    assert out.exit_code == 0, out.output
+    assert f"{top} could not be ranked on this data, so it was not considered" in " ".join(out.output.split())
+    other = next(m for m in ("demo/effnet-shapes", "demo/vit-glyphs") if m != top)
+    with pytest.raises(ZooforgeError, match=rf"\['{top}'\] could not be scored on this data"):
+        btuning("demo", DATA, models=[top, other], config=CFG, strength=0.0)

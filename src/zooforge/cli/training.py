@@ -100,6 +100,9 @@ def aggregate(
             r = aggregate_models(catalogue, data, config)
     except (ZooforgeError, ValueError) as exc:
         fail(exc)
+    for model_id, why in r.extra.get("unranked", {}).items():     # rank could not place it: not a candidate
+        console.print(f"[yellow]{model_id} could not be ranked on this data, so it was not considered:[/] {why}",
+                      soft_wrap=True)
     if r.extra.get("passed_over"):
         console.print(f"[yellow]{group_warning(r.extra['passed_over'], r.members[0])}[/]", soft_wrap=True)
     t = Table(title=f"{method} on {data}", header_style="bold")

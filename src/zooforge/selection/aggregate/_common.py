@@ -36,14 +36,15 @@ class AggregateResult:
 
 
 def load_members(catalogue, models=None, top_k: int | None = None, dataset=None, *, ordering=None, cache_dir=None,
-                 progress: bool = False, keep_all: bool = False, load: bool = True):
+                 progress: bool = False, keep_all: bool = False, load: bool = True, unplaced: dict | None = None):
     """Backbones for ``models`` (ids or globs) or, with ``top_k``, the top-k of ``catalogue`` as ``rank``
     orders them on ``dataset``: by default the ordering ``zooforge rank`` recommends (the shipped
     default over the default estimators); ``ordering`` (an Ordering or its name, e.g. ``"logme"``, the
     papers' choice) another. Features go through the cache at ``cache_dir``, where a caller that reuses
     them will look. ``keep_all``: every model that ``models`` names, in that order (one that cannot be
     scored is an error, not left out). ``load=False``: their catalogue entries instead, for a caller
-    that loads each model itself."""
+    that loads each model itself. ``unplaced``: a dict that receives the models the ranking had to
+    leave out, with why (``ranked_ids``), for the caller to say."""
     from zooforge.selection.rank import ranked_ids
     from zooforge.zoo import filter_entries, load_catalogue
     from zooforge.zoo.backbone import Backbone
@@ -57,7 +58,7 @@ def load_members(catalogue, models=None, top_k: int | None = None, dataset=None,
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"`top_k` must be at least 1; got {top_k}.")
-        keep = ranked_ids(entries, dataset, ordering, cache_dir=cache_dir, progress=progress)[:top_k]
+        keep = ranked_ids(entries, dataset, ordering, cache_dir=cache_dir, progress=progress, unplaced=unplaced)[:top_k]
         if keep_all and len(keep) < len(entries):
             lost = [e.id for e in entries if e.id not in keep]
             said = f"the ordering {ordering if isinstance(ordering, str) else ordering.name}" if ordering else \

@@ -100,8 +100,10 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
     if not isinstance(strength, str) and strength < 0:
         raise ValueError(f"`strength` must be >= 0; got {strength}.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
+    unranked: dict[str, str] = {}
+    # named members are ranked too (the student is the first), and every one of them is kept
     members = load_members(catalogue, models, top_k, train_ds, ordering=ordering, cache_dir=cache_dir,
-                           progress=progress)
+                           progress=progress, keep_all=bool(models), unplaced=unranked)
     cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
     with Timer() as timer:
         feats = {b.id: extract(b, train_ds, cache_dir=cache_dir, progress=progress).features for b in members}
@@ -138,7 +140,7 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
                            task.trainable_params, task.total_params, timer.seconds, result.history,
                            {"student": plan["student"].id, "logme": dict(zip(ids, plan["logme"])),
                             "temperature": temperature, "strength": strength, "strength_trials": trials,
-                            "method": method}, model, inference_gmacs(task, x_te))
+                            "method": method, "unranked": unranked}, model, inference_gmacs(task, x_te))
 
 
 def _plan(members, feats, labels, rows, temperature) -> dict:

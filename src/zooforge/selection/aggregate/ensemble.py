@@ -28,8 +28,10 @@ def ensemble(catalogue, dataset, *, top_k: int = 3, models=None, method: str = "
     from zooforge.tuning.tune import tune
 
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
+    unranked: dict[str, str] = {}
     members = load_members(catalogue, models, top_k if not models else None, train_ds, ordering=ordering,
-                           cache_dir=cache_dir, progress=progress, load=False)          # tune loads each one itself
+                           cache_dir=cache_dir, progress=progress, load=False,          # tune loads each one itself
+                           unplaced=unranked)
     cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
     y_te = torch.as_tensor(test_ds.labels)
     logits, runs, gmacs = [], [], 0.0
@@ -45,5 +47,6 @@ def ensemble(catalogue, dataset, *, top_k: int = 3, models=None, method: str = "
         "ensemble", [b.id for b in members], [1.0 / len(members)] * len(members), accuracy,
         sum(r.trainable_params for r in runs), sum(r.total_params for r in runs), timer.seconds,
         [row | {"member": r.model} for r in runs for row in r.history],
-        {"method": method, "lr": [r.lr for r in runs], "member_accuracy": [r.accuracy for r in runs]},
+        {"method": method, "lr": [r.lr for r in runs], "member_accuracy": [r.accuracy for r in runs],
+         "unranked": unranked},
         None, gmacs)

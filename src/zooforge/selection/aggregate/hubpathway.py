@@ -227,8 +227,9 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
     ``lead`` is added to the generator's starting logit of the first (top-ranked) member."""
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # named members are ranked too: the lead goes to the first, which must be the top-ranked of them
+    unranked: dict[str, str] = {}
     members = load_members(catalogue, models, candidates, train_ds, ordering=ordering, progress=progress,
-                           keep_all=bool(models))
+                           keep_all=bool(models), unplaced=unranked)
     if len(members) < 2:
         raise ZooforgeError(f"Hub-Pathway routes among at least 2 models; got {[m.id for m in members]}.")
     with Timer() as timer:
@@ -255,4 +256,4 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
     return AggregateResult("hubpathway", [m.id for m in members], usage.tolist(), accuracy, trainable,
                            sum(p.numel() for p in model.parameters()), timer.seconds, result.history,
                            {"top_k": model.top_k, "balance": balance, "exploit": exploit, "lead": lead,
-                            "method": method}, model, inference_gmacs(model, x_te))
+                            "method": method, "unranked": unranked}, model, inference_gmacs(model, x_te))

@@ -241,12 +241,13 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # ranked even when the members are named: the gates' lead (and the norms' prior) go to the first,
     # which must be the top-ranked of them, not whichever the catalogue lists first
-    passed_over = []
+    passed_over, unranked = [], {}
     if models:
         members = load_members(catalogue, models, None, train_ds, ordering=ordering, progress=progress, keep_all=True)
     else:
         entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue)
-        ranked = load_members(entries, None, len(entries), train_ds, ordering=ordering, progress=progress, load=False)
+        ranked = load_members(entries, None, len(entries), train_ds, ordering=ordering, progress=progress, load=False,
+                              unplaced=unranked)
         group, passed_over = architecture_group(ranked, top_k)
         members = [Backbone.from_entry(e) for e in group]
         if passed_over:
@@ -274,7 +275,7 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
         gates = model.mean_gates(x_tr)
         weights = torch.stack(list(gates.values())).mean(0).tolist()
         extra = {"align": align, "lead": lead, "gate": gate, "norm_stats": norm_stats, "gate_lr": gate_lr,
-                 "layers": len(gates), "passed_over": passed_over}
+                 "layers": len(gates), "passed_over": passed_over, "unranked": unranked}
         if collapse:
             plain = model.collapse(x_tr, members[0].model)
             single = TaskModel(members[0].with_model(plain),
