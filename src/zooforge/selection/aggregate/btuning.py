@@ -85,8 +85,9 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
             strength: float | str = "auto", strength_grid=STRENGTH_GRID, method: str = "full",
             config: TrainConfig | None = None, split: float = 0.8, seed: int = 0, cache_dir=None,
             ordering=None, progress: bool = False) -> AggregateResult:
-    """B-Tuning of the top-ranked model with the top-``top_k`` teachers (see the module docstring);
-    ``ordering`` ranks the zoo (``load_members``: by default the order ``zooforge rank`` recommends).
+    """B-Tuning of the top-ranked model with the top-``top_k`` teachers (see the module docstring), or
+    with every one of ``models`` (ids/globs), ranked, the first the student; ``ordering`` ranks the zoo
+    (``load_members``: by default the order ``zooforge rank`` recommends).
 
     ``strength="auto"`` chooses λ from ``strength_grid`` by validation: the whole procedure (LogME
     fits, teacher weights, student, training with the same config) is run on 80% of the training
