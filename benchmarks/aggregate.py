@@ -262,7 +262,7 @@ def report(rows: dict, epochs: int, per_class: int, ordering: str = "default", g
             print(f"{zoo:<6} {target:<12} {seed:>4} {row:<11} {r['accuracy']:>6.3f} {diff} {r['params']:>9,} "
                   f"{r['gmacs']:>8.4f} {r['seconds']:>6.1f}  {members}")
     print(f"\n{'row':<11} {'cells':>5} {'mean acc':>8} {'mean - single':>13} {'(SE)':>7} {'>= single':>9} "
-          f"{'GMACs x single':>14}")
+          f"{'GMACs x single':>14} {'params x single':>15}")
     zoos_run = sorted({c[0] for c in cells})
     sets = [(z,) for z in zoos_run] + ([tuple(zoos_run)] if len(zoos_run) > 1 else [])
     sets += [tuple(g.split(",")) for g in groups]
@@ -272,8 +272,10 @@ def report(rows: dict, epochs: int, per_class: int, ordering: str = "default", g
         diffs = np.array([a["accuracy"] - s["accuracy"] for a, s in pairs])
         se = diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
         cost = np.median([a["gmacs"] / s["gmacs"] for a, s in pairs])
+        size = np.median([a["params"] / s["params"] for a, s in pairs])
         print(f"{label:<11} {len(pairs):>5} {np.mean([a['accuracy'] for a, _ in pairs]):>8.3f} "
-              f"{diffs.mean():>+13.3f} {se:>7.3f} {int((diffs >= 0).sum()):>4} of {len(pairs):<2} {cost:>13.2f}x")
+              f"{diffs.mean():>+13.3f} {se:>7.3f} {int((diffs >= 0).sum()):>4} of {len(pairs):<2} {cost:>13.2f}x "
+              f"{size:>14.2f}x")
 
     for zoos in sets:
         print(" + ".join(zoos))
