@@ -5,6 +5,8 @@ already catch ``ValueError`` keep working, and each message says what was expect
 where known, how to fix it.
 """
 
+import math
+import numbers
 import re
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "DatasetError",
     "BackboneLoadError",
     "CacheError",
+    "finite_number",
     "first_line",
     "describe",
     "group_failures",
@@ -54,6 +57,20 @@ class BackboneLoadError(ZooforgeError):
 
 class CacheError(ZooforgeError):
     """A feature-cache entry is unusable (only raised where it cannot be recomputed)."""
+
+
+def finite_number(value, name: str, *, above: float | None = None, at_least: float | None = None,
+                  note: str = "") -> float:
+    """``value`` as a float when it is a finite real number (and > ``above``, >= ``at_least``, where
+    given); otherwise a ZooforgeError naming ``name``, the range and ``note`` (what a value means).
+    Written once because ``x <= 0`` is false for NaN and ``x >= 0`` true for inf: a setting checked
+    that way let NaN and inf weights train to NaN and report an accuracy."""
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and (above is None or number > above) and (at_least is None or number >= at_least)):
+        bound = f" > {above:g}" if above is not None else f" >= {at_least:g}" if at_least is not None else ""
+        got = value if isinstance(value, numbers.Real) else repr(value)
+        raise ZooforgeError(f"`{name}` must be a finite number{bound}{f' ({note})' if note else ''}; got {got}.")
+    return number
 
 
 # What differs between two failures of one cause: the model's quoted names, commands and hub repository.

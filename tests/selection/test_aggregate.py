@@ -192,6 +192,29 @@ def test_zootuning_gate_lr_moves_only_the_gates_faster():
         zootuning("demo", DATA, models=["demo/effnet-*"], config=CFG, lead=float("nan"))
 
 
+@pytest.mark.parametrize("method, setting, value", [
+    (btuning, "strength", float("nan")), (btuning, "strength", float("inf")), (btuning, "strength", -1.0),
+    (btuning, "temperature", float("nan")), (btuning, "temperature", 0.0),
+    (zootuning, "gate_lr", float("inf")), (zootuning, "lead", float("-inf")),
+    (hubpathway, "balance", float("nan")), (hubpathway, "balance", -0.1),
+    (hubpathway, "exploit", float("inf")), (hubpathway, "lead", float("nan")),
+])
+def test_aggregators_refuse_a_non_finite_or_out_of_range_weight_before_loading_a_model(method, setting, value,
+                                                                                      monkeypatch):
+    # `x < 0` is false for NaN and `x >= 0` true for inf: checked that way, such weights trained to NaN
+    # and still reported an accuracy. Refused by name, before the dataset is split or a model loaded.
+    import sys
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model or the dataset was loaded before the setting was checked")
+
+    module = sys.modules[method.__module__]          # the package's names are the functions, not the modules
+    monkeypatch.setattr(module, "split_dataset", no_loading)
+    monkeypatch.setattr(module, "load_members", no_loading)
+    with pytest.raises(ZooforgeError, match=f"`{setting}` must be a finite number"):
+        method("demo", DATA, **{setting: value})
+
+
 @pytest.mark.parametrize("ordering", [None, "logme"])
 def test_zootuning_gives_its_lead_to_the_top_ranked_of_the_named_models(ordering):
     """The gates' lead went to whichever model the catalogue lists first when the members were named
@@ -227,9 +250,18 @@ def test_members_come_in_the_order_rank_recommends_unless_another_is_asked():
         load_members("demo", None, 3, train_ds, ordering="nonsense", load=False)
 
 
-def test_architecture_group_is_the_highest_ranked_model_with_enough_of_its_architecture():
+def test_architecture_group_is_the_highest_ranked_model_with_enough_of_its_architecture(monkeypatch):
     from zooforge.selection.aggregate.architecture import architecture_group
     from zooforge.zoo import load_catalogue
+    from zooforge.zoo.backbone import Backbone
+
+    loads, build = [], Backbone.from_entry.__func__
+
+    def counted(cls, entry, *args, **kwargs):
+        loads.append(entry.id)
+        return build(cls, entry, *args, **kwargs)
+
+    monkeypatch.setattr(Backbone, "from_entry", classmethod(counted))
 
     by_id = {e.id: e for e in load_catalogue("demo")}
     ranked = [by_id[f"demo/{m}"] for m in ("byobnet-counting", "convnext-shapes", "effnet-shapes", "effnet-glyphs",
@@ -240,8 +272,12 @@ def test_architecture_group_is_the_highest_ranked_model_with_enough_of_its_archi
     group, over = architecture_group(ranked, None, min_models=3)      # two ConvNeXts are too few: the EfficientNets
     assert ids(group) == ["demo/effnet-shapes", "demo/effnet-glyphs", "demo/effnet-textures"]
     assert over == ["demo/byobnet-counting", "demo/convnext-shapes"]
+    loads.clear()
     group, over = architecture_group(ranked[1:], 3)           # in ranked order, cut at the size asked for
     assert ids(group) == ["demo/convnext-shapes", "demo/convnext-counting"] and over == []
+    # where the top model leads the group, each model scanned is loaded once: the group comes back as
+    # loaded for its layout, not loaded again
+    assert loads == ids(ranked[1:]) and all(hasattr(b, "model") for b in group)
     with pytest.raises(ZooforgeError, match="none of the 2 ranked models has 1 other of its architecture"):
         architecture_group([ranked[0], ranked[-1]])
 

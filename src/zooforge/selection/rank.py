@@ -187,8 +187,7 @@ def resolve_ordering(ordering, metrics: Sequence[str], task: str = "classificati
     that can score the task."""
     from zooforge.selection.ordering import DEFAULT_ORDERING, Ordering
 
-    if isinstance(ordering, str):
-        ordering = Ordering.parse(ordering)
+    ordering = checked_ordering(ordering)
     if ordering is None:
         able = tuple(m for m in metrics if get_estimator(m).unsupported(task) is None)
         if task == "classification" and set(metrics) == set(DEFAULT_METRICS):

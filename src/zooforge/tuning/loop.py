@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zooforge.errors import ZooforgeError
+from zooforge.errors import ZooforgeError, finite_number
 from zooforge.tuning.objectives import Objective, task_of, objective
 from zooforge.zoo.cost import count_params
 
@@ -64,10 +64,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1; got {getattr(self, name)}.")
-        if not 0 < self.lr < float("inf"):           # written so that NaN fails too
-            raise ValueError(f"`lr` must be a finite number > 0; got {self.lr}.")
-        if not 0 <= self.weight_decay < float("inf"):
-            raise ValueError(f"`weight_decay` must be a finite number >= 0; got {self.weight_decay}.")
+        finite_number(self.lr, "lr", above=0)
+        finite_number(self.weight_decay, "weight_decay", at_least=0)
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"`label_smoothing` must be in [0, 1); got {self.label_smoothing}.")
         if not 0 <= self.warmup_frac < 1:

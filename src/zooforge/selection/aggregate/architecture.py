@@ -60,25 +60,31 @@ def group_warning(passed_over: list[str], lead: str) -> str:
 
 
 def architecture_group(entries: list, size: int | None = None, min_models: int = 2) -> tuple[list, list[str]]:
-    """Zoo-Tuning's members among catalogue ``entries`` given best first: the highest-ranked model with
-    at least ``min_models`` - 1 others of its :func:`architecture` among them, and those others in
-    ranked order, ``size`` in all (None: every one); with the ids ranked above it, passed over because
-    their architectures have fewer models. A model is loaded (once) only when its layout is needed:
-    where the top model has siblings, the search stops at the ``size``-th."""
+    """Zoo-Tuning's members among catalogue ``entries`` given best first, loaded (Backbones): the
+    highest-ranked model with at least ``min_models`` - 1 others of its :func:`architecture` among
+    them, and those others in ranked order, ``size`` in all (None: every one); with the ids ranked
+    above it, passed over because their architectures have fewer models. A model is loaded only when
+    its layout is needed (where the top model has siblings, the search stops at the ``size``-th) and
+    held only while it may be a member of the group being tried, so a scan of a large zoo holds one
+    group at most. Where the top model leads the group, each model is loaded once; where it was passed
+    over, the group's members were let go during the failed scans and are loaded once more."""
     from zooforge.zoo.backbone import Backbone
 
     keys: dict[str, tuple] = {}
+    held: dict[str, object] = {}     # the Backbones of the group being tried, as loaded for their layouts
 
     def key(entry) -> tuple:
         if entry.id not in keys:
-            model = Backbone.from_entry(entry).model
-            shapes, kinds = architecture(model, source_head(model))
+            backbone = Backbone.from_entry(entry)
+            shapes, kinds = architecture(backbone.model, source_head(backbone.model))
             keys[entry.id] = tuple(sorted((k, tuple(v)) for k, v in shapes.items())), tuple(sorted(kinds.items()))
+            held[entry.id] = backbone
         return keys[entry.id]
 
     tried: set[tuple] = set()        # a model ranked below one of its kind that was too few is too few as well
     for i, lead in enumerate(entries):
         if key(lead) in tried:
+            held.pop(lead.id, None)
             continue
         group = [lead]
         for e in entries[i + 1:]:
@@ -86,9 +92,13 @@ def architecture_group(entries: list, size: int | None = None, min_models: int =
                 break
             if key(e) == key(lead):
                 group.append(e)
+            else:
+                held.pop(e.id, None)          # loaded for its layout only; loaded again if it leads a group
         if len(group) >= min_models:
-            return group[:size], [e.id for e in entries[:i]]
+            return ([held.get(e.id) or Backbone.from_entry(e) for e in group[:size]],
+                    [e.id for e in entries[:i]])
         tried.add(key(lead))
+        held.clear()
     raise ZooforgeError(f"Zoo-Tuning aggregates models of one architecture, and none of the {len(entries)} ranked "
                         f"models has {min_models - 1} other of its architecture; aggregate them with --method "
                         "hubpathway or ensemble instead.")

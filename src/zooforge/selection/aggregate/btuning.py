@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zooforge.errors import finite_number
 from zooforge.metrics.logme import logme_fit
 from zooforge.selection.aggregate._common import AggregateResult, Timer, inference_gmacs, load_members, split_dataset
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
@@ -49,9 +50,7 @@ __all__ = ["btuning", "BTuningStudent", "teacher_weights"]
 
 def teacher_weights(scores, temperature: float = 0.1) -> np.ndarray:
     """π = softmax(LogME / t): sums to one; a lower t puts more weight on the best model."""
-    if temperature <= 0:
-        raise ValueError(f"`temperature` must be positive; got {temperature}.")
-    s = np.asarray(scores, dtype=np.float64) / temperature
+    s = np.asarray(scores, dtype=np.float64) / finite_number(temperature, "temperature", above=0)
     e = np.exp(s - s.max())
     return e / e.sum()
 
@@ -98,8 +97,9 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
 
     if isinstance(strength, str) and strength != "auto":
         raise ValueError(f"`strength` must be a number or 'auto'; got {strength!r}.")
-    if not isinstance(strength, str) and strength < 0:
-        raise ValueError(f"`strength` must be >= 0; got {strength}.")
+    for value in [strength] if strength != "auto" else strength_grid:
+        finite_number(value, "strength", at_least=0, note="0: plain fine-tuning of the student")
+    finite_number(temperature, "temperature", above=0)
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     unranked: dict[str, str] = {}
     # named members are ranked too (the student is the first), and every one of them is kept

@@ -28,14 +28,13 @@ learned token embeddings (padding left out). The paper routes images only; this 
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooforge.errors import ZooforgeError
+from zooforge.errors import ZooforgeError, finite_number
 from zooforge.selection.aggregate._common import (AggregateResult, Timer, inference_gmacs, load_members, raw_images,
                                                  split_dataset)
 from zooforge.tuning.loop import TrainConfig, evaluate_accuracy, train
@@ -134,16 +133,19 @@ def running_statistics(module: nn.Module):
             m.train()
 
 
+def _check_weights(balance: float, exploit: float, lead: float) -> None:
+    finite_number(balance, "balance", at_least=0, note="0: no load balancing")
+    finite_number(exploit, "exploit", at_least=0, note="0: no per-member term")
+    finite_number(lead, "lead", note="0: no preference for the top member")
+
+
 class HubPathway(nn.Module):
     def __init__(self, tasks: list[TaskModel], top_k: int = 2, balance: float = 0.01, noise: bool = True,
                  generator: nn.Module | None = None, exploit: float = EXPLOIT, lead: float = LEAD):
         super().__init__()
         if not 1 <= top_k <= len(tasks):
             raise ValueError(f"`top_k` must be in [1, {len(tasks)}]; got {top_k}.")
-        if not exploit >= 0:
-            raise ValueError(f"`exploit` must be >= 0 (0: no per-member term); got {exploit}.")
-        if not math.isfinite(lead):
-            raise ValueError(f"`lead` must be a finite number (0: no preference for the top member); got {lead}.")
+        _check_weights(balance, exploit, lead)
         self.members = nn.ModuleList(_Member(t) for t in tasks)
         self.generator = generator if generator is not None else PathwayGenerator(len(tasks))
         if lead:
@@ -225,6 +227,7 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
     """Hub-Pathway over ``models`` (ids/globs) or the top-``candidates`` as ``ordering`` ranks the zoo
     (``load_members``), routing to ``top_k``; ``exploit`` weighs the per-member term (module docstring);
     ``lead`` is added to the generator's starting logit of the first (top-ranked) member."""
+    _check_weights(balance, exploit, lead)                 # before any model is loaded
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # named members are ranked too: the lead goes to the first, which must be the top-ranked of them
     unranked: dict[str, str] = {}

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooforge.errors import ZooforgeError
+from zooforge.errors import ZooforgeError, finite_number
 from zooforge.selection.aggregate._common import AggregateResult, Timer, inference_gmacs, load_members, split_dataset
 from zooforge.selection.aggregate.architecture import (GroupWarning, architecture_group, check_same_architecture,
                                                        group_warning, source_head)
@@ -232,12 +232,9 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
     ``norm_stats``, ``align``, ``lead``: the module docstring. ``gate_lr``: the gates' learning rate
     as a multiple of the kernels' (they start from scratch; the kernels from trained models)."""
     from zooforge.zoo import load_catalogue
-    from zooforge.zoo.backbone import Backbone
 
-    if not 0 < gate_lr < float("inf"):
-        raise ValueError(f"`gate_lr` must be a finite number > 0; got {gate_lr}.")
-    if not abs(lead) < float("inf"):
-        raise ValueError(f"`lead` must be a finite number (0: start from the plain average); got {lead}.")
+    finite_number(gate_lr, "gate_lr", above=0)
+    finite_number(lead, "lead", note="0: start from the plain average")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # ranked even when the members are named: the gates' lead (and the norms' prior) go to the first,
     # which must be the top-ranked of them, not whichever the catalogue lists first
@@ -248,8 +245,7 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
         entries = catalogue if isinstance(catalogue, list) else load_catalogue(catalogue)
         ranked = load_members(entries, None, len(entries), train_ds, ordering=ordering, progress=progress, load=False,
                               unplaced=unranked)
-        group, passed_over = architecture_group(ranked, top_k)
-        members = [Backbone.from_entry(e) for e in group]
+        members, passed_over = architecture_group(ranked, top_k)
         if passed_over:
             warnings.warn(group_warning(passed_over, members[0].id), GroupWarning, stacklevel=2)
     if len(members) < 2:
