@@ -304,11 +304,30 @@ def test_zootuning_warns_when_its_group_is_not_the_top_ranked_models_architectur
     with pytest.warns(GroupWarning, match="top-ranked model demo/byobnet-counting has no other of its architecture"):
         r = zootuning("demo", data, top_k=2, config=CFG)
     assert r.members == [e.id for e in group] and r.extra["passed_over"] == over
-    out = CliRunner().invoke(app, ["aggregate", "demo", data, "--method", "zootuning", "--top-k", "2", "--epochs", "1"])
+    # no architecture has 6 models in the demo zoo: the group is smaller than asked, and the CLI says so
+    out = CliRunner().invoke(app, ["aggregate", "demo", data, "--method", "zootuning", "--top-k", "6", "--epochs", "1"])
     assert out.exit_code == 0, out.output
     said = " ".join(out.output.split())
     assert f"the top-ranked model {ranked[0]} has no other of its architecture" in said
     assert f"led by {group[0].id}, ranked {len(over) + 1}" in said and "GroupWarning" not in said
+    assert "--top-k 6 asked for 6 models; zootuning took" in said and "every model of that architecture" in said
+
+
+@pytest.mark.parametrize("method", ["zootuning", "hubpathway"])
+def test_aggregators_that_need_two_models_refuse_a_top_k_of_one_before_ranking(method, monkeypatch):
+    # Hub-Pathway used to take 2 candidates silently where --top-k 1 asked for one; Zoo-Tuning ranked
+    # the whole zoo before finding that one model is no group
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    rank_module = importlib.import_module("zooforge.selection.rank")     # the package's `rank` is the function
+    monkeypatch.setattr(rank_module, "ranked_ids", lambda *a, **k: pytest.fail("ranked before refusing"))
+    out = CliRunner().invoke(app, ["aggregate", "demo", "demo:shapes?n=16", "--method", method, "--top-k", "1"])
+    assert out.exit_code == 1
+    assert "at least 2 models" in out.output and "--method ensemble --top-k 1" in " ".join(out.output.split())
 
 
 def test_zootuning_refuses_mixed_architectures():

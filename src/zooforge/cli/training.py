@@ -105,6 +105,11 @@ def aggregate(
                       soft_wrap=True)
     if r.extra.get("passed_over"):
         console.print(f"[yellow]{group_warning(r.extra['passed_over'], r.members[0])}[/]", soft_wrap=True)
+    if not model and len(r.members) < top_k:
+        why = ("its group is every model of that architecture here" if method == "zootuning" else
+               "that is every model the ranking could place")
+        console.print(f"[yellow]--top-k {top_k} asked for {top_k} models; {method} took {len(r.members)}: {why}.[/]",
+                      soft_wrap=True)
     t = Table(title=f"{method} on {data}", header_style="bold")
     t.add_column("member")
     t.add_column("weight", justify="right")

@@ -26,9 +26,9 @@ def aggregate(catalogue, dataset, config: AggregateConfig | None = None, *, cach
               **options) -> AggregateResult:
     """Aggregate zoo models on ``dataset`` by ``config.method`` (keyword ``options`` set or override
     the config's fields). ``top_k`` is how many models the ranking gives (``config.ordering``: by
-    default the order ``zooforge rank`` recommends): B-Tuning's teachers,
-    Zoo-Tuning's experts, or the candidates Hub-Pathway routes among (two per input, at least two
-    candidates; the ensemble's members); explicit ``models`` replace the ranking."""
+    default the order ``zooforge rank`` recommends): B-Tuning's teachers, Zoo-Tuning's experts (at
+    least two), the candidates Hub-Pathway routes among (two per input; at least two) or the ensemble's
+    members; explicit ``models`` replace the ranking."""
     from zooforge.tuning.loop import TrainConfig
 
     cfg = build_config(AggregateConfig, config, options, "aggregate")
@@ -37,7 +37,7 @@ def aggregate(catalogue, dataset, config: AggregateConfig | None = None, *, cach
     common = {"models": list(cfg.models) if cfg.models else None, "config": loop, "seed": cfg.seed,
               "ordering": cfg.ordering, "progress": cfg.progress}
     if cfg.method == "hubpathway":
-        return hubpathway(catalogue, dataset, candidates=None if cfg.models else max(cfg.top_k, 2), top_k=2, **common)
+        return hubpathway(catalogue, dataset, candidates=None if cfg.models else cfg.top_k, top_k=2, **common)
     if cfg.method == "zootuning":
         return zootuning(catalogue, dataset, top_k=cfg.top_k, **common)
     if cfg.method == "ensemble":

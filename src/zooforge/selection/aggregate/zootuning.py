@@ -235,6 +235,9 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
 
     finite_number(gate_lr, "gate_lr", above=0)
     finite_number(lead, "lead", note="0: start from the plain average")
+    if not models and top_k is not None and top_k < 2:
+        raise ZooforgeError(f"Zoo-Tuning aggregates at least 2 models of one architecture; --top-k {top_k} asked for "
+                            "fewer. For the top-ranked model alone use --method ensemble --top-k 1.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # ranked even when the members are named: the gates' lead (and the norms' prior) go to the first,
     # which must be the top-ranked of them, not whichever the catalogue lists first
