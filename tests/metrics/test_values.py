@@ -473,3 +473,14 @@ def test_shrunk_solve_matches_a_dense_solve(n, d):
     want = np.linalg.solve(0.7 * a.T @ a + 0.05 * np.eye(d), rhs)
     got = shrunk_solve(torch.from_numpy(a), 0.7, 0.05, torch.from_numpy(rhs)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_parc_names_features_it_cannot_correlate_instead_of_returning_nan():
+    # constant features made every row of the correlation matrix NaN: a NaN score and numpy's warnings
+    from zooforge.metrics import REGISTRY
+
+    with pytest.raises(ValueError, match=r"12 of the 12 samples do not differ from the mean.*constant features"):
+        REGISTRY["parc"].fn(np.ones((12, 5)), np.repeat([0, 1, 2], 4))
+    x = np.random.default_rng(0).normal(size=(12, 5))
+    x[:4] = 7.0                                              # four samples alike are fine: the rest differ
+    assert np.isfinite(REGISTRY["parc"].fn(x, np.repeat([0, 1, 2], 4)))

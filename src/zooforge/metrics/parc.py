@@ -85,11 +85,18 @@ def _parc(features, labels, pca_dim, max_samples, seed):
     # each kept component at unit variance; a direction with no variance (rank < pca_dim) stays at
     # zero instead of being blown up to unit-variance rounding noise
     x = x / np.where(std > 1e-12 * max(float(std.max()), 1e-300), std, np.inf)
+    flat = int((~(x != 0).any(axis=1)).sum())
+    if flat:                 # a row of zeros has no correlation with anything (constant features: all rows)
+        raise ValueError(f"`features`: PARC correlates the samples' feature vectors, and {flat} of the {x.shape[0]} "
+                         "samples do not differ from the mean in any dimension (constant features?).")
     rdm_features = 1.0 - np.corrcoef(x)
     upper = np.triu_indices(x.shape[0], k=1)
     # 1 - corr of two one-hot rows is exactly 0 (same class) or 1 + 1/(C-1) (different classes);
     # np.corrcoef gets those with rounding noise that breaks the ties Spearman must see as ties.
     rdm_labels = np.where(y[upper[0]] == y[upper[1]], 0.0, 1.0 + 1.0 / (n_classes - 1))
     rdm_features = rdm_features[upper]
+    if np.ptp(rdm_features) == 0:
+        raise ValueError(f"`features`: PARC is undefined on these {x.shape[0]} samples: every pair of them is "
+                         "equally correlated, so there is no order of pairs to compare with the labels'.")
     rho = spearmanr(rdm_features, rdm_labels).statistic
     return float(rho * 100.0), (rdm_features, rdm_labels, upper, x.shape[0])
