@@ -159,3 +159,19 @@ def test_rank_sorts_by_the_ordering_and_names_it(tmp_path):
     with pytest.raises(ZooforgeError, match="needs estimator.s. nce, which were not computed"):
         rank("demo", "demo:textures?n=12", ["logme"], bootstrap=0, ordering="rank(logme+nce)", **kw)
     assert isinstance(default, pl.DataFrame)
+
+
+def test_scores_equal_but_for_floating_point_noise_are_ties():
+    """H-score without shrinkage is C - 1 for every model whose features have as many dimensions as
+    there are samples, give or take 1e-15: ranked as they stood, that noise ordered them at random."""
+    from zooforge.selection.ordering import _zscores, metric_ranks, order, settled
+
+    noisy = np.array([3.0 + 2e-15, 3.0, np.nan, 3.0 + 1e-15, 2.0])
+    assert settled(noisy)[[0, 1, 3]].tolist() == [3.0 + 2e-15] * 3 and np.isnan(settled(noisy)[2])
+    assert settled(noisy)[4] == 2.0
+    assert metric_ranks(noisy)[[0, 1, 3, 4]].tolist() == [1, 2, 3, 4]        # tied: in the table's order
+    assert _zscores(np.array([3.0 + 2e-15, 3.0, 3.0 + 1e-15])).tolist() == [0.0, 0.0, 0.0]   # not noise blown up to ±1
+    assert settled(np.array([1.0, 1.0 - 1e-6])).tolist() == [1.0, 1.0 - 1e-6]     # a real difference stays
+    # tied in one estimator, the models fall to the table's mean rank over all of them
+    scores = {"hscore": np.array([3.0, 3.0 + 1e-15, 3.0 - 1e-15]), "logme": np.array([0.1, 0.3, 0.2])}
+    assert order(scores, Ordering(("hscore",)))["position"].tolist() == [2, 0, 1]

@@ -31,7 +31,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["Ordering", "DEFAULT_ORDERING", "RULE_MAX_SIZE", "metric_ranks", "z_table", "order", "judge", "candidates",
+__all__ = ["Ordering", "DEFAULT_ORDERING", "RULE_MAX_SIZE", "SETTLE", "settled", "metric_ranks", "z_table", "order", "judge", "candidates",
            "choose_ordering", "fit_stack", "stacked_default"]
 
 
@@ -125,9 +125,32 @@ DEFAULT_ORDERING = Ordering(("linear_probe", "parc", "transrate", "leep", "hscor
                             (1.8669, 0.098, 0.3876, 0.0785, 0.2505, 0.3071, 0.4654), lead="linear_probe")
 
 
+# Scores of one table closer than this share of its largest magnitude are one score: a smaller
+# difference is floating-point noise (H-score on 2 samples a class is C - 1 for every model, give or
+# take 1e-15), and ranking or z-scoring it would order equal scores at random.
+SETTLE = 1e-9
+
+
+def settled(values) -> np.ndarray:
+    """``values`` with each run of scores whose neighbours (in sorted order) lie within ``SETTLE`` of
+    the largest magnitude set to the run's highest: ties that floating-point noise had broken. NaN
+    stays NaN."""
+    v = np.asarray(values, dtype=float).copy()
+    idx = np.flatnonzero(np.isfinite(v))
+    if idx.size < 2:
+        return v
+    tol = SETTLE * np.abs(v[idx]).max()
+    idx = idx[np.argsort(-v[idx], kind="stable")]
+    raw = v[idx].copy()
+    for j in range(1, idx.size):
+        if raw[j - 1] - raw[j] <= tol:
+            v[idx[j]] = v[idx[j - 1]]
+    return v
+
+
 def metric_ranks(values: np.ndarray) -> np.ndarray:
-    """1 = highest; NaN stays NaN; ties share the lower rank's order (stable)."""
-    values = np.asarray(values, dtype=float)
+    """1 = highest; NaN stays NaN; ties (:func:`settled`) share the lower rank's order (stable)."""
+    values = settled(values)
     order_ = (-np.nan_to_num(values, nan=-np.inf)).argsort(kind="stable")
     ranks = np.empty(len(values))
     ranks[order_] = np.arange(1, len(values) + 1)
@@ -136,7 +159,8 @@ def metric_ranks(values: np.ndarray) -> np.ndarray:
 
 
 def _tied_ranks(values: np.ndarray) -> np.ndarray:
-    """1 = highest, equal scores share their mean rank; NaN stays NaN."""
+    """1 = highest, equal scores (:func:`settled`) share their mean rank; NaN stays NaN."""
+    values = settled(values)
     out = np.full(len(values), np.nan)
     finite = ~np.isnan(values)
     out[finite] = stats.rankdata(-values[finite], method="average")
@@ -144,6 +168,7 @@ def _tied_ranks(values: np.ndarray) -> np.ndarray:
 
 
 def _zscores(values: np.ndarray) -> np.ndarray:
+    values = settled(values)
     finite = values[~np.isnan(values)]
     if finite.size < 2 or finite.std() == 0:
         return np.where(np.isnan(values), np.nan, 0.0)
@@ -179,7 +204,7 @@ def order(scores: Mapping[str, np.ndarray], ordering: Ordering) -> dict[str, np.
                 weight = dict(zip(ordering.metrics, ordering.weights))
                 per = -(z_table(scores, used, n) @ np.array([weight[m] for m in used]))[None, :]
             elif len(used) == 1:
-                per = -cols                                     # one estimator: its own score
+                per = -settled(cols[0])[None, :]                # one estimator: its own score
             elif ordering.combine == "rank":
                 per = np.array([_tied_ranks(c) for c in cols])
             else:
