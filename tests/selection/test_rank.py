@@ -320,3 +320,37 @@ def test_scoring_and_resampling_advance_a_progress_bar_to_its_total(monkeypatch)
     monkeypatch.setattr(rich.console.Console, "is_terminal", property(lambda self: True))
     live = score_featureset(FS(), ["logme", "hscore_shrink"], resamples=draws, progress=True)   # the real bar runs
     assert live["hscore_shrink"]["samples"].shape == (7,)
+
+
+def test_one_shot_data_gets_no_intervals_and_says_why(tmp_path):
+    """Resampling within a class cannot vary a class of one image: on one-shot data every draw was the
+    data itself, and the table showed zero-width intervals and P(top-1) = 1 for the first model."""
+    from zooforge.selection.intervals import IntervalWarning
+
+    with pytest.warns(IntervalWarning, match="every class has a single sample"):
+        table = rank("demo", "demo:shapes?n=1", ["logme"], models=["demo/effnet-*"], cache_dir=tmp_path)
+    assert table["logme"].is_not_null().all()                                    # the scores stand
+    assert not {"logme_lo", "logme_hi", "p_top1"} & set(table.columns)          # no interval claimed: as --bootstrap 0
+    out = CliRunner().invoke(app, ["rank", "demo", "demo:shapes?n=1", "-m", "logme", "--model", "demo/effnet-*",
+                                   "--cache-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "every class has a single sample" in " ".join(out.output.split()) and "IntervalWarning" not in out.output
+
+
+def test_resampling_varies_every_class_it_can_and_says_which_it_holds_fixed():
+    from zooforge.selection.intervals import bootstrap_indices, interval_note, resamples
+
+    labels = np.repeat(np.arange(4), [1, 2, 3, 4])
+    idx = bootstrap_indices(labels, 200, 0)
+    kept = {c: {tuple(sorted(set(row) & set(np.flatnonzero(labels == c)))) for row in idx} for c in range(4)}
+    assert len(kept[0]) == 1 and len(kept[1]) == 1          # a class of 1 or 2 is kept whole
+    assert len(kept[2]) == 3 and len(kept[3]) == 4          # 3 and 4 leave one out (80% rounded up kept them whole)
+    assert "hold fixed the 1 of 4 classes with a single sample" in interval_note(labels)
+    assert interval_note(np.repeat(np.arange(3), 2)) is None
+    assert resamples(np.arange(5), 10, 0) is None and "every class" in interval_note(np.arange(5))
+    assert "bins of the target" in interval_note(np.array([0, 1, 1]), "regression")
+    # where no class can leave a sample out, an estimator without an influence function gets no draws
+    # (before: the full-data score every time, an interval of zero width)
+    both = resamples(np.repeat(np.arange(3), 2), 10, 0)
+    assert np.isnan(both.draw(1.0, None, lambda i: 1.0)).all()
+    assert np.isfinite(both.draw(1.0, np.linspace(-1, 1, 6), None)).all()   # the influence still varies them

@@ -5,6 +5,8 @@ the save that never loses a computed table."""
 from __future__ import annotations
 
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -61,6 +63,28 @@ TABLE_SUFFIXES = (".csv", ".json", ".parquet")
 
 Threads = Annotated[Optional[int], typer.Option(
     help="torch threads (default: $OMP_NUM_THREADS, else one per core that other work leaves free)", min=1)]
+
+
+def print_dataset(ds, bootstrap: int) -> None:
+    """The dataset's summary line and, where resampling it cannot vary every class (one-shot data),
+    what the intervals and P(top-1) leave out (``interval_note``), in yellow: the library's
+    IntervalWarning says the same, so a command wraps its ranking in :func:`interval_warning_said`."""
+    from zooforge.selection.intervals import interval_note
+
+    console.print(f"dataset {ds.summary()}", soft_wrap=True)
+    note = interval_note(ds.strata(), ds.task) if bootstrap else None
+    if note:
+        console.print(f"[yellow]{note}[/]", soft_wrap=True)
+
+
+@contextmanager
+def interval_warning_said():
+    """Hide the IntervalWarning that :func:`print_dataset` has already said in the command's words."""
+    from zooforge.selection.intervals import IntervalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IntervalWarning)
+        yield
 
 
 def set_threads(threads: int | None = None) -> None:

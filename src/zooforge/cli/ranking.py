@@ -11,7 +11,7 @@ from rich.table import Table
 from zooforge.cli.common import (
     AllowFailures, DATA_HELP, DeviceOpt, EXIT_FAILURES, OrderOpt, SkipBadFiles, SplitOpt,
     TABLE_SUFFIXES, TaskOpt, Threads, app, check_device, check_output, console, fail, option, print_failures, save_table,
-    set_threads,
+    interval_warning_said, print_dataset, set_threads,
 )
 from zooforge.config import RankConfig
 from zooforge.errors import ZooforgeError, first_line
@@ -148,13 +148,14 @@ def rank(
                             cache_dir=cache_dir, device=device, progress=not quiet and not json_out)
         ds = load_dataset(data, split, max_per_class=max_per_class, seed=seed, skip_bad_files=skip_bad_files,
                           task=task)
-        console.print(f"dataset {ds.summary()}", soft_wrap=True)
+        print_dataset(ds, bootstrap)
         if not metric and ds.task != "classification":
             metrics = default_metrics(ds.task)
             console.print(f"[dim]a {ds.task} target: scored by {', '.join(metrics)}; "
                           f"{', '.join(m for m in DEFAULT_METRICS if m not in metrics)} are defined for classes "
                           f"only[/]", soft_wrap=True)
-        table = rank_models(catalogue, ds, metrics, config)
+        with interval_warning_said():
+            table = rank_models(catalogue, ds, metrics, config)
     except ValueError as exc:          # ZooforgeError is one
         fail(exc)
     if json_out:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from zooforge.cli.common import (
     DATA_HELP, DeviceOpt, SplitOpt, TaskOpt, Threads, app,
-    check_device, console, fail, option, set_threads,
+    check_device, console, fail, interval_warning_said, option, print_dataset, set_threads,
 )
 from zooforge.config import SCREEN_EVIDENCE_KINDS, AggregateConfig, ComposeConfig, SelectConfig, TuneConfig
 from zooforge.errors import ZooforgeError
@@ -256,8 +256,9 @@ def select_cmd(
                               seed=seed, metrics=metric or None, models=model or None, budget_gmacs=budget_gmacs,
                               budget_params=budget_params, bootstrap=bootstrap, cache_dir=cache_dir, device=device)
         ds = load_dataset(data, split, seed=seed, task=task)
-        console.print(f"dataset {ds.summary()}", soft_wrap=True)
-        r = select(catalogue, ds, config, out_dir=out, log=lambda m: console.print(m, soft_wrap=True))
+        print_dataset(ds, bootstrap)
+        with interval_warning_said():
+            r = select(catalogue, ds, config, out_dir=out, log=lambda m: console.print(m, soft_wrap=True))
     except ValueError as exc:
         fail(exc)
     t = Table(title="successive halving (validation: 20% of the training data)", header_style="bold")

@@ -7,7 +7,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Resamples", "resamples", "bootstrap_indices", "delete_d_calibrate", "SUBSAMPLE_FRACTION"]
+__all__ = ["Resamples", "resamples", "bootstrap_indices", "delete_d_calibrate", "interval_note", "IntervalWarning",
+           "SUBSAMPLE_FRACTION"]
+
+
+class IntervalWarning(UserWarning):
+    """The data hold some strata (classes) fixed in every resample, so the intervals understate the
+    uncertainty (:func:`interval_note`)."""
+
+
+# What a stratum of the resampling is called for each target kind (zooforge.zoo.targets.strata).
+STRATA_NAMES = {"classification": ("class", "classes"), "regression": ("bin of the target", "bins of the target"),
+                "multilabel": ("rarest-tag group", "rarest-tag groups")}
+
+
+def interval_note(labels: np.ndarray, task: str = "classification") -> str | None:
+    """What the intervals and P(top-1) cannot show on data with strata ``labels`` (one code per sample,
+    a ``task`` target's :func:`~zooforge.zoo.targets.strata`), or None. Resampling within a stratum cannot vary
+    one that has a single sample, so such a stratum is held fixed in every draw: where every stratum
+    is a single sample (one-shot data) there is no interval at all (:func:`resamples` gives none);
+    where some are, the intervals leave out what those samples would change."""
+    word, words = STRATA_NAMES.get(task, ("stratum", "strata"))
+    counts = np.unique(np.asarray(labels), return_counts=True)[1]
+    single = int((counts < 2).sum())
+    if single and single == len(counts):
+        return (f"no intervals or P(top-1): every {word} has a single sample, and resampling within a {word} "
+                f"cannot vary one; with at least 2 samples in a {word} they are estimated")
+    if single:
+        return (f"the intervals and P(top-1) hold fixed the {single} of {len(counts)} {words} with a single "
+                f"sample (resampling within a {word} cannot vary one), so they understate the uncertainty")
+    return None
 
 
 def delete_d_calibrate(samples: np.ndarray, score: float, m: int, n: int) -> np.ndarray:
@@ -48,15 +77,17 @@ class Resamples:
             g = np.asarray(influence, dtype=float)
             if g.shape == (self.draws.shape[1],) and np.isfinite(g).all():
                 return score + self.draws @ g
+        if self.indices.shape[1] == self.draws.shape[1]:      # no class could leave a sample out: no spread to see
+            return np.full(len(self.indices), np.nan)
         raw = np.array([rescore(idx) for idx in self.indices])
         return delete_d_calibrate(raw, score, self.indices.shape[1], self.draws.shape[1])
 
 
 def resamples(labels: np.ndarray, rounds: int, seed: int) -> Resamples | None:
     """The :class:`Resamples` of ``rounds`` draws for a dataset with ``labels``; None for 0 rounds."""
-    if rounds <= 0:
-        return None
     labels = np.asarray(labels)
+    if rounds <= 0 or np.unique(labels).size == labels.size:     # every stratum one sample: nothing can vary
+        return None
     rng = np.random.default_rng([seed, 1])
     draws = rng.standard_normal((rounds, len(labels)))
     for c in np.unique(labels):
@@ -77,6 +108,9 @@ def bootstrap_indices(labels: np.ndarray, rounds: int, seed: int) -> np.ndarray 
         return None
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    sizes = [max(2, int(np.ceil(SUBSAMPLE_FRACTION * g.size))) if g.size >= 2 else g.size for g in groups]
+    # at least 2 of a class (estimators of within-class spread need them), and one left out of a class
+    # of 3 or 4, which 80% rounded up would keep whole: a class kept whole never varies
+    sizes = [min(max(2, int(np.ceil(SUBSAMPLE_FRACTION * g.size))), g.size - 1) if g.size >= 3 else g.size
+             for g in groups]
     return np.stack([np.sort(np.concatenate([rng.choice(g, size=k, replace=False) for g, k in zip(groups, sizes)]))
                      for _ in range(rounds)])

@@ -15,6 +15,7 @@ it). The default ordering was fitted on fine-tune truth and tested leave-one-zoo
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +25,7 @@ import polars as pl
 from zooforge.config import RankConfig, build_config
 from zooforge.errors import ZooforgeError, describe
 from zooforge.metrics import get_estimator
-from zooforge.selection.intervals import Resamples, resamples
+from zooforge.selection.intervals import IntervalWarning, Resamples, interval_note, resamples
 from zooforge.selection.scoring import score_featureset
 
 __all__ = ["rank", "ranked_ids", "checked_ordering", "score_model", "score_featureset", "DEFAULT_METRICS",
@@ -100,6 +101,9 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, config: RankC
     if not entries:
         raise ZooforgeError("the catalogue has no models" + (f" matching {list(models)}" if models else "") + ".")
     shared = resamples(ds.strata(), cfg.bootstrap, cfg.seed)
+    note = interval_note(ds.strata(), ds.task) if cfg.bootstrap else None
+    if note:
+        warnings.warn(note, IntervalWarning, stacklevel=2)
     rows, samples = [], {}
     for entry in entries:
         row = {"model": entry.id, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint, "params_m": None,
@@ -171,7 +175,6 @@ def finish_table(table: pl.DataFrame, metrics, samples, with_bootstrap: bool, bu
     """A table of raw scores (one row per model, one column per estimator) made a ranking: per-estimator
     ranks and intervals, mean rank, z-scored ensemble, the ordering's value and P(top-1), the budget
     and Pareto columns, sorted by ``ordering``. ``samples``: (model, estimator) -> resampled scores."""
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows (failed/skipped models) stay NaN
