@@ -481,6 +481,8 @@ def test_parc_names_features_it_cannot_correlate_instead_of_returning_nan():
 
     with pytest.raises(ValueError, match=r"12 of the 12 samples do not differ from the mean.*constant features"):
         REGISTRY["parc"].fn(np.ones((12, 5)), np.repeat([0, 1, 2], 4))
+    with pytest.raises(ValueError, match="every one of the 4 samples is alone in its class"):
+        REGISTRY["parc"].fn(np.random.default_rng(0).normal(size=(4, 5)), np.arange(4))   # one-shot: no same-class pair
     x = np.random.default_rng(0).normal(size=(12, 5))
     x[:4] = 7.0                                              # four samples alike are fine: the rest differ
     assert np.isfinite(REGISTRY["parc"].fn(x, np.repeat([0, 1, 2], 4)))

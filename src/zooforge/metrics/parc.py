@@ -72,6 +72,9 @@ def _parc(features, labels, pca_dim, max_samples, seed):
     if x.shape[1] < 2 or x.shape[0] < 3:
         raise ValueError(f"`features` of shape {x.shape}: PARC correlates samples across feature dimensions "
                          f"and pairs of samples, so it needs at least 2 dimensions and 3 samples.")
+    if np.bincount(y).max() < 2:
+        raise ValueError(f"`labels`: PARC compares pairs of samples of one class with pairs of two, and every one "
+                         f"of the {len(y)} samples is alone in its class; it needs 2 samples in some class.")
     x, y = stratified_subsample(x, y, max_samples, seed)
     keep = min(pca_dim, x.shape[0])                       # as the reference: at most N components
     if x.shape[1] > keep:
