@@ -237,7 +237,11 @@ def test_cli_json_version_and_messages_instead_of_tracebacks(tmp_path):
     bad_truth.write_text("model,accuracy\na,high\n")
     good = tmp_path / "good.csv"
     good.write_text("model,logme,logme_rank\na,1.0,1\nb,0.5,2\n")
-    cases.append((["evaluate", str(good), str(bad_truth)], "must be numbers; got ['high']"))
+    cases.append((["evaluate", str(good), str(bad_truth)], "must be a finite number for every model; got ['high']"))
+    for i, value in enumerate(["nan", "inf", ""]):          # NaN read as a number passed, and every tau came out NaN
+        gap = tmp_path / f"gap{i}.csv"
+        gap.write_text(f"model,accuracy\na,{value}\nb,0.7\n")
+        cases.append((["evaluate", str(good), str(gap)], f"got [{value or 'empty'!r}] for model(s) ['a']"))
     plan = tmp_path / "p.toml"
     plan.write_text('catalogues = ["demo"]\ndatasets = ["demo:shapes?n=4"]\nmetrics = ["logmee"]\n')
     cases.append((["audit", str(plan)], "unknown estimator 'logmee'"))

@@ -37,10 +37,13 @@ def evaluate(ranking: pl.DataFrame, truth: pl.DataFrame | dict[str, float], metr
     if "model" not in ranking.columns:
         raise ZooforgeError(f"the ranking has no `model` column (it has {ranking.columns[:8]}); give a table "
                             f"written by `zooforge rank --out`.")
-    if not truth["accuracy"].dtype.is_numeric():
-        bad = truth.filter(pl.col("accuracy").cast(pl.Float64, strict=False).is_null() & pl.col("accuracy").is_not_null())
-        raise ZooforgeError(f"truth `accuracy` must be numbers; got {bad['accuracy'].head(3).to_list()} for model(s) "
-                            f"{bad['model'].head(3).to_list()}.")
+    value = truth["accuracy"].cast(pl.Float64, strict=False)
+    bad = truth.filter(value.is_null() | ~value.fill_null(0.0).is_finite())    # text, empty, NaN or inf
+    if bad.height:
+        raise ZooforgeError(f"truth `accuracy` must be a finite number for every model; got "
+                            f"{['empty' if v is None else str(v) for v in bad['accuracy'].head(3).to_list()]} for model(s) "
+                            f"{bad['model'].head(3).to_list()}: give each model its score, or leave the model out.")
+    truth = truth.with_columns(value.alias("accuracy"))
     if truth["model"].is_duplicated().any():
         raise ZooforgeError(f"truth lists model(s) twice: {sorted(set(truth.filter(pl.col('model').is_duplicated())['model']))}.")
     unknown = sorted(set(truth["model"]) - set(ranking["model"]))
