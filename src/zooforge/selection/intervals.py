@@ -12,8 +12,9 @@ __all__ = ["Resamples", "resamples", "bootstrap_indices", "delete_d_calibrate", 
 
 
 class IntervalWarning(UserWarning):
-    """The data hold some strata (classes) fixed in every resample, so the intervals understate the
-    uncertainty (:func:`interval_note`)."""
+    """Resampling cannot vary some strata (classes) of the data, each a single sample: the intervals
+    understate the uncertainty, or, where every stratum is one sample, there are none
+    (:func:`interval_note`)."""
 
 
 # What a stratum of the resampling is called for each target kind (zooforge.zoo.targets.strata).
@@ -22,11 +23,12 @@ STRATA_NAMES = {"classification": ("class", "classes"), "regression": ("bin of t
 
 
 def interval_note(labels: np.ndarray, task: str = "classification") -> str | None:
-    """What the intervals and P(top-1) cannot show on data with strata ``labels`` (one code per sample,
-    a ``task`` target's :func:`~zooforge.zoo.targets.strata`), or None. Resampling within a stratum cannot vary
-    one that has a single sample, so such a stratum is held fixed in every draw: where every stratum
-    is a single sample (one-shot data) there is no interval at all (:func:`resamples` gives none);
-    where some are, the intervals leave out what those samples would change."""
+    """What the intervals and P(top-1) cannot show on data with strata ``labels`` (one code per
+    sample, a ``task`` target's :func:`~zooforge.zoo.targets.strata`), or None. Resampling within a
+    stratum cannot vary one that has a single sample, so such a stratum is held fixed in every draw:
+    where every stratum is a single sample (one-shot data) there is no interval at all
+    (:func:`resamples` gives none); where some are, the intervals leave out what those samples would
+    change."""
     word, words = STRATA_NAMES.get(task, ("stratum", "strata"))
     counts = np.unique(np.asarray(labels), return_counts=True)[1]
     single = int((counts < 2).sum())

@@ -31,8 +31,8 @@ from typing import Iterable, Literal, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["Ordering", "DEFAULT_ORDERING", "RULE_MAX_SIZE", "SETTLE", "settled", "metric_ranks", "z_table", "order", "judge", "candidates",
-           "choose_ordering", "fit_stack", "stacked_default"]
+__all__ = ["Ordering", "DEFAULT_ORDERING", "RULE_MAX_SIZE", "SETTLE", "settled", "metric_ranks", "z_table", "order",
+           "judge", "candidates", "choose_ordering", "fit_stack", "stacked_default"]
 
 
 @dataclass(frozen=True)
@@ -141,10 +141,8 @@ def settled(values) -> np.ndarray:
         return v
     tol = SETTLE * np.abs(v[idx]).max()
     idx = idx[np.argsort(-v[idx], kind="stable")]
-    raw = v[idx].copy()
-    for j in range(1, idx.size):
-        if raw[j - 1] - raw[j] <= tol:
-            v[idx[j]] = v[idx[j - 1]]
+    starts = np.concatenate([[True], -np.diff(v[idx]) > tol])      # where a new run begins, best first
+    v[idx] = v[idx][starts][np.cumsum(starts) - 1]                  # each score becomes its run's first
     return v
 
 

@@ -175,7 +175,6 @@ def finish_table(table: pl.DataFrame, metrics, samples, with_bootstrap: bool, bu
     """A table of raw scores (one row per model, one column per estimator) made a ranking: per-estimator
     ranks and intervals, mean rank, z-scored ensemble, the ordering's value and P(top-1), the budget
     and Pareto columns, sorted by ``ordering``. ``samples``: (model, estimator) -> resampled scores."""
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows (failed/skipped models) stay NaN
         return _finish_quietly(table, metrics, samples, with_bootstrap, budget_gmacs, budget_params,

@@ -229,9 +229,8 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
     ``lead`` is added to the generator's starting logit of the first (top-ranked) member."""
     _check_weights(balance, exploit, lead)                 # before any model is loaded
     if not models and candidates is not None and candidates < 2:
-        raise ZooforgeError(f"Hub-Pathway routes among at least 2 models; the top {candidates} asked for fewer "
-                            "(--top-k: the candidates). For the top-ranked model alone use --method ensemble "
-                            "--top-k 1.")
+        raise ZooforgeError(f"Hub-Pathway routes among at least 2 models; --top-k {candidates} (the candidates) asked "
+                            "for fewer. For the top-ranked model alone use --method ensemble --top-k 1.")
     ds, train_ds, test_ds = split_dataset(dataset, split, seed)
     # named members are ranked too: the lead goes to the first, which must be the top-ranked of them
     unranked: dict[str, str] = {}
