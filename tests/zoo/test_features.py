@@ -98,3 +98,50 @@ def test_dataloader_workers_spawned_by_pickle_give_the_same_features(backbone, t
     inline = extract(backbone, ds, use_cache=False, batch_size=4, num_workers=0, progress=False)
     np.testing.assert_array_equal(workers.features, inline.features)
     np.testing.assert_array_equal(workers.source_probs, inline.source_probs)
+
+
+def test_a_batch_that_overflows_in_half_precision_is_run_again_in_float32(tmp_path, monkeypatch):
+    """fp16 ends at 65504 and some models' activations pass it: under autocast such a batch came back
+    NaN or inf, and every estimator then refused the model. It is now run again in float32. CPU
+    autocast (bf16) stands in for the GPU's here, and the model overflows whenever it is on."""
+    import torch
+
+    from zooforge.zoo import features
+
+    b = Backbone.from_entry(CatalogueEntry(id="t/resnet", source="timm", name="test_resnet", pretrained=False,
+                                           num_classes=4, input_size=(3, 32, 32)))
+    ds = load_dataset("demo:shapes?n=10")
+    plain = extract(b, ds, batch_size=16, use_cache=False, progress=False)
+    real = b.forward
+
+    def overflowing(inputs, layers=()):
+        out = real(inputs, layers)
+        if torch.is_autocast_enabled("cpu"):
+            out["features"] = out["features"] * float("inf")
+        return out
+
+    monkeypatch.setattr(b, "forward", overflowing)
+    monkeypatch.setattr(features, "_amp_active", lambda device, amp: True)
+    monkeypatch.setattr(features, "_autocast", lambda device, amp: torch.autocast("cpu", dtype=torch.bfloat16))
+    fs = extract(b, ds, cache_dir=tmp_path, batch_size=16, progress=False)
+    assert fs.provenance["float32_batches"] == 3                          # 40 images, batches of 16
+    np.testing.assert_allclose(fs.features, plain.features, rtol=1e-5, atol=1e-6)
+    assert extract(b, ds, cache_dir=tmp_path, batch_size=16, progress=False).provenance["cache_hit"]
+
+
+def test_features_that_are_not_finite_in_float32_fail_the_model_and_are_never_cached(tmp_path, monkeypatch):
+    import torch
+
+    from zooforge.errors import ZooforgeError
+    from zooforge.selection.rank import score_model
+
+    b = Backbone.from_entry(CatalogueEntry(id="t/broken", source="timm", name="test_resnet", pretrained=False,
+                                           num_classes=4, input_size=(3, 32, 32)))
+    with torch.no_grad():
+        next(b.model.parameters()).fill_(float("nan"))                   # a corrupted checkpoint
+    ds = load_dataset("demo:shapes?n=4")
+    with pytest.raises(ZooforgeError, match=r"model 't/broken' gives \d+ NaN or infinite values in its features for "
+                                            r"16 of the 16 samples"):
+        score_model(b, ds, ["logme"], cache_dir=tmp_path)
+    # never stored: a NaN in the cache would outlive its cause (an overflow the engine has since caught)
+    assert not extract(b, ds, cache_dir=tmp_path, progress=False).provenance["cache_hit"]

@@ -98,8 +98,18 @@ class _Batches(torch.utils.data.Dataset):
         return self.dataset.text(i) if self.dataset.modality == "text" else self.dataset.image(i)
 
 
+def _amp_active(device: torch.device, amp: bool | None) -> bool:
+    return device.type == "cuda" and amp is not False
+
+
+def _all_finite(arrays) -> bool:
+    """Whether every value of ``arrays`` (name -> tensor or array) is finite."""
+    return all(bool(torch.isfinite(v).all()) if isinstance(v, torch.Tensor) else bool(np.isfinite(v).all())
+               for v in arrays.values())
+
+
 def _autocast(device: torch.device, amp: bool | None):
-    if device.type == "cuda" and amp is not False:
+    if _amp_active(device, amp):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return torch.autocast(device.type, enabled=False)
@@ -116,8 +126,11 @@ def _default_workers(dataset: Dataset) -> int:
 _WORKER_CONTEXT: str | None = os.environ.get("ZOOFORGE_WORKER_START_METHOD") or None
 
 
-def _run_shard(backbone, dataset, indices, layers, device, batch_size, num_workers, amp, advance):
+def _run_shard(backbone, dataset, indices, layers, device, batch_size, num_workers, amp, advance, counts):
+    """One shard's arrays. A batch whose outputs are not finite under autocast (fp16 ends at 65504, and
+    some models' activations pass it) is run again in float32; ``counts["float32_batches"]`` counts them."""
     chunks: dict[str, list[np.ndarray]] = {}
+    half = _amp_active(device, amp)
     if dataset.in_memory:
         batches = ((backbone.prepare(dataset.items[indices[i:i + batch_size]]), len(indices[i:i + batch_size]))
                    for i in range(0, len(indices), batch_size))
@@ -133,6 +146,10 @@ def _run_shard(backbone, dataset, indices, layers, device, batch_size, num_worke
             if device.type == "cuda" and "x" in inputs:
                 inputs["x"] = inputs["x"].contiguous(memory_format=torch.channels_last)
             out = backbone.forward(inputs, layers)
+            if half and not _all_finite(out):
+                with torch.autocast(device.type, enabled=False):
+                    out = backbone.forward(inputs, layers)
+                counts["float32_batches"] = counts.get("float32_batches", 0) + 1
             if "logits" in out:
                 out["source_probs"] = torch.softmax(out.pop("logits").float(), dim=-1)
             for k, v in out.items():
@@ -156,6 +173,8 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
     key = cache_key(parts)
     if use_cache:
         hit = cache.load(key)
+        if hit is not None and not _all_finite(hit[0]):     # stored before half-precision overflow was caught
+            hit = None
         if hit is not None:
             meta = hit[1]
             if meta.get("params") is not None:     # the key pins weights and input size
@@ -167,15 +186,17 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
     n = len(dataset)
     shards: list[dict[str, np.ndarray]] = []
     start = time.perf_counter()
-    computed = 0
+    computed, counts = 0, {}
     with progress_bar(progress, f"extract {backbone.id} on {dataset.name}", n) as advance:
         for s in range(math.ceil(n / shard_size)):
             indices = np.arange(s * shard_size, min(n, (s + 1) * shard_size))
             done = cache.load_shard(key, s) if use_cache else None
+            if done is not None and not _all_finite(done):
+                done = None
             if done is None:
-                done = _run_shard(backbone, dataset, indices, layers, device, batch_size, workers, amp, advance)
+                done = _run_shard(backbone, dataset, indices, layers, device, batch_size, workers, amp, advance, counts)
                 computed += len(indices)
-                if use_cache:
+                if use_cache and _all_finite(done):     # NaN or inf is never cached: the model's failure is said anew
                     cache.store_shard(key, s, done)
             else:
                 advance(len(indices))
@@ -184,8 +205,8 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
     arrays = {k: np.concatenate([sh[k] for sh in shards]) for k in shards[0]}
     meta = dict(parts, dataset_name=dataset.name, classes=list(dataset.classes), device=str(device),
                 batch_size=batch_size, seconds=elapsed, params=backbone.num_params, gmacs=backbone.gmacs,
-                samples_per_s=computed / elapsed if computed and elapsed > 0 else None)
-    if use_cache:
+                samples_per_s=computed / elapsed if computed and elapsed > 0 else None, **counts)
+    if use_cache and _all_finite(arrays):
         cache.store(key, arrays, meta)
     return _to_featureset(arrays, dataset, meta, cache_hit=False)
 
