@@ -221,3 +221,52 @@ def test_bad_config_is_named():
 def test_train_config_refuses_rates_that_would_train_to_nan(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+class _GoesNaN(nn.Module):
+    """Its training outputs are NaN from training forward call number ``at`` on: a run that diverges."""
+
+    def __init__(self, inner, at):
+        super().__init__()
+        self.inner, self.at, self.calls = inner, at, 0
+
+    def forward(self, x):
+        out = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.at:
+                return out * float("nan")
+        return out
+
+
+def test_a_loss_that_stops_being_finite_ends_training_and_is_no_result():
+    """lr 1e8 used to train to NaN and `tune` printed the NaN model's chance accuracy, exit 0."""
+    from zooforge.errors import ZooforgeError
+    from zooforge.tuning.loop import TrainingDiverged
+
+    x, y = _data()
+    model = _GoesNaN(_model(), at=5)                   # 96 rows in batches of 32: step 5 is epoch 2's second
+    r = train(model, x, y, TrainConfig(epochs=4, batch_size=32, lr=1e-2, progress=False))
+    assert r.diverged.startswith("the training loss became nan at epoch 2, step 5 of 12")
+    assert len(r.history) == 2 and model.calls == 5    # no step after the one whose loss was NaN
+    with pytest.raises(TrainingDiverged, match="fine-tuning m diverged: the training loss became nan") as e:
+        r.check("fine-tuning m")
+    assert isinstance(e.value, ZooforgeError)          # a command's error: exit 1, named
+    # early stopping that restores an epoch before the loss went bad returns a model that is a result
+    model = _GoesNaN(_model(), at=5)
+    kept = train(model, x, y, TrainConfig(epochs=4, batch_size=32, lr=1e-2, progress=False, patience=2))
+    assert kept.diverged is None and kept.check() is kept
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_tune_says_a_diverged_run_and_its_rate_trials_lose(tmp_path):
+    from typer.testing import CliRunner
+
+    from zooforge.cli import app
+
+    args = ["tune", "demo/effnet-glyphs", "demo:glyphs?n=6", "--catalogue", "demo", "--method", "full", "--epochs", "2"]
+    out = CliRunner().invoke(app, args + ["--lr", "1e9"])
+    assert out.exit_code == 1 and "diverged: the training loss became nan" in " ".join(out.output.split())
+    out = CliRunner().invoke(app, args + ["--lr", "auto", "--lr-grid", "1e9", "--lr-grid", "1e-3"])
+    assert out.exit_code == 0, out.output
+    assert "1e+09 diverged" in out.output and "chose 0.001" in out.output

@@ -56,7 +56,8 @@ def tune(
         fail(exc)
     if r.lr_trials:
         console.print("lr by validation (80/20 of the training split): " + ", ".join(
-            f"{t['lr']:.3g} {t['val_accuracy']:.3f}" for t in r.lr_trials) + f"; chose {r.lr:.3g}")
+            f"{t['lr']:.3g} {t['val_accuracy']:.3f}" if t["val_accuracy"] > float("-inf") else f"{t['lr']:.3g} diverged"
+            for t in r.lr_trials) + f"; chose {r.lr:.3g}")
     from zooforge.tuning.objectives import METRIC_LABELS
 
     shown = METRIC_LABELS[r.metric]
@@ -118,7 +119,8 @@ def aggregate(
     console.print(t)
     if r.extra.get("strength_trials"):
         console.print("strength by validation (80/20 of the training split): " + ", ".join(
-            f"λ={trial['strength']:g} {trial['val_accuracy']:.3f}" for trial in r.extra["strength_trials"])
+            f"λ={trial['strength']:g} {trial['val_accuracy']:.3f}" if trial["val_accuracy"] > float("-inf")
+            else f"λ={trial['strength']:g} diverged" for trial in r.extra["strength_trials"])
             + f"; chose λ={r.extra['strength']:g}")
     console.print(f"held-out accuracy [bold]{r.accuracy:.4f}[/], trainable {r.trainable_params:,} of "
                   f"{r.total_params:,} params, {r.gmacs:.4g} GMACs per input at inference, {r.seconds:.1f} s")

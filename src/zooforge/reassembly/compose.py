@@ -127,10 +127,10 @@ def _fit(model: nn.Module, x_tr, y_tr, cfg: TrainConfig, frozen_first: int):
         for p_ in model.stages.parameters():
             p_.requires_grad_(False)
         r = train(model, x_tr, y_tr, TrainConfig(**{**cfg.__dict__, "epochs": frozen_first, "checkpoint_dir": None}))
-        history += r.history
+        history += r.check("training the assembly's stitches and head").history
         for p_ in model.stages.parameters():
             p_.requires_grad_(True)
-    r = train(model, x_tr, y_tr, cfg)
+    r = train(model, x_tr, y_tr, cfg).check("training the assembly")
     return history + r.history
 
 
@@ -170,6 +170,6 @@ def _baseline(p: Plan, model: str, train_ds, test_ds, cfg: ComposeConfig) -> dic
     torch.manual_seed(cfg.seed)
     task = build(b, train_ds.num_classes, "full")    # cut() copied what it took, so b's weights are still pristine
     train(task, inputs_for(task.backbone, train_ds), torch.as_tensor(train_ds.labels),
-          _train_config(cfg, epochs=cfg.epochs + cfg.stitch_epochs))
+          _train_config(cfg, epochs=cfg.epochs + cfg.stitch_epochs)).check(f"fine-tuning the single model {model}")
     return {"model": model, "params": task.total_params, "gmacs": b.gmacs, "ordering": cfg.ordering,
             "accuracy": evaluate_accuracy(task, inputs_for(task.backbone, test_ds), torch.as_tensor(test_ds.labels))}

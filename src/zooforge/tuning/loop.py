@@ -5,10 +5,8 @@ weight decay only on matrices, gradient accumulation, autocast on GPU, early sto
 split (given, or carved from the training rows; never the data a caller reports on), and a checkpoint
 after every epoch holding everything needed to continue exactly (model, optimiser, epoch, RNG states,
 history). Resuming from a checkpoint of the same config and seed gives
-the same final weights as an uninterrupted run on CPU. A checkpoint is keyed on everything that
-determines the result, not only the config: a digest of the model's starting weights (architecture,
-head shape and values), of the training inputs and labels, and of the validation set. A checkpoint
-of another run in the same folder is refused, naming what differs, and left untouched.
+the same final weights as an uninterrupted run on CPU; a checkpoint of another run is refused
+(:mod:`zooforge.tuning.checkpoint`).
 
 Inputs are one tensor, or a tuple of tensors indexed together (``model(*batch)``), for models that
 take side information per sample (B-Tuning's teacher predictions). A model may leave a scalar tensor
@@ -21,11 +19,15 @@ Labels say the task (:mod:`zooforge.tuning.objectives`): int64 codes (N,) train 
 and report accuracy; float (N, K) targets with variance-scaled MSE and R^2; int (N, K) tag
 indicators with binary cross-entropy and mAP. "Accuracy" in the history and results means that
 task's score.
+
+A loss that becomes NaN or infinite ends the training after that step (``TrainResult.diverged``
+says where): the weights are then no result, and every caller that reports a trained model's score
+refuses them (``TrainResult.check``); a trial among others (a learning rate, a strength, a
+successive-halving round) is judged on them and loses.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,10 +37,11 @@ import torch
 from torch import nn
 
 from zooforge.errors import ZooforgeError, finite_number
+from zooforge.tuning.checkpoint import check_resumable, run_key
 from zooforge.tuning.objectives import Objective, task_of, objective
 from zooforge.zoo.cost import count_params
 
-__all__ = ["TrainConfig", "TrainResult", "train", "learning_rate", "outputs", "predict", "evaluate", "evaluate_accuracy"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "learning_rate", "outputs", "predict", "evaluate", "evaluate_accuracy"]
 
 
 @dataclass
@@ -87,6 +90,20 @@ class TrainResult:
     peak_memory_mb: float
     seconds: float
     stopped_early: bool
+    # why training stopped with a loss that is not finite, where the model returned is that one (early
+    # stopping that restored an earlier epoch is not divergence); None when it did not
+    diverged: str | None = None
+
+    def check(self, what: str = "training", fix: str = "lower the learning rate (--lr)") -> "TrainResult":
+        """Self, or a :class:`TrainingDiverged` saying ``what`` diverged and how to ``fix`` it: what a
+        caller that reports this model's score calls first (a trial among others may simply lose)."""
+        if self.diverged:
+            raise TrainingDiverged(f"{what} diverged: {self.diverged}. Its weights are not a result; {fix}.")
+        return self
+
+
+class TrainingDiverged(ZooforgeError):
+    """The training loss became NaN or infinite, so the model trained is no result."""
 
 
 def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -133,57 +150,6 @@ def _take(x: Inputs, idx, device) -> tuple[torch.Tensor, ...]:
 
 def _rows(x: Inputs, idx) -> Inputs:
     return tuple(p[idx] for p in x) if isinstance(x, tuple) else x[idx]
-
-
-def _digest(*parts) -> str:
-    """A content digest of tensors (or tuples of them), state dicts and None, in order."""
-    h = hashlib.blake2b(digest_size=16)
-
-    def feed(obj):
-        if obj is None:
-            h.update(b"none")
-        elif isinstance(obj, torch.Tensor):
-            t = obj.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        elif isinstance(obj, dict):
-            for k in obj:
-                h.update(str(k).encode())
-                feed(obj[k])
-        elif isinstance(obj, (tuple, list)):
-            for item in obj:
-                feed(item)
-        else:
-            h.update(repr(obj).encode())
-
-    for part in parts:
-        feed(part)
-    return h.hexdigest()
-
-
-def _run_key(model: nn.Module, cfg: "TrainConfig", train_x, train_y, val_x, val_y) -> dict:
-    """What a checkpoint must match to be resumed: the config (less where to save and whether to
-    print), the starting weights and the data."""
-    config = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "checkpoint_dir")}
-    return {"config": config, "model weights": _digest(model.state_dict()),
-            "training data": _digest(train_x, train_y), "validation data": _digest(val_x, val_y)}
-
-
-def _check_resumable(ckpt: Path, stored: dict | None, key: dict) -> None:
-    if stored is None:
-        raise ZooforgeError(f"checkpoint {ckpt} predates run keys, so it cannot be shown to belong to this run; "
-                            f"delete {ckpt.parent} to start fresh, or use another folder.")
-    differ = [k for k in key if stored.get(k) != key[k]]
-    if not differ:
-        return
-    detail = ""
-    if "config" in differ:
-        fields = sorted(f for f in key["config"] if stored["config"].get(f) != key["config"][f])
-        detail = " (config: " + ", ".join(f"{f} {stored['config'].get(f)!r} there, {key['config'][f]!r} here"
-                                        for f in fields) + ")"
-    raise ZooforgeError(f"checkpoint {ckpt} belongs to another run: its {', '.join(differ)} differ from this "
-                        f"one's{detail}. It was left untouched; use another output folder, or delete "
-                        f"{ckpt.parent} to start fresh.")
 
 
 def _length(x: Inputs) -> int:
@@ -255,10 +221,10 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
     history: list[dict] = []
     best, best_state, since_best, start_epoch = None, None, 0, 0
     ckpt = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
-    run_key = _run_key(model, cfg, train_x, train_y, val_x, val_y) if ckpt is not None else None
+    key = run_key(model, cfg, train_x, train_y, val_x, val_y) if ckpt is not None else None
     if ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        _check_resumable(ckpt, state.get("run_key"), run_key)
+        check_resumable(ckpt, state.get("run_key"), key)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         shuffler.set_state(state["shuffler"])
@@ -271,7 +237,7 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
                 if device.type == "cuda" and cfg.amp else torch.autocast("cpu", enabled=False))
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported())
     started = time.perf_counter()
-    stopped_early = False
+    stopped_early, diverged = False, None
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.patience is not None and since_best >= cfg.patience:
@@ -300,18 +266,24 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
                     # scale so the summed gradient equals that of one batch of n_group samples
                     loss = loss * (len(idx) / n_group)
                 scaler.scale(loss).backward()
-                total_loss += loss.item() * n_group
+                value = loss.item()
+                if not math.isfinite(value) and diverged is None:
+                    diverged = (f"the training loss became {value} at epoch {epoch + 1}, step {step + 1} of "
+                                f"{total_steps} (peak learning rate {cfg.lr:g})")
+                total_loss += value * n_group
                 correct += obj.hits(logits, y) or 0
                 seen += len(idx)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if diverged:            # the step taken: its weights are what a trial among others is judged on
+                break
         row = {"epoch": epoch + 1, "loss": total_loss / seen}
         if task == "classification":
             row["train_accuracy"] = correct / seen
         row |= {"lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
-        if val_x is not None and val_y is not None:
+        if val_x is not None and val_y is not None and not diverged:     # (NaN weights are never the best)
             row["val_accuracy"] = evaluate(model, val_x, val_y, obj)       # the task's score
             if best is None or row["val_accuracy"] > best:
                 best, since_best = row["val_accuracy"], 0
@@ -322,19 +294,22 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
         if cfg.progress:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
             print(f"  epoch {epoch + 1}/{cfg.epochs}: {shown}", flush=True)
+        if diverged:
+            break                   # no later epoch, and no checkpoint a resume would continue from
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                         "shuffler": shuffler.get_state(), "torch_rng": torch.get_rng_state(),
                         "history": history, "best": best, "since_best": since_best, "best_state": best_state,
-                        "config": asdict(cfg), "run_key": run_key}, tmp)
+                        "config": asdict(cfg), "run_key": key}, tmp)
             tmp.replace(ckpt)
     if cfg.patience is not None and best_state is not None:
         model.load_state_dict(best_state)   # early stopping keeps the best epoch's weights
+        diverged = None                     # ... which came before the loss stopped being finite
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mb()
     return TrainResult(history, best, count_params(model, trainable_only=True), count_params(model),
-                       peak, time.perf_counter() - started, stopped_early)
+                       peak, time.perf_counter() - started, stopped_early, diverged)
 
 
 def _rss_mb() -> float:

@@ -144,7 +144,8 @@ def tune(model: str, dataset, config: TuneConfig | str | None = None, *, catalog
             torch.manual_seed(seed)
             trial_task = build(copy.deepcopy(backbone), ds.num_classes, method_config, task=ds.task)  # trains in place
             init_head(trial_task, ds.task, y_tr[fit])
-            train(trial_task, x_tr[fit], y_tr[fit], replace(quiet, lr=value))
+            if train(trial_task, x_tr[fit], y_tr[fit], replace(quiet, lr=value)).diverged:
+                return float("-inf")                # never chosen while another rate trains
             return evaluate_accuracy(trial_task, x_tr[val], y_tr[val])
 
         chosen, trials = choose_by_validation(cfg.lr_grid or LR_GRID[method], trial, "lr")
@@ -154,7 +155,11 @@ def tune(model: str, dataset, config: TuneConfig | str | None = None, *, catalog
     torch.manual_seed(seed)
     model = build(backbone, ds.num_classes, method_config, task=ds.task)
     init_head(model, ds.task, y_tr)
-    res = train(model, x_tr, y_tr, loop_cfg)   # the held-out split is only scored, never selected on
+    res = train(model, x_tr, y_tr, loop_cfg).check(
+        f"fine-tuning {backbone.id} at lr {loop_cfg.lr:g}",
+        "give --lr-grid lower rates (validation chose this one)" if cfg.lr == "auto" else
+        "lower the learning rate (--lr), or let tune choose one by validation (--lr auto)")
+    # the held-out split is only scored, never selected on
     result = TuneResult(backbone.id, method, evaluate_accuracy(model, x_te, y_te), model.trainable_params,
                         model.total_params, res.peak_memory_mb, res.seconds, res.history, loop_cfg.lr, trials, model,
                         METRIC_NAMES[ds.task])

@@ -123,9 +123,11 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
             x = inputs_of(plan["student"])[0]
 
             def trial(value: float) -> float:
-                model, _, _ = _fit_student(plan, value, method, ds.num_classes, x[fit_rows],
-                                           plan["targets"][fit_rows], train_ds.labels[fit_rows], quiet, seed,
-                                           trial=True)
+                model, _, run = _fit_student(plan, value, method, ds.num_classes, x[fit_rows],
+                                             plan["targets"][fit_rows], train_ds.labels[fit_rows], quiet, seed,
+                                             trial=True)
+                if run.diverged:
+                    return float("-inf")            # never chosen while another strength trains
                 return evaluate_accuracy(model, x[val_rows], torch.as_tensor(train_ds.labels[val_rows]))
 
             strength, trials = choose_by_validation([float(v) for v in strength_grid], trial, "strength",
@@ -135,6 +137,7 @@ def btuning(catalogue, dataset, *, top_k: int = 3, models=None, temperature: flo
         y_te = torch.as_tensor(test_ds.labels)
         model, task, result = _fit_student(plan, strength, method, ds.num_classes, x_tr, plan["targets"],
                                            train_ds.labels, cfg, seed)
+        result.check(f"training B-Tuning's student at strength {strength:g}")
         accuracy = evaluate_accuracy(model, x_te, y_te)
     ids = [b.id for b in members]
     return AggregateResult("btuning", ids, [float(p) for p in plan["pi"]], accuracy,

@@ -253,7 +253,7 @@ def hubpathway(catalogue, dataset, *, top_k: int = 2, models=None, candidates: i
                            exploit=exploit, lead=lead)
         y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
         cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
-        result = train(model, x_tr, y_tr, cfg)
+        result = train(model, x_tr, y_tr, cfg).check("training Hub-Pathway")
         accuracy = evaluate_accuracy(model, x_te, y_te)
         model.eval()
         with torch.no_grad():

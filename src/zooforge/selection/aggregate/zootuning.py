@@ -269,7 +269,7 @@ def zootuning(catalogue, dataset, *, models=None, top_k: int | None = 3, align: 
         x_tr, x_te = inputs_for(base, train_ds), inputs_for(base, test_ds)
         y_tr, y_te = torch.as_tensor(train_ds.labels), torch.as_tensor(test_ds.labels)
         cfg = config or TrainConfig(epochs=10, lr=1e-3, progress=progress, seed=seed)
-        result = train(model, x_tr, y_tr, cfg)
+        result = train(model, x_tr, y_tr, cfg).check("training Zoo-Tuning")
         accuracy = evaluate_accuracy(model, x_te, y_te)
         gates = model.mean_gates(x_tr)
         weights = torch.stack(list(gates.values())).mean(0).tolist()
