@@ -224,17 +224,18 @@ def test_train_config_refuses_rates_that_would_train_to_nan(kwargs, message):
 
 
 class _GoesNaN(nn.Module):
-    """Its training outputs are NaN from training forward call number ``at`` on: a run that diverges."""
+    """Its training outputs are NaN from training forward call number ``at`` on (``once``: at that call
+    only): a run that diverges."""
 
-    def __init__(self, inner, at):
+    def __init__(self, inner, at, once=False):
         super().__init__()
-        self.inner, self.at, self.calls = inner, at, 0
+        self.inner, self.at, self.once, self.calls = inner, at, once, 0
 
     def forward(self, x):
         out = self.inner(x)
         if self.training:
             self.calls += 1
-            if self.calls >= self.at:
+            if self.calls == self.at or (self.calls > self.at and not self.once):
                 return out * float("nan")
         return out
 
@@ -247,7 +248,7 @@ def test_a_loss_that_stops_being_finite_ends_training_and_is_no_result():
     x, y = _data()
     model = _GoesNaN(_model(), at=5)                   # 96 rows in batches of 32: step 5 is epoch 2's second
     r = train(model, x, y, TrainConfig(epochs=4, batch_size=32, lr=1e-2, progress=False))
-    assert r.diverged.startswith("the training loss became nan at epoch 2, step 5 of 12")
+    assert r.diverged.startswith("the training loss became nan at epoch 2, step 5 of 12 (peak learning rate 0.01), and the weights followed")
     assert len(r.history) == 2 and model.calls == 5    # no step after the one whose loss was NaN
     with pytest.raises(TrainingDiverged, match="fine-tuning m diverged: the training loss became nan") as e:
         r.check("fine-tuning m")
@@ -270,3 +271,29 @@ def test_tune_says_a_diverged_run_and_its_rate_trials_lose(tmp_path):
     out = CliRunner().invoke(app, args + ["--lr", "auto", "--lr-grid", "1e9", "--lr-grid", "1e-3"])
     assert out.exit_code == 0, out.output
     assert "1e+09 diverged" in out.output and "chose 0.001" in out.output
+
+
+def test_a_non_finite_loss_whose_step_is_skipped_is_not_divergence(monkeypatch):
+    """Under fp16 autocast a batch can overflow; the gradient scaler then skips its step and the weights
+    stay finite. A scaler that does what torch's does on CUDA stands in for it here."""
+    class SkippingScaler:
+        def __init__(self, enabled=True):
+            pass
+
+        def scale(self, loss):
+            return loss
+
+        def step(self, optimizer):
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            if all(bool(torch.isfinite(g).all()) for g in grads):
+                optimizer.step()
+
+        def update(self):
+            pass
+
+    monkeypatch.setattr(torch.amp, "GradScaler", SkippingScaler)
+    x, y = _data()
+    model = _GoesNaN(_model(), at=5, once=True)
+    r = train(model, x, y, TrainConfig(epochs=4, batch_size=32, lr=1e-2, progress=False))
+    assert r.diverged is None and len(r.history) == 4 and model.calls == 12
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -20,8 +20,9 @@ and report accuracy; float (N, K) targets with variance-scaled MSE and R^2; int 
 indicators with binary cross-entropy and mAP. "Accuracy" in the history and results means that
 task's score.
 
-A loss that becomes NaN or infinite ends the training after that step (``TrainResult.diverged``
-says where): the weights are then no result, and every caller that reports a trained model's score
+A loss that becomes NaN or infinite and takes the weights with it ends the training after that step
+(``TrainResult.diverged`` says where; under fp16 the gradient scaler skips such a step and training
+goes on): the weights are then no result, and every caller that reports a trained model's score
 refuses them (``TrainResult.check``); a trial among others (a learning rate, a strength, a
 successive-halving round) is judged on them and loses.
 """
@@ -237,7 +238,7 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
                 if device.type == "cuda" and cfg.amp else torch.autocast("cpu", enabled=False))
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported())
     started = time.perf_counter()
-    stopped_early, diverged = False, None
+    stopped_early, diverged, bad_loss = False, None, None
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.patience is not None and since_best >= cfg.patience:
@@ -267,9 +268,8 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
                     loss = loss * (len(idx) / n_group)
                 scaler.scale(loss).backward()
                 value = loss.item()
-                if not math.isfinite(value) and diverged is None:
-                    diverged = (f"the training loss became {value} at epoch {epoch + 1}, step {step + 1} of "
-                                f"{total_steps} (peak learning rate {cfg.lr:g})")
+                if not math.isfinite(value):
+                    bad_loss = value
                 total_loss += value * n_group
                 correct += obj.hits(logits, y) or 0
                 seen += len(idx)
@@ -277,8 +277,13 @@ def train(model: nn.Module, train_x: Inputs, train_y: torch.Tensor, cfg: TrainCo
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            if diverged:            # the step taken: its weights are what a trial among others is judged on
-                break
+            # a loss that is not finite, and weights that followed it: under fp16 the scaler skips such a
+            # step and training goes on; otherwise the weights are NaN now, and no later step mends them
+            if bad_loss is not None and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                diverged = (f"the training loss became {bad_loss} at epoch {epoch + 1}, step {step} of "
+                            f"{total_steps} (peak learning rate {cfg.lr:g}), and the weights followed")
+                break               # the step taken: its weights are what a trial among others is judged on
+            bad_loss = None
         row = {"epoch": epoch + 1, "loss": total_loss / seen}
         if task == "classification":
             row["train_accuracy"] = correct / seen
