@@ -227,6 +227,16 @@ def test_a_rerun_reuses_its_ranking_and_weights_only_when_what_they_depend_on_ma
         select("demo", "demo:shapes?n=12", cfg, out_dir=tmp_path / "s", **kwargs)
 
 
+def test_a_diverged_trial_is_last_and_a_choice_that_diverged_is_refused(tmp_path):
+    # at lr 1e9 every trial trains to NaN: select used to choose among NaN models by their chance
+    # accuracy (or, for R^2, by NaN, which sorts anywhere) and report the choice
+    said = []
+    with pytest.raises(ZooforgeError, match=r"the trial of demo/\S+, the choice, diverged at lr 1e\+09"):
+        select("demo", "demo:shapes?n=6", SelectConfig(fraction=0.5, method="full", lr=1e9), models=["demo/effnet-*"],
+               metrics=["logme"], bootstrap=0, cache_dir=tmp_path / "c", progress=False, log=said.append)
+    assert any("diverged, last (the training loss became nan" in line for line in said)
+
+
 def test_select_refuses_a_budget_too_small_and_says_what_fits(tmp_path):
     with pytest.raises(ZooforgeError, match=r"cannot pay for one epoch of one model.*--budget \d"):
         select("demo", "demo:shapes?n=6", SelectConfig(fraction=1e-6, method="full"), models=["demo/effnet-*"],

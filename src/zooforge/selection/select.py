@@ -97,7 +97,7 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
     is called with each message."""
     import torch
 
-    from zooforge.tuning.loop import TrainConfig, outputs, train
+    from zooforge.tuning.loop import TrainConfig, TrainingDiverged, outputs, train
     from zooforge.tuning.objectives import METRIC_NAMES, init_head, objective
     from zooforge.tuning.paired import keep_margin
     from zooforge.tuning.methods import build, inputs_for, save_adapters
@@ -183,10 +183,11 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
         task = build(backbone, ds.num_classes, cfg.method, task=ds.task)
         init_head(task, ds.task, y_fit)
         t0 = time.perf_counter()
-        train(task, x_fit, y_fit, TrainConfig(epochs=epochs, lr=lr, batch_size=cfg.batch_size, seed=cfg.seed,
-                                              device=cfg.device, progress=False))
+        run = train(task, x_fit, y_fit, TrainConfig(epochs=epochs, lr=lr, batch_size=cfg.batch_size, seed=cfg.seed,
+                                                    device=cfg.device, progress=False))
         predicted = outputs(task, x_val)
-        acc = judge.score(predicted, y_val)
+        # a diverged run (NaN weights) is last, not scored by whatever NaN outputs happen to give
+        acc = float("-inf") if run.diverged else judge.score(predicted, y_val)
         seconds = time.perf_counter() - t0
         cost = epochs * n_fit * float(gmacs[model_id]) * factor
         spent_seconds[0] += seconds
@@ -199,8 +200,8 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
             ledger_path.parent.mkdir(parents=True, exist_ok=True)
             with ledger_path.open("a") as fh:       # one line per finished trial: a kill loses one at most
                 fh.write(json.dumps(row) + "\n")
-        say(f"round {round_}: {model_id} {epochs} epoch(s): validation {METRIC_NAMES[ds.task]} {acc:.4f} "
-            f"({seconds:.1f} s)")
+        said = f"diverged, last ({run.diverged})" if run.diverged else f"validation {METRIC_NAMES[ds.task]} {acc:.4f}"
+        say(f"round {round_}: {model_id} {epochs} epoch(s): {said} ({seconds:.1f} s)")
         advance(1)
         return acc
 
@@ -237,6 +238,9 @@ def select(catalogue, dataset, config: SelectConfig | None = None, *, out_dir: s
         row.update({k: done.get(trial_key(entries[row["model"]], ds, cfg, row["epochs"], lr), {}).get(k)
                     for k in ("seconds", "cost")})
     final = [r for r in rows if r["model"] == winner][-1]
+    if final["val_accuracy"] == float("-inf"):
+        raise TrainingDiverged(f"the trial of {winner}, the choice, diverged at lr {lr:g}, as every trial of its round "
+                               "did: its weights are no choice. Lower the learning rate (--lr).")
     task = trained.get(winner)
     if out is not None:
         winner_key = trial_key(entries[winner], ds, cfg, final["epochs"], lr)
