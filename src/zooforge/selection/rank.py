@@ -51,14 +51,13 @@ def score_model(backbone, dataset, metrics: Sequence[str], *, resamples: "Resamp
     from zooforge.zoo.features import extract
 
     fs = extract(backbone, dataset, cache_dir=cache_dir, device=device, batch_size=batch_size, progress=progress)
-    for what, values in (("features", fs.features), ("source-head probabilities", fs.source_probs)):
-        bad = None if values is None else ~np.isfinite(values)
-        if bad is not None and bad.any():        # every estimator would refuse them: one failure, said once
-            rows = np.flatnonzero(bad.any(axis=1))
-            raise ZooforgeError(f"model {backbone.id!r} gives {int(bad.sum())} NaN or infinite values in its {what} for "
-                                f"{rows.size} of the {len(values)} samples (first: sample {int(rows[0])}), computed in "
-                                "float32: its weights or its forward pass produce them (a corrupted checkpoint?), so "
-                                "nothing can be scored.")
+    bad = ~np.isfinite(fs.features)
+    if bad.any():          # every estimator would refuse them: one failure, said once (a head's NaN only
+        rows = np.flatnonzero(bad.any(axis=1))                     # costs the estimators that read it)
+        raise ZooforgeError(f"model {backbone.id!r} gives {int(bad.sum())} NaN or infinite values in its features for "
+                            f"{rows.size} of the {len(fs.features)} samples (first: sample {int(rows[0])}), computed "
+                            "in float32: its weights or its forward pass produce them (a corrupted checkpoint?), so "
+                            "nothing can be scored.")
     return {"params_m": backbone.num_params / 1e6, "gmacs": float(backbone.gmacs),
             "samples_per_s": fs.provenance.get("samples_per_s"), "feature_dim": int(fs.features.shape[1]),
             "scores": score_featureset(fs, metrics, resamples=resamples, resample=resample, progress=progress,

@@ -42,7 +42,8 @@ from zooforge.tuning.checkpoint import check_resumable, run_key
 from zooforge.tuning.objectives import Objective, task_of, objective
 from zooforge.zoo.cost import count_params
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "learning_rate", "outputs", "predict", "evaluate", "evaluate_accuracy"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "learning_rate", "outputs", "predict", "evaluate",
+           "evaluate_accuracy"]
 
 
 @dataclass
