@@ -43,7 +43,9 @@ benchmarks/selection.py's other zoos (built there, in its work folder). Zoo-Tuni
 are told apart by their parameter shapes (the text zoo's truncated MiniLMs are the same model name with fewer layers).
 
 Every finished row is appended to ``benchmarks/.aggregate/rows.jsonl``: killed, a rerun goes on where
-it stopped; ``--report`` prints the tables from that file alone.
+it stopped; ``--report`` prints the tables from that file alone. A run ranks each cell's training split
+once (``rank_once``: every row of a cell asks for the same ranking) and prints how many rankings it
+computed for how many were asked.
 
 ``--hub-exploit W`` runs Hub-Pathway with its per-member (exploitation) term at weight W, stored as
 the row ``hubpathway exploit=W`` unless W is the default. How the default was chosen, written before
@@ -191,6 +193,35 @@ def families_of_variants(family: str, what: str, names) -> dict[tuple, list[str]
             others = tuple(sorted((k, v) for k, v in row_settings(family, row).items() if k != what))
             groups.setdefault(others, []).append(row)
     return groups
+
+
+def rank_once() -> dict[str, int]:
+    """Make ``zooforge.selection.rank.ranked_ids`` rank each split once in this process: every row of a
+    cell (and ``zootuning_members``) ranks the same training split of the same models by the same
+    ordering, and the library ranks it again for each. Keyed on the models' ids, the split's content
+    (its fingerprint), the ordering and the feature cache. Returns counts ({"asked", "ranked"}) that
+    the run prints at the end."""
+    import importlib
+
+    module = importlib.import_module("zooforge.selection.rank")      # (the package's `rank` is the function)
+    ranked_ids, memo, counts = module.ranked_ids, {}, {"asked": 0, "ranked": 0}
+
+    def once(entries, dataset, ordering=None, *, cache_dir=None, progress=False, unplaced=None):
+        key = (tuple(e.id for e in entries), dataset.fingerprint, str(getattr(ordering, "name", ordering)),
+               str(cache_dir))
+        counts["asked"] += 1
+        if key not in memo:
+            counts["ranked"] += 1
+            lost: dict = {}
+            memo[key] = (ranked_ids(entries, dataset, ordering, cache_dir=cache_dir, progress=progress,
+                                    unplaced=lost), lost)
+        ids, lost = memo[key]
+        if unplaced is not None:
+            unplaced.update(lost)
+        return list(ids)
+
+    module.ranked_ids = once
+    return counts
 
 
 def run_row(row: str, catalogue, s: Setting, seed: int, lr: float, varied: dict | None = None,
@@ -351,6 +382,7 @@ def main() -> None:
     rows = load_rows(store)
     given = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in VARIED.items()}
     if not args.report:
+        ranking = rank_once()
         for zoo in args.zoo or ["demo"]:
             catalogue = catalogue_of(zoo)
             for target in args.target or (TEXT_TARGETS if zoo == "text" else TARGETS):
@@ -378,6 +410,8 @@ def main() -> None:
                         rows[key] = record
                         print(f"{zoo} {target} seed {seed} {row}: {r['accuracy']:.3f} ({r['seconds']:.0f} s)",
                               flush=True)
+        print(f"rankings: {ranking['ranked']} computed for {ranking['asked']} asked (one per split, models and "
+              "ordering)")
     report(rows, args.epochs, args.per_class, args.ordering, args.group, args.zoo)
 
 
