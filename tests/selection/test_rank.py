@@ -238,7 +238,7 @@ def test_cli_json_version_and_messages_instead_of_tracebacks(tmp_path):
     good = tmp_path / "good.csv"
     good.write_text("model,logme,logme_rank\na,1.0,1\nb,0.5,2\n")
     cases.append((["evaluate", str(good), str(bad_truth)], "must be a finite number for every model; got ['high']"))
-    for i, value in enumerate(["nan", "inf", ""]):          # NaN read as a number passed, and every tau came out NaN
+    for i, value in enumerate(["nan", "inf", ""]):     # inf went into the taus; nan or empty got a message naming nothing
         gap = tmp_path / f"gap{i}.csv"
         gap.write_text(f"model,accuracy\na,{value}\nb,0.7\n")
         cases.append((["evaluate", str(good), str(gap)], f"got [{value or 'empty'!r}] for model(s) ['a']"))
