@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zooforge.errors import ZooforgeError
+from zooforge.errors import ZooforgeError, finite_number
 from zooforge.settings import build_config, help_of, setting
 
 __all__ = ["AggregateConfig", "Budget", "ComposeConfig", "RankConfig", "SCREEN_EVIDENCE_KINDS", "SelectConfig",
@@ -329,9 +329,8 @@ class ComposeConfig:
                   screen_folds=1)
         _training_share(self)
         _positive(self, "lr", none_means=None)
-        if not (isinstance(self.compat_weight, (int, float)) and 0 <= self.compat_weight < float("inf")):
-            raise ZooforgeError(f"{_named('compat_weight')} must be a finite number >= 0 (0: ignore the transitions); "
-                                f"got {self.compat_weight!r}.")
+        finite_number(self.compat_weight, "compat_weight", at_least=0, note="0: ignore the transitions",
+                      named=_named("compat_weight"))
         _one_of(self, "compat", COMPAT_KINDS)
         _one_of(self, "screen_evidence", SCREEN_EVIDENCE_KINDS)
         if not (isinstance(self.screen_level, (int, float)) and 0 < self.screen_level <= 0.5):

@@ -60,16 +60,18 @@ class CacheError(ZooforgeError):
 
 
 def finite_number(value, name: str, *, above: float | None = None, at_least: float | None = None,
-                  note: str = "") -> float:
+                  note: str = "", named: str | None = None) -> float:
     """``value`` as a float when it is a finite real number (and > ``above``, >= ``at_least``, where
-    given); otherwise a ZooforgeError naming ``name``, the range and ``note`` (what a value means).
+    given); otherwise a ZooforgeError naming ``name`` (or saying ``named``, e.g. with the CLI option
+    too), the range and ``note`` (what a value means).
     Written once because ``x <= 0`` is false for NaN and ``x >= 0`` true for inf: a setting checked
     that way let NaN and inf weights train to NaN and report an accuracy."""
     number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
     if not (math.isfinite(number) and (above is None or number > above) and (at_least is None or number >= at_least)):
         bound = f" > {above:g}" if above is not None else f" >= {at_least:g}" if at_least is not None else ""
         got = value if isinstance(value, numbers.Real) else repr(value)
-        raise ZooforgeError(f"`{name}` must be a finite number{bound}{f' ({note})' if note else ''}; got {got}.")
+        raise ZooforgeError(f"{named or f'`{name}`'} must be a finite number{bound}{f' ({note})' if note else ''}; "
+                            f"got {got}.")
     return number
 
 

@@ -55,9 +55,7 @@ def tune(
     except (ZooforgeError, ValueError) as exc:
         fail(exc)
     if r.lr_trials:
-        console.print("lr by validation (80/20 of the training split): " + ", ".join(
-            f"{t['lr']:.3g} {t['val_accuracy']:.3f}" if t["val_accuracy"] > float("-inf") else f"{t['lr']:.3g} diverged"
-            for t in r.lr_trials) + f"; chose {r.lr:.3g}")
+        console.print(_trials("lr", r.lr_trials, lambda lr: f"{lr:.3g}") + f"; chose {r.lr:.3g}")
     from zooforge.tuning.objectives import METRIC_LABELS
 
     shown = METRIC_LABELS[r.metric]
@@ -66,6 +64,14 @@ def tune(
                   f"{r.seconds:.1f} s, peak memory {r.peak_memory_mb:.0f} MB")
     if out:
         console.print(f"wrote {out / 'adapters.safetensors'} and {out / 'result.json'}")
+
+
+def _trials(name: str, trials: list[dict], shown) -> str:
+    """A choice by validation, one trial per value of ``name``: its validation score, or "diverged"
+    (a trial whose training diverged scores -inf, so that it loses)."""
+    return f"{name} by validation (80/20 of the training split): " + ", ".join(
+        f"{shown(t[name])} " + (f"{t['val_accuracy']:.3f}" if t["val_accuracy"] > float("-inf") else "diverged")
+        for t in trials)
 
 
 @app.command()
@@ -118,10 +124,8 @@ def aggregate(
         t.add_row(m, f"{w:.3f}")
     console.print(t)
     if r.extra.get("strength_trials"):
-        console.print("strength by validation (80/20 of the training split): " + ", ".join(
-            f"λ={trial['strength']:g} {trial['val_accuracy']:.3f}" if trial["val_accuracy"] > float("-inf")
-            else f"λ={trial['strength']:g} diverged" for trial in r.extra["strength_trials"])
-            + f"; chose λ={r.extra['strength']:g}")
+        console.print(_trials("strength", r.extra["strength_trials"], lambda v: f"λ={v:g}")
+                      + f"; chose λ={r.extra['strength']:g}")
     console.print(f"held-out accuracy [bold]{r.accuracy:.4f}[/], trainable {r.trainable_params:,} of "
                   f"{r.total_params:,} params, {r.gmacs:.4g} GMACs per input at inference, {r.seconds:.1f} s")
     if "collapsed_accuracy" in r.extra:

@@ -107,8 +107,9 @@ def rank(catalogue, dataset, metrics: Sequence[str] | None = None, config: RankC
     entries = filter_entries(entries, list(models) if models else None)
     if not entries:
         raise ZooforgeError("the catalogue has no models" + (f" matching {list(models)}" if models else "") + ".")
-    shared = resamples(ds.strata(), cfg.bootstrap, cfg.seed)
-    note = interval_note(ds.strata(), ds.task) if cfg.bootstrap else None
+    strata = ds.strata()
+    shared = resamples(strata, cfg.bootstrap, cfg.seed)
+    note = interval_note(strata, ds.task) if cfg.bootstrap else None
     if note:
         warnings.warn(note, IntervalWarning, stacklevel=2)
     rows, samples = [], {}

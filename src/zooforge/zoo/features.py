@@ -186,7 +186,7 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
     n = len(dataset)
     shards: list[dict[str, np.ndarray]] = []
     start = time.perf_counter()
-    computed, counts = 0, {}
+    computed, counts, finite = 0, {}, True      # finite: every shard computed here is (cached ones were checked)
     with progress_bar(progress, f"extract {backbone.id} on {dataset.name}", n) as advance:
         for s in range(math.ceil(n / shard_size)):
             indices = np.arange(s * shard_size, min(n, (s + 1) * shard_size))
@@ -196,8 +196,11 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
             if done is None:
                 done = _run_shard(backbone, dataset, indices, layers, device, batch_size, workers, amp, advance, counts)
                 computed += len(indices)
-                if use_cache and _all_finite(done):     # NaN or inf is never cached: the model's failure is said anew
-                    cache.store_shard(key, s, done)
+                if use_cache:
+                    shard_finite = _all_finite(done)
+                    finite = finite and shard_finite
+                    if shard_finite:            # NaN or inf is never cached: the model's failure is said anew
+                        cache.store_shard(key, s, done)
             else:
                 advance(len(indices))
             shards.append(done)
@@ -206,7 +209,7 @@ def extract(backbone: Backbone, dataset: Dataset, *, layers: Sequence[str] = (),
     meta = dict(parts, dataset_name=dataset.name, classes=list(dataset.classes), device=str(device),
                 batch_size=batch_size, seconds=elapsed, params=backbone.num_params, gmacs=backbone.gmacs,
                 samples_per_s=computed / elapsed if computed and elapsed > 0 else None, **counts)
-    if use_cache and _all_finite(arrays):
+    if use_cache and finite:
         cache.store(key, arrays, meta)
     return _to_featureset(arrays, dataset, meta, cache_hit=False)
 
